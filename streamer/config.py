@@ -1,0 +1,281 @@
+"""Settings from ``STREAMER_*`` environment variables, validated once at start.
+
+Every service builds one :class:`Settings` with :func:`load_settings`; a bad value
+raises :class:`ConfigError` naming the variable, and the service exits with that
+message instead of failing later in the middle of a request. Command-line flags
+override the environment by passing keyword overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256"}
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected one of true/false/1/0/yes/no/on/off")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _parse_url(raw: str) -> str:
+    value = raw.strip()
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _non_negative(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        value = kind(raw)
+        if value < 0:  # type: ignore[operator]
+            raise ValueError("must not be negative")
+        return value
+
+    return parse
+
+
+def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        value = kind(raw)
+        if value <= 0:  # type: ignore[operator]
+            raise ValueError("must be greater than 0")
+        return value
+
+    return parse
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number between 0 and 65535 (0 picks a free port)")
+    return value
+
+
+def _prefix(raw: str) -> str:
+    if not _PREFIX_RE.match(raw):
+        raise ValueError("must be 1-200 characters of letters, digits, '_', '.', '-'")
+    return raw
+
+
+def _algorithms(raw: str) -> tuple[str, ...]:
+    algs = tuple(a.upper() for a in _parse_list(raw))
+    bad = [a for a in algs if a not in _ALGORITHMS]
+    if bad or not algs:
+        raise ValueError(f"unsupported algorithm(s) {bad or raw!r}; choose from {sorted(_ALGORITHMS)}")
+    return algs
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in _LOG_LEVELS:
+        raise ValueError(f"expected one of {sorted(_LOG_LEVELS)}")
+    return value
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _pem(raw: str) -> str:
+    # Kubernetes secrets and env files often carry PEM keys with literal "\n".
+    value = raw.replace("\\n", "\n").strip()
+    if not value.startswith("-----BEGIN"):
+        raise ValueError("expected a PEM-encoded public key (-----BEGIN PUBLIC KEY-----)")
+    return value
+
+
+def _field(env: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
+    return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of every service; each service reads the ones it needs."""
+
+    # --- DynamoDB -------------------------------------------------------------
+    dynamodb_endpoint: str | None = _field(
+        "STREAMER_DYNAMODB_ENDPOINT", _parse_url, None, "DynamoDB endpoint URL; unset means AWS."
+    )
+    table_prefix: str = _field("STREAMER_TABLE_PREFIX", _prefix, "streamer", "Prefix of every table name.")
+    aws_region: str = _field("AWS_REGION", _text, "us-east-1", "AWS region of the tables.")
+
+    # --- JWT ------------------------------------------------------------------
+    jwt_secret: str | None = _field("STREAMER_JWT_SECRET", _text, None, "HS256 secret (development).")
+    jwt_public_key: str | None = _field(
+        "STREAMER_JWT_PUBLIC_KEY", _pem, None, "PEM public key (RS256/ES256)."
+    )
+    jwks_url: str | None = _field("STREAMER_JWKS_URL", _parse_url, None, "JWKS URL (RS256/ES256).")
+    jwt_issuer: str | None = _field("STREAMER_JWT_ISSUER", _text, None, "Required `iss`, when set.")
+    jwt_audience: str | None = _field("STREAMER_JWT_AUDIENCE", _text, None, "Required `aud`, when set.")
+    jwt_algorithms: tuple[str, ...] | None = _field(
+        "STREAMER_JWT_ALGORITHMS", _algorithms, None, "Accepted algorithms; default follows the key kind."
+    )
+    jwt_require_exp: bool = _field(
+        "STREAMER_JWT_REQUIRE_EXP", _parse_bool, True, "Refuse tokens without `exp`."
+    )
+    jwt_leeway_seconds: float = _field(
+        "STREAMER_JWT_LEEWAY_SECONDS", _non_negative(float), 30.0, "Clock skew allowed on exp/nbf/iat."
+    )
+    jwks_cache_seconds: float = _field(
+        "STREAMER_JWKS_CACHE_SECONDS", _positive(float), 300.0, "How long fetched JWKS keys are kept."
+    )
+    allowed_tenants: tuple[str, ...] = _field(
+        "STREAMER_ALLOWED_TENANTS", _parse_list, (), "Tenants allowed to connect; empty allows all."
+    )
+
+    # --- network --------------------------------------------------------------
+    host: str = _field("STREAMER_HOST", _text, "0.0.0.0", "Address every server binds.")
+    ws_port: int = _field("STREAMER_WS_PORT", _port, 8080, "connect: WebSocket port.")
+    grpc_port: int = _field("STREAMER_GRPC_PORT", _port, 50051, "gRPC port of this service.")
+    http_port: int = _field("STREAMER_HTTP_PORT", _port, 9090, "/metrics, /healthz, /readyz port.")
+    pod_ip: str | None = _field("POD_IP", _text, None, "This pod's IP; connect advertises POD_IP:grpc_port.")
+    advertise_address: str | None = _field(
+        "STREAMER_ADVERTISE_ADDRESS", _text, None, "host:port others use to reach this pod's gRPC server."
+    )
+    router_address: str = _field(
+        "STREAMER_ROUTER_ADDRESS", _text, "127.0.0.1:50052", "router's gRPC address."
+    )
+    grpc_max_message_bytes: int = _field(
+        "STREAMER_GRPC_MAX_MESSAGE_BYTES", _positive(int), 4 * 1024 * 1024, "gRPC message size cap."
+    )
+
+    # --- connect limits ---------------------------------------------------------
+    ws_max_frame_bytes: int = _field(
+        "STREAMER_WS_MAX_FRAME_BYTES", _positive(int), 128 * 1024, "Largest client frame answered normally."
+    )
+    ws_rate_limit: float = _field(
+        "STREAMER_WS_RATE_LIMIT", _non_negative(float), 20.0, "Messages/s per connection; 0 turns it off."
+    )
+    ws_rate_burst: int = _field("STREAMER_WS_RATE_BURST", _positive(int), 40, "Token bucket size.")
+    ws_rate_strikes: int = _field(
+        "STREAMER_WS_RATE_STRIKES", _positive(int), 20, "RATE_LIMITED answers in a row before close 1008."
+    )
+    ws_send_queue: int = _field(
+        "STREAMER_WS_SEND_QUEUE", _positive(int), 256, "Frames queued per connection before close 1013."
+    )
+    ws_heartbeat_seconds: float = _field(
+        "STREAMER_WS_HEARTBEAT_SECONDS", _positive(float), 30.0, "Server ping interval."
+    )
+    ws_missed_pongs: int = _field("STREAMER_WS_MISSED_PONGS", _positive(int), 2, "Missed pongs before close.")
+    ws_route_timeout_seconds: float = _field(
+        "STREAMER_WS_ROUTE_TIMEOUT_SECONDS", _positive(float), 35.0, "Deadline of one Route call."
+    )
+    ws_touch_seconds: float = _field(
+        "STREAMER_WS_TOUCH_SECONDS", _positive(float), 60.0, "Least time between last-seen/TTL writes."
+    )
+    drain_seconds: float = _field(
+        "STREAMER_DRAIN_SECONDS", _positive(float), 20.0, "Grace period on SIGTERM."
+    )
+
+    # --- requests ---------------------------------------------------------------
+    async_threshold_seconds: float = _field(
+        "STREAMER_ASYNC_THRESHOLD_SECONDS", _non_negative(float), 5.0, "`auto` goes async above this."
+    )
+    registry_file: str | None = _field(
+        "STREAMER_REGISTRY_FILE", _text, None, "YAML of StreamerHandler documents; unset watches Kubernetes."
+    )
+    namespace: str | None = _field("STREAMER_NAMESPACE", _text, None, "Namespace watched; unset means all.")
+
+    # --- processor --------------------------------------------------------------
+    poll_interval_seconds: float = _field(
+        "STREAMER_POLL_INTERVAL_SECONDS", _positive(float), 0.05, "Wait after an empty GetRecords."
+    )
+    lease_seconds: float = _field("STREAMER_LEASE_SECONDS", _positive(float), 10.0, "Shard lease duration.")
+    claim_seconds: float = _field("STREAMER_CLAIM_SECONDS", _positive(float), 15.0, "Request claim duration.")
+    sweep_interval_seconds: float = _field(
+        "STREAMER_SWEEP_INTERVAL_SECONDS", _positive(float), 5.0, "How often the sweeper runs."
+    )
+    pending_grace_seconds: float = _field(
+        "STREAMER_PENDING_GRACE_SECONDS", _positive(float), 10.0, "PENDING age the sweeper re-dispatches."
+    )
+    progress_interval_seconds: float = _field(
+        "STREAMER_PROGRESS_INTERVAL_SECONDS", _non_negative(float), 0.1, "Least time between progress frames."
+    )
+    handler_concurrency: int = _field(
+        "STREAMER_HANDLER_CONCURRENCY", _positive(int), 64, "Default in-flight requests per handler."
+    )
+    worker_id: str | None = _field("STREAMER_WORKER_ID", _text, None, "Lease owner name; default host-pid.")
+
+    # --- logs -------------------------------------------------------------------
+    log_level: str = _field("STREAMER_LOG_LEVEL", _log_level, "INFO", "Log level.")
+    log_json: bool = _field("STREAMER_LOG_JSON", _parse_bool, True, "JSON logs (false: plain text).")
+
+    def table_name(self, kind: str) -> str:
+        """The full name of one of the tables (connections, requests, subscriptions, leases)."""
+        return f"{self.table_prefix}-{kind}"
+
+    def grpc_advertise(self) -> str:
+        """The address this pod's gRPC server is reachable at, for connection records."""
+        if self.advertise_address:
+            return self.advertise_address
+        host = self.pod_ip or ("127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host)
+        return f"{host}:{self.grpc_port}"
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, for docs and ``--help``."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        rows.append((f.metadata["env"], repr(f.default), f.metadata["doc"]))
+    return rows
+
+
+def load_settings(env: Mapping[str, str] | None = None, /, **overrides: Any) -> Settings:
+    """Read settings from ``env`` (default ``os.environ``); ``overrides`` win over it.
+
+    Overrides with the value ``None`` are ignored, so CLI flags can be passed through
+    unconditionally. Raises :class:`ConfigError` naming the first bad variable.
+    """
+    source = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        var = f.metadata["env"]
+        if overrides.get(f.name) is not None:
+            values[f.name] = overrides.pop(f.name)
+            continue
+        overrides.pop(f.name, None)
+        raw = source.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw.strip() if f.name != "jwt_secret" else raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(var, f"invalid value {_redact(var, raw)}: {exc}") from None
+    if overrides:
+        raise TypeError(f"unknown settings: {sorted(overrides)}")
+    settings = Settings(**values)
+    if settings.ws_rate_limit and settings.ws_rate_burst < 1:
+        raise ConfigError("STREAMER_WS_RATE_BURST", "must be at least 1 when a rate limit is set")
+    return settings
+
+
+def _redact(var: str, raw: str) -> str:
+    if "SECRET" in var or "KEY" in var:
+        return "(redacted)"
+    return repr(raw if len(raw) <= 80 else raw[:77] + "...")

@@ -1,0 +1,1 @@
+"""Running Streamer's dependencies on one machine (tests, ``streamer dev``, benchmarks)."""

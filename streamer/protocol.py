@@ -1,0 +1,341 @@
+"""The WebSocket wire protocol (DESIGN §2): client frames in, server messages out.
+
+:func:`parse_client_frame` turns any text or bytes into a :class:`ClientMessage` or
+raises :class:`ProtocolError` carrying a documented error code — never anything
+else (a property-based test holds it to that). The ``*_message`` builders produce
+every server message with the field names the original Streamer emitted, so its
+clients keep working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+# --- error codes -------------------------------------------------------------------
+VALIDATION_ERROR: Final = "VALIDATION_ERROR"
+INVALID_ACTION: Final = "INVALID_ACTION"
+PAYLOAD_TOO_LARGE: Final = "PAYLOAD_TOO_LARGE"
+UNAUTHORIZED: Final = "UNAUTHORIZED"
+FORBIDDEN: Final = "FORBIDDEN"
+NOT_FOUND: Final = "NOT_FOUND"
+DUPLICATE_REQUEST: Final = "DUPLICATE_REQUEST"
+RATE_LIMITED: Final = "RATE_LIMITED"
+TIMEOUT: Final = "TIMEOUT"
+CANCELLED: Final = "CANCELLED"
+PROCESSING_FAILED: Final = "PROCESSING_FAILED"
+SERVICE_UNAVAILABLE: Final = "SERVICE_UNAVAILABLE"
+INTERNAL_ERROR: Final = "INTERNAL_ERROR"
+ERROR_CODES: Final = frozenset(
+    {
+        VALIDATION_ERROR,
+        INVALID_ACTION,
+        PAYLOAD_TOO_LARGE,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        NOT_FOUND,
+        DUPLICATE_REQUEST,
+        RATE_LIMITED,
+        TIMEOUT,
+        CANCELLED,
+        PROCESSING_FAILED,
+        SERVICE_UNAVAILABLE,
+        INTERNAL_ERROR,
+    }
+)
+RETRYABLE_CODES: Final = frozenset({RATE_LIMITED, SERVICE_UNAVAILABLE, TIMEOUT, INTERNAL_ERROR})
+
+# --- system actions ----------------------------------------------------------------
+PING: Final = "$ping"
+CANCEL: Final = "$cancel"
+STATUS: Final = "$status"
+SUBSCRIBE: Final = "$subscribe"
+UNSUBSCRIBE: Final = "$unsubscribe"
+RESUME: Final = "$resume"
+SYSTEM_ACTIONS: Final = frozenset({PING, CANCEL, STATUS, SUBSCRIBE, UNSUBSCRIBE, RESUME})
+#: System actions whose payload must name a request.
+NEEDS_REQUEST_ID: Final = frozenset({CANCEL, STATUS, SUBSCRIBE, UNSUBSCRIBE})
+
+# --- WebSocket close codes ---------------------------------------------------------
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001  # server shutting down (SIGTERM drain)
+CLOSE_POLICY: Final = 1008  # sustained rate-limit abuse
+CLOSE_TOO_BIG: Final = 1009  # a frame far over the size limit
+CLOSE_INTERNAL: Final = 1011
+CLOSE_TRY_AGAIN: Final = 1013  # client too slow to read: its send queue overflowed
+CLOSE_HEARTBEAT: Final = 4000  # missed pongs
+CLOSE_DISCONNECTED: Final = 4001  # closed through Connections.Disconnect
+
+ACTION_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_ID_LENGTH: Final = 128
+_ID_RE: Final = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
+MAX_DEPTH: Final = 32
+
+
+class ProtocolError(Exception):
+    """A client frame or request is invalid; becomes an ``error`` message."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        request_id: str | None = None,
+        details: Any = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        assert code in ERROR_CODES, code
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.details = details
+        self.retryable = retryable
+
+    def to_message(self) -> dict[str, Any]:
+        return error_message(
+            self.code,
+            self.message,
+            request_id=self.request_id,
+            details=self.details,
+            retryable=self.retryable,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClientMessage:
+    """One valid client frame. ``request_id`` is None when the client sent none."""
+
+    action: str
+    request_id: str | None
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+
+    @property
+    def is_system(self) -> bool:
+        return self.action.startswith("$")
+
+    @property
+    def target_request_id(self) -> str | None:
+        """For system actions: the request named in the payload (``request_id`` or ``id``)."""
+        value = self.payload.get("request_id", self.payload.get("id"))
+        return value if isinstance(value, str) else None
+
+
+def new_request_id() -> str:
+    """A server-made request id for a frame that carried none."""
+    return f"req-{uuid.uuid4().hex}"
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _valid_id(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError(VALIDATION_ERROR, f"'{field}' must be a string")
+    if not _ID_RE.match(value):
+        raise ProtocolError(
+            VALIDATION_ERROR,
+            f"'{field}' must be 1-{MAX_ID_LENGTH} printable ASCII characters without spaces",
+        )
+    return value
+
+
+def parse_client_frame(data: str | bytes, *, max_bytes: int | None = None) -> ClientMessage:
+    """Parse one client frame; raise :class:`ProtocolError` for anything invalid."""
+    if isinstance(data, bytes | bytearray):
+        size = len(data)
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(VALIDATION_ERROR, "Frame is not valid UTF-8") from None
+    elif isinstance(data, str):
+        text = data
+        size = len(text.encode("utf-8", errors="surrogatepass"))
+    else:
+        raise ProtocolError(VALIDATION_ERROR, "Frame must be text")
+    if max_bytes is not None and size > max_bytes:
+        raise ProtocolError(
+            PAYLOAD_TOO_LARGE,
+            f"Frame is {size} bytes; the limit is {max_bytes}",
+            details={"size": size, "limit": max_bytes},
+        )
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError(VALIDATION_ERROR, "Frame is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(VALIDATION_ERROR, "Frame must be a JSON object")
+    if _depth(obj, MAX_DEPTH) > MAX_DEPTH:
+        raise ProtocolError(VALIDATION_ERROR, f"Frame is nested deeper than {MAX_DEPTH} levels")
+
+    request_id: str | None = None
+    if obj.get("id") is not None:
+        request_id = _valid_id(obj["id"], "id")
+    if obj.get("request_id") is not None:
+        alias = _valid_id(obj["request_id"], "request_id")
+        if request_id is not None and alias != request_id:
+            raise ProtocolError(VALIDATION_ERROR, "'id' and 'request_id' differ", request_id=request_id)
+        request_id = alias
+
+    action = obj.get("action")
+    if action is None:
+        raise ProtocolError(VALIDATION_ERROR, "'action' is required", request_id=request_id)
+    if not isinstance(action, str):
+        raise ProtocolError(VALIDATION_ERROR, "'action' must be a string", request_id=request_id)
+    if action.startswith("$"):
+        if action not in SYSTEM_ACTIONS:
+            raise ProtocolError(
+                INVALID_ACTION,
+                f"Unknown system action {action[:64]!r}",
+                request_id=request_id,
+                details={"system_actions": sorted(SYSTEM_ACTIONS)},
+            )
+    elif not ACTION_RE.match(action):
+        raise ProtocolError(
+            VALIDATION_ERROR, "'action' must match [A-Za-z0-9._-]{1,128}", request_id=request_id
+        )
+
+    payload = obj.get("payload")
+    if payload is None:
+        payload = {}
+    elif not isinstance(payload, dict):
+        raise ProtocolError(VALIDATION_ERROR, "'payload' must be a JSON object", request_id=request_id)
+    metadata = obj.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise ProtocolError(VALIDATION_ERROR, "'metadata' must be a JSON object", request_id=request_id)
+
+    msg = ClientMessage(action=action, request_id=request_id, payload=payload, metadata=metadata)
+    if action in NEEDS_REQUEST_ID:
+        target = payload.get("request_id", payload.get("id"))
+        if target is None:
+            raise ProtocolError(VALIDATION_ERROR, f"{action} needs payload.request_id", request_id=request_id)
+        _valid_id(target, "payload.request_id")
+    return msg
+
+
+# --- server messages ---------------------------------------------------------------
+
+
+def timestamp(at: float | None = None) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. ``2026-11-22T01:02:03.456Z``."""
+    moment = (
+        datetime.datetime.now(tz=datetime.UTC)
+        if at is None
+        else datetime.datetime.fromtimestamp(at, tz=datetime.UTC)
+    )
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def response_message(request_id: str, data: Any) -> dict[str, Any]:
+    return {"type": "response", "request_id": request_id, "success": True, "data": data}
+
+
+def acknowledgment_message(request_id: str, message: str = "Request queued for processing") -> dict[str, Any]:
+    return {"type": "acknowledgment", "request_id": request_id, "status": "queued", "message": message}
+
+
+def progress_message(
+    request_id: str,
+    *,
+    percentage: float,
+    message: str,
+    seq: int,
+    metadata: Mapping[str, Any] | None = None,
+    at: float | None = None,
+) -> dict[str, Any]:
+    pct: float = max(0.0, min(100.0, float(percentage)))
+    out: dict[str, Any] = {
+        "type": "progress",
+        "request_id": request_id,
+        "percentage": int(pct) if pct == int(pct) else pct,
+        "message": message,
+        "timestamp": timestamp(at),
+        "seq": seq,
+    }
+    if metadata:
+        out["metadata"] = dict(metadata)
+    return out
+
+
+def complete_message(request_id: str, result: Any, *, at: float | None = None) -> dict[str, Any]:
+    return {"type": "complete", "request_id": request_id, "result": result, "timestamp": timestamp(at)}
+
+
+def status_message(
+    request_id: str,
+    *,
+    status: str,
+    percentage: float = 0,
+    message: str = "",
+    **extra: Any,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "status",
+        "request_id": request_id,
+        "status": status,
+        "percentage": percentage,
+        "message": message,
+    }
+    out.update({k: v for k, v in extra.items() if v is not None})
+    return out
+
+
+def error_message(
+    code: str,
+    message: str,
+    *,
+    request_id: str | None = None,
+    details: Any = None,
+    retryable: bool | None = None,
+) -> dict[str, Any]:
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        err["details"] = details
+    if retryable is None and code in RETRYABLE_CODES:
+        retryable = True
+    if retryable is not None:
+        err["retryable"] = retryable
+    out: dict[str, Any] = {"type": "error"}
+    if request_id is not None:
+        out["request_id"] = request_id
+    out["error"] = err
+    return out
+
+
+def ping_message() -> dict[str, Any]:
+    return {"type": "ping"}
+
+
+def pong_message() -> dict[str, Any]:
+    return {"type": "pong", "timestamp": timestamp()}
+
+
+def encode(message: Mapping[str, Any]) -> str:
+    """A server message as frame text (compact JSON, UTF-8 kept)."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def encode_bytes(message: Mapping[str, Any]) -> bytes:
+    return encode(message).encode("utf-8")

@@ -1,0 +1,32 @@
+"""The handler registry: which handler serves an action, and how to call it.
+
+Two sources behind one interface: :class:`~streamer.registry.file.FileRegistry`
+(a YAML file of StreamerHandler documents, for the local stack) and
+:class:`~streamer.registry.kubernetes.KubernetesRegistry` (a watch of Ready
+StreamerHandler custom resources, in the cluster).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from streamer.registry.model import ActionSpec, RegistryError, build_index, parse_duration, parse_handler
+
+__all__ = ["ActionSpec", "Registry", "RegistryError", "build_index", "parse_duration", "parse_handler"]
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """What router and processor need from a registry source."""
+
+    async def start(self) -> None:
+        """Load the initial state (and begin watching, for live sources)."""
+
+    async def stop(self) -> None:
+        """Stop watching; release resources."""
+
+    def lookup(self, action: str) -> ActionSpec | None:
+        """The action's spec, or None when no (ready) handler serves it."""
+
+    def actions(self) -> list[ActionSpec]:
+        """Every action currently served."""

@@ -1,0 +1,149 @@
+"""Stream shard leases (the KCL's lease table, done with conditional writes).
+
+One item per shard: ``owner``, a ``counter`` bumped on every renewal or take-over
+(the fencing token), ``expires_at``, the ``checkpoint`` (last sequence number fully
+handed off, or ``SHARD_END``), and the shard's ``parents``. Whoever holds the item
+with the counter it last wrote owns the shard; a stale owner's renew or checkpoint
+fails its condition and it must stop reading that shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from streamer.store.base import TableStore, expression, now
+from streamer.store.dynamo import (
+    BOTO_ERRORS,
+    deserialize_item,
+    error_code,
+    serialize,
+    serialize_item,
+    wrap_error,
+)
+from streamer.store.errors import AlreadyExists, ConditionFailed
+
+SHARD_END = "SHARD_END"
+TRIM_HORIZON = "TRIM_HORIZON"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Lease:
+    lease_key: str
+    stream_arn: str
+    shard_id: str
+    owner: str | None = None
+    counter: int = 0
+    expires_at: float = 0.0
+    checkpoint: str = TRIM_HORIZON
+    parents: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint == SHARD_END
+
+    def expired(self, at: float | None = None) -> bool:
+        return self.owner is None or self.expires_at <= (now() if at is None else at)
+
+    def to_item(self) -> dict[str, Any]:
+        item = dataclasses.asdict(self)
+        item["parents"] = list(self.parents)
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Lease:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in item.items() if k in names}
+        values["parents"] = tuple(values.get("parents") or ())
+        return cls(**values)
+
+
+def lease_key(stream_arn: str, shard_id: str) -> str:
+    """Leases of a recreated table's new stream never collide with the old one's."""
+    return f"{stream_arn}|{shard_id}"
+
+
+class LeaseStore(TableStore):
+    """The leases table (key ``lease_key``)."""
+
+    async def create(self, lease: Lease) -> Lease:
+        try:
+            await self.client.put_item(
+                TableName=self.table,
+                Item=serialize_item(lease.to_item()),
+                ConditionExpression="attribute_not_exists(lease_key)",
+            )
+        except BOTO_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise AlreadyExists(lease.lease_key) from exc
+            raise wrap_error(exc, f"PutItem {self.table}") from exc
+        return lease
+
+    async def get(self, key: str) -> Lease | None:
+        out = await self._call("get_item", Key={"lease_key": serialize(key)}, ConsistentRead=True)
+        item = out.get("Item")
+        return Lease.from_item(deserialize_item(item)) if item else None
+
+    async def all(self, *, stream_arn: str | None = None) -> list[Lease]:
+        """Every lease (of one stream when given), all pages, consistently read."""
+        kwargs: dict[str, Any] = {"ConsistentRead": True}
+        if stream_arn:
+            kwargs["FilterExpression"] = "stream_arn = :a"
+            kwargs["ExpressionAttributeValues"] = expression({"a": stream_arn})
+        return [Lease.from_item(item) async for item in self._scan_pages(**kwargs)]
+
+    async def _conditional(self, key: str, *, condition: str, update: str, values: dict[str, Any]) -> Lease:
+        try:
+            out = await self.client.update_item(
+                TableName=self.table,
+                Key={"lease_key": serialize(key)},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#owner": "owner", "#counter": "counter"},
+                ExpressionAttributeValues=expression(values),
+                ReturnValues="ALL_NEW",
+            )
+        except BOTO_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise ConditionFailed(key, condition, await self.get(key)) from exc
+            raise wrap_error(exc, f"UpdateItem {self.table}") from exc
+        return Lease.from_item(deserialize_item(out["Attributes"]))
+
+    async def take(self, lease: Lease, *, owner: str, duration: float) -> Lease:
+        """Take a lease as we last saw it (free, expired, or stolen): counter must be unchanged."""
+        return await self._conditional(
+            lease.lease_key,
+            condition="#counter = :c",
+            update="SET #owner = :o, expires_at = :e, #counter = :n",
+            values={"c": lease.counter, "o": owner, "e": now() + duration, "n": lease.counter + 1},
+        )
+
+    async def renew(self, lease: Lease, *, duration: float) -> Lease:
+        """Renew our lease; fails if someone took it (counter moved)."""
+        return await self._conditional(
+            lease.lease_key,
+            condition="#owner = :o AND #counter = :c",
+            update="SET expires_at = :e, #counter = :n",
+            values={"o": lease.owner, "c": lease.counter, "e": now() + duration, "n": lease.counter + 1},
+        )
+
+    async def checkpoint(self, lease: Lease, *, sequence: str) -> Lease:
+        """Record progress on our shard (``SHARD_END`` when it is fully read)."""
+        return await self._conditional(
+            lease.lease_key,
+            condition="#owner = :o AND #counter = :c",
+            update="SET checkpoint = :s",
+            values={"o": lease.owner, "c": lease.counter, "s": sequence},
+        )
+
+    async def release(self, lease: Lease) -> Lease:
+        """Give a lease up (clean shutdown) so another worker takes it at once."""
+        return await self._conditional(
+            lease.lease_key,
+            condition="#owner = :o AND #counter = :c",
+            update="SET expires_at = :e, #counter = :n REMOVE #owner",
+            values={"o": lease.owner, "c": lease.counter, "e": 0, "n": lease.counter + 1},
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete_item", Key={"lease_key": serialize(key)})

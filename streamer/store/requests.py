@@ -1,0 +1,443 @@
+"""Requests and their state machine; every change is one conditional update.
+
+States: ``PENDING → PROCESSING → COMPLETED | FAILED | CANCELLED``; ``PROCESSING →
+PENDING`` for a retry (attempt + 1, not before a backoff time) or when a claim
+expired (its processor died); ``PENDING → CANCELLED`` on ``$cancel``. Terminal
+states never change. A transition out of PROCESSING is conditioned on (status,
+owner, attempt), so two processors can never both win, and a processor whose claim
+was taken over cannot write anything any more: its update fails with
+:class:`TransitionRefused`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from streamer.store.base import TableStore, expression, now
+from streamer.store.dynamo import (
+    BOTO_ERRORS,
+    deserialize_item,
+    error_code,
+    serialize,
+    serialize_item,
+    wrap_error,
+)
+from streamer.store.errors import AlreadyExists, NotFound, TransitionRefused
+
+REQUEST_TTL_SECONDS = 7 * 24 * 3600
+
+PENDING = "PENDING"
+PROCESSING = "PROCESSING"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+STATUSES = (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED)
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+_JSON_FIELDS = ("payload", "metadata", "result")
+
+
+def user_key(tenant_id: str, user_id: str) -> str:
+    """The ``user-index`` hash key: a user id is only unique within its tenant."""
+    return f"{tenant_id}#{user_id}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RequestRecord:
+    """One async request as stored. ``payload``/``metadata``/``result`` are JSON values."""
+
+    request_id: str
+    action: str
+    status: str
+    user_id: str
+    tenant_id: str
+    connection_id: str
+    created_at: float
+    updated_at: float
+    ttl: int
+    handler: str = ""
+    payload: Any = None
+    metadata: Any = None
+    priority: int = 0
+    attempt: int = 1
+    max_attempts: int = 3
+    timeout: float = 30.0
+    owner: str | None = None
+    claim_expires_at: float | None = None
+    not_before: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: dict[str, Any] | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    recoveries: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def user_key(self) -> str:
+        return user_key(self.tenant_id, self.user_id)
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        request_id: str,
+        action: str,
+        user_id: str,
+        tenant_id: str,
+        connection_id: str,
+        payload: Any,
+        metadata: Any = None,
+        handler: str = "",
+        priority: int = 0,
+        max_attempts: int = 3,
+        timeout: float = 30.0,
+        ttl_seconds: float = REQUEST_TTL_SECONDS,
+    ) -> RequestRecord:
+        t = now()
+        return cls(
+            request_id=request_id,
+            action=action,
+            status=PENDING,
+            user_id=user_id,
+            tenant_id=tenant_id,
+            connection_id=connection_id,
+            created_at=t,
+            updated_at=t,
+            ttl=int(t + ttl_seconds),
+            handler=handler,
+            payload=payload,
+            metadata=metadata,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+        )
+
+    def to_item(self) -> dict[str, Any]:
+        item = dataclasses.asdict(self)
+        for name in _JSON_FIELDS:
+            item[name] = json.dumps(item[name], separators=(",", ":")) if item[name] is not None else None
+        item["user_key"] = self.user_key
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> RequestRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in item.items() if k in names}
+        for name in _JSON_FIELDS:
+            if isinstance(values.get(name), str):
+                values[name] = json.loads(values[name])
+        return cls(**values)
+
+
+class RequestStore(TableStore):
+    """The requests table (key ``request_id``; connection, status and user indexes)."""
+
+    async def create(self, record: RequestRecord) -> RequestRecord:
+        """Write a new PENDING request; :class:`AlreadyExists` (with the existing one) if the id is taken."""
+        try:
+            await self.client.put_item(
+                TableName=self.table,
+                Item=serialize_item(record.to_item()),
+                ConditionExpression="attribute_not_exists(request_id)",
+            )
+        except BOTO_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise AlreadyExists(record.request_id, await self.get(record.request_id)) from exc
+            raise wrap_error(exc, f"PutItem {self.table}") from exc
+        return record
+
+    async def get(self, request_id: str) -> RequestRecord | None:
+        out = await self._call("get_item", Key={"request_id": serialize(request_id)}, ConsistentRead=True)
+        item = out.get("Item")
+        return RequestRecord.from_item(deserialize_item(item)) if item else None
+
+    async def require(self, request_id: str) -> RequestRecord:
+        record = await self.get(request_id)
+        if record is None:
+            raise NotFound(request_id)
+        return record
+
+    async def _update(
+        self,
+        request_id: str,
+        *,
+        condition: str,
+        expected: str,
+        set_values: dict[str, Any],
+        remove: tuple[str, ...] = (),
+        add: dict[str, int] | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> RequestRecord:
+        """One conditional UpdateItem; returns the new record or raises TransitionRefused."""
+        names: dict[str, str] = {}
+        for alias, real in (("#status", "status"), ("#owner", "owner")):
+            if alias in condition:
+                names[alias] = real
+        parts_set = []
+        all_values: dict[str, Any] = dict(values or {})
+        for i, (name, value) in enumerate(set_values.items()):
+            names[f"#s{i}"] = name
+            if name in _JSON_FIELDS and value is not None:
+                value = json.dumps(value, separators=(",", ":"))
+            all_values[f"s{i}"] = value
+            parts_set.append(f"#s{i} = :s{i}")
+        clauses = []
+        if parts_set:
+            clauses.append("SET " + ", ".join(parts_set))
+        if remove:
+            for i, name in enumerate(remove):
+                names[f"#r{i}"] = name
+            clauses.append("REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove))))
+        if add:
+            for i, (name, amount) in enumerate(add.items()):
+                names[f"#a{i}"] = name
+                all_values[f"a{i}"] = amount
+            clauses.append("ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(add))))
+        try:
+            out = await self.client.update_item(
+                TableName=self.table,
+                Key={"request_id": serialize(request_id)},
+                UpdateExpression=" ".join(clauses),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=expression(all_values),
+                ReturnValues="ALL_NEW",
+            )
+        except BOTO_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise TransitionRefused(request_id, expected, await self.get(request_id)) from exc
+            raise wrap_error(exc, f"UpdateItem {self.table}") from exc
+        return RequestRecord.from_item(deserialize_item(out["Attributes"]))
+
+    _OWNED = "#status = :processing AND #owner = :owner AND attempt = :attempt"
+
+    def _owned(self, owner: str, attempt: int) -> dict[str, Any]:
+        return {"processing": PROCESSING, "owner": owner, "attempt": attempt}
+
+    async def claim(
+        self, request_id: str, *, owner: str, attempt: int, claim_seconds: float
+    ) -> RequestRecord:
+        """PENDING → PROCESSING for ``owner`` (only at ``attempt`` and past ``not_before``)."""
+        t = now()
+        return await self._update(
+            request_id,
+            condition=(
+                "#status = :pending AND attempt = :attempt "
+                "AND (attribute_not_exists(not_before) OR not_before <= :now)"
+            ),
+            expected=f"PENDING at attempt {attempt}",
+            set_values={
+                "status": PROCESSING,
+                "owner": owner,
+                "claim_expires_at": t + claim_seconds,
+                "started_at": t,
+                "updated_at": t,
+            },
+            values={"pending": PENDING, "attempt": attempt, "now": t},
+        )
+
+    async def renew(
+        self, request_id: str, *, owner: str, attempt: int, claim_seconds: float
+    ) -> RequestRecord:
+        """Extend the claim; the returned record tells whether a cancel was requested."""
+        t = now()
+        return await self._update(
+            request_id,
+            condition=self._OWNED,
+            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            set_values={"claim_expires_at": t + claim_seconds},
+            values=self._owned(owner, attempt),
+        )
+
+    async def save_progress(
+        self, request_id: str, *, owner: str, attempt: int, progress: dict[str, Any]
+    ) -> RequestRecord:
+        """Persist the latest progress (the processor throttles how often)."""
+        return await self._update(
+            request_id,
+            condition=self._OWNED,
+            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            set_values={"progress": progress, "updated_at": now()},
+            values=self._owned(owner, attempt),
+        )
+
+    async def complete(
+        self,
+        request_id: str,
+        *,
+        owner: str,
+        attempt: int,
+        result: Any,
+        progress: dict[str, Any] | None = None,
+    ) -> RequestRecord:
+        """PROCESSING → COMPLETED with the result; refused if anything else got there first."""
+        t = now()
+        sets: dict[str, Any] = {"status": COMPLETED, "result": result, "finished_at": t, "updated_at": t}
+        if progress is not None:
+            sets["progress"] = progress
+        return await self._update(
+            request_id,
+            condition=self._OWNED,
+            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            set_values=sets,
+            remove=("claim_expires_at",),
+            values=self._owned(owner, attempt),
+        )
+
+    async def fail(
+        self, request_id: str, *, owner: str, attempt: int, error: dict[str, Any]
+    ) -> RequestRecord:
+        """PROCESSING → FAILED with an error ``{code, message, ...}``."""
+        t = now()
+        return await self._update(
+            request_id,
+            condition=self._OWNED,
+            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            set_values={"status": FAILED, "error": error, "finished_at": t, "updated_at": t},
+            remove=("claim_expires_at",),
+            values=self._owned(owner, attempt),
+        )
+
+    async def retry(
+        self, request_id: str, *, owner: str, attempt: int, not_before: float, error: dict[str, Any]
+    ) -> RequestRecord:
+        """PROCESSING → PENDING for the next attempt, not before ``not_before``."""
+        return await self._update(
+            request_id,
+            condition=self._OWNED,
+            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            set_values={
+                "status": PENDING,
+                "attempt": attempt + 1,
+                "not_before": not_before,
+                "error": error,
+                "updated_at": now(),
+            },
+            remove=("owner", "claim_expires_at"),
+            values=self._owned(owner, attempt),
+        )
+
+    async def finish_cancel(self, request_id: str, *, owner: str, attempt: int) -> RequestRecord:
+        """PROCESSING (cancel requested) → CANCELLED, by the owner that stopped the handler."""
+        t = now()
+        return await self._update(
+            request_id,
+            condition=self._OWNED,
+            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            set_values={
+                "status": CANCELLED,
+                "error": {"code": "CANCELLED", "message": "Request was cancelled"},
+                "finished_at": t,
+                "updated_at": t,
+            },
+            remove=("claim_expires_at",),
+            values=self._owned(owner, attempt),
+        )
+
+    async def release_expired(self, request_id: str, *, owner: str, attempt: int) -> RequestRecord:
+        """PROCESSING with an expired claim → PENDING (its processor died); same attempt.
+
+        A crash is not the handler's failure, so it does not use up an attempt; the
+        ``recoveries`` counter records it. The condition on owner and the expiry means
+        a live owner that just renewed keeps its claim.
+        """
+        t = now()
+        return await self._update(
+            request_id,
+            condition=self._OWNED + " AND claim_expires_at < :now",
+            expected=f"PROCESSING by {owner} at attempt {attempt} with an expired claim",
+            set_values={"status": PENDING, "updated_at": t},
+            remove=("owner", "claim_expires_at", "not_before"),
+            add={"recoveries": 1},
+            values={**self._owned(owner, attempt), "now": t},
+        )
+
+    async def cancel(self, request_id: str, *, tenant_id: str) -> RequestRecord:
+        """``$cancel``: PENDING → CANCELLED at once; PROCESSING → cancel requested.
+
+        A terminal request is returned unchanged. :class:`NotFound` when the request
+        does not exist *or belongs to another tenant* (no existence leak).
+        """
+        t = now()
+        try:
+            return await self._update(
+                request_id,
+                condition="#status = :pending AND tenant_id = :tenant",
+                expected="PENDING",
+                set_values={
+                    "status": CANCELLED,
+                    "error": {"code": "CANCELLED", "message": "Request was cancelled"},
+                    "finished_at": t,
+                    "updated_at": t,
+                },
+                values={"pending": PENDING, "tenant": tenant_id},
+            )
+        except TransitionRefused as exc:
+            current = exc.current
+        if current is None or current.tenant_id != tenant_id:
+            raise NotFound(request_id)
+        if current.status != PROCESSING:
+            return current  # type: ignore[no-any-return]
+        try:
+            return await self._update(
+                request_id,
+                condition="#status = :processing AND tenant_id = :tenant",
+                expected="PROCESSING",
+                set_values={"cancel_requested": True, "updated_at": t},
+                values={"processing": PROCESSING, "tenant": tenant_id},
+            )
+        except TransitionRefused as exc:
+            if exc.current is None:
+                raise NotFound(request_id) from exc
+            return exc.current  # type: ignore[no-any-return]
+
+    async def by_connection(self, connection_id: str, *, page_size: int | None = None) -> list[RequestRecord]:
+        return [
+            RequestRecord.from_item(item)
+            async for item in self._query_pages(
+                index="connection-index",
+                page_size=page_size,
+                KeyConditionExpression="connection_id = :c",
+                ExpressionAttributeValues=expression({"c": connection_id}),
+            )
+        ]
+
+    async def by_user(
+        self, *, tenant_id: str, user_id: str, since: float = 0.0, page_size: int | None = None
+    ) -> list[RequestRecord]:
+        """A user's requests created at or after ``since``, oldest first."""
+        return [
+            RequestRecord.from_item(item)
+            async for item in self._query_pages(
+                index="user-index",
+                page_size=page_size,
+                KeyConditionExpression="user_key = :u AND created_at >= :since",
+                ExpressionAttributeValues=expression({"u": user_key(tenant_id, user_id), "since": since}),
+            )
+        ]
+
+    async def by_status(
+        self, status: str, *, created_before: float | None = None, page_size: int | None = None
+    ) -> list[RequestRecord]:
+        """Requests in one status (oldest first), optionally only those created before a time."""
+        values: dict[str, Any]
+        if created_before is None:
+            cond, values = "#status = :s", {"s": status}
+        else:
+            cond, values = "#status = :s AND created_at < :before", {"s": status, "before": created_before}
+        return [
+            RequestRecord.from_item(item)
+            async for item in self._query_pages(
+                index="status-index",
+                page_size=page_size,
+                KeyConditionExpression=cond,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=expression(values),
+            )
+        ]
