@@ -545,6 +545,7 @@ class TokenVerifier:
             secret=settings.jwt_secret,
             public_key=settings.jwt_public_key,
             jwks_url=settings.jwks_url,
+            jwks_urls=dict(settings.jwks_urls) or None,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             algorithms=settings.jwt_algorithms,

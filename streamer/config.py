@@ -91,6 +91,16 @@ def _algorithms(raw: str) -> tuple[str, ...]:
     return algs
 
 
+def _issuer_urls(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _parse_list(raw):
+        issuer, sep, url = item.rpartition("=")
+        if not sep or not issuer:
+            raise ValueError("expected issuer=url pairs separated by commas")
+        pairs.append((issuer.strip(), _parse_url(url)))
+    return tuple(pairs)
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in _LOG_LEVELS:
@@ -131,6 +141,9 @@ class Settings:
         "STREAMER_JWT_PUBLIC_KEY", _pem, None, "PEM public key (RS256/ES256)."
     )
     jwks_url: str | None = _field("STREAMER_JWKS_URL", _parse_url, None, "JWKS URL (RS256/ES256).")
+    jwks_urls: tuple[tuple[str, str], ...] = _field(
+        "STREAMER_JWKS_URLS", _issuer_urls, (), "More issuers, each with its JWKS: iss=url,iss2=url2."
+    )
     jwt_issuer: str | None = _field("STREAMER_JWT_ISSUER", _text, None, "Required `iss`, when set.")
     jwt_audience: str | None = _field("STREAMER_JWT_AUDIENCE", _text, None, "Required `aud`, when set.")
     jwt_algorithms: tuple[str, ...] | None = _field(

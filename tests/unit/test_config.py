@@ -81,3 +81,23 @@ def test_every_setting_is_documented() -> None:
     rows = describe()
     assert all(var.startswith(("STREAMER_", "AWS_", "POD_")) and doc for var, _, doc in rows)
     assert len({var for var, _, _ in rows}) == len(rows)
+
+
+def test_jwks_urls_pairs() -> None:
+    s = load_settings({"STREAMER_JWKS_URLS": "https://a.example=https://a.example/jwks, b=http://b/keys"})
+    assert s.jwks_urls == (("https://a.example", "https://a.example/jwks"), ("b", "http://b/keys"))
+    with pytest.raises(ConfigError) as err:
+        load_settings({"STREAMER_JWKS_URLS": "no-url-here"})
+    assert err.value.variable == "STREAMER_JWKS_URLS"
+
+
+def test_configuration_doc_is_current() -> None:
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("genconfigdoc", root / "scripts" / "genconfigdoc.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert (root / "docs" / "configuration.md").read_text() == mod.render(), "run scripts/genconfigdoc.py"
