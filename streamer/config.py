@@ -270,7 +270,14 @@ def load_settings(env: Mapping[str, str] | None = None, /, **overrides: Any) -> 
     for f in dataclasses.fields(Settings):
         var = f.metadata["env"]
         if overrides.get(f.name) is not None:
-            values[f.name] = overrides.pop(f.name)
+            value = overrides.pop(f.name)
+            if isinstance(value, str | int | float):
+                # Flags go through the same parser as the variable they override.
+                try:
+                    value = f.metadata["parse"](str(value).lower() if isinstance(value, bool) else str(value))
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(var, f"invalid value {_redact(var, str(value))}: {exc}") from None
+            values[f.name] = value
             continue
         overrides.pop(f.name, None)
         raw = source.get(var)

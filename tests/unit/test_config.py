@@ -101,3 +101,12 @@ def test_configuration_doc_is_current() -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert (root / "docs" / "configuration.md").read_text() == mod.render(), "run scripts/genconfigdoc.py"
+
+
+def test_overrides_are_validated_like_the_variable() -> None:
+    assert load_settings({}, ws_port=9000, ws_rate_limit=0).ws_port == 9000
+    with pytest.raises(ConfigError) as err:
+        load_settings({}, ws_port=70000)
+    assert err.value.variable == "STREAMER_WS_PORT"
+    with pytest.raises(ConfigError):
+        load_settings({}, dynamodb_endpoint="not a url")

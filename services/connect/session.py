@@ -1,0 +1,287 @@
+"""One open WebSocket: its send queue, writer, heartbeat and the way it closes.
+
+Everything that writes to a socket goes through :meth:`ClientConnection.send_text`,
+which only appends to a bounded queue; a single writer task drains it. That keeps a
+client that reads slowly from blocking whoever produced the frame (a Route answer, a
+gRPC ``Send`` from the processor), and turns "too slow to read" into a decision: when
+the queue is full the connection is closed with 1013 instead of growing memory.
+
+Closing is one idempotent call that records *why* (for the disconnect metric); the
+first reason wins. A flushing close (Disconnect, drain) lets queued frames out first,
+for at most :data:`~services.connect.limits.FLUSH_TIMEOUT_SECONDS`; every close
+handshake is bounded by :data:`~services.connect.limits.CLOSE_TIMEOUT_SECONDS`, after
+which the transport is aborted, so a dead peer never pins a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, Final
+
+from aiohttp import web
+
+from services.connect import metrics
+from services.connect.limits import (
+    CLOSE_TIMEOUT_SECONDS,
+    FLUSH_TIMEOUT_SECONDS,
+    Strikes,
+    TokenBucket,
+    close_reason,
+    utf8_size,
+)
+from streamer import protocol
+from streamer.auth import Identity
+from streamer.store import ConnectionRecord
+
+logger = logging.getLogger(__name__)
+
+_FLUSH: Final = object()  # queue marker: everything before it has been written
+
+
+class ClientConnection:
+    """State of one accepted WebSocket (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        record: ConnectionRecord,
+        identity: Identity,
+        ws: web.WebSocketResponse,
+        queue_limit: int,
+        bucket: TokenBucket,
+        strikes: Strikes,
+    ) -> None:
+        self.record = record
+        self.connection_id = record.connection_id
+        self.identity = identity
+        self.ws = ws
+        self.queue_limit = queue_limit
+        self.bucket = bucket
+        self.strikes = strikes
+        self.queue: asyncio.Queue[object] = (
+            asyncio.Queue()
+        )  # bounded by hand: the flush marker skips the bound
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.background: set[asyncio.Task[Any]] = set()
+        self.loop = asyncio.get_running_loop()
+        self.opened_at = self.loop.time()
+        self.last_activity = self.opened_at
+        self.last_touch = self.opened_at
+        self.touching = False
+        self.closing = False
+        self.disconnect_reason = ""
+        self.close_code: int | None = None
+        self.transport: asyncio.BaseTransport | None = None
+        self._started = False
+        self._pending_close: tuple[int, str, bool] | None = None
+        self._flushed = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, *, transport: asyncio.BaseTransport | None, heartbeat: float, missed_pongs: int) -> None:
+        """Begin writing and heartbeating (call once the upgrade is done)."""
+        self.transport = transport
+        self._started = True
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.connection_id}")
+        self._heartbeat = asyncio.create_task(
+            self._heartbeat_loop(heartbeat, missed_pongs), name=f"ws-heartbeat-{self.connection_id}"
+        )
+        if self._pending_close is not None:
+            code, reason, flush = self._pending_close
+            self._closer = asyncio.create_task(self._close(code, reason, flush))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A background task tied to this connection (kept referenced until done)."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    def alive(self) -> None:
+        """The client showed it is there (a frame or a pong)."""
+        self.last_activity = self.loop.time()
+
+    def touch_due(self, every: float) -> bool:
+        """Whether the record's last-seen/TTL should be refreshed now (claims the slot)."""
+        now = self.loop.time()
+        if self.touching or self.closing or now - self.last_touch < every:
+            return False
+        self.last_touch = now
+        self.touching = True
+        return True
+
+    # ------------------------------------------------------------------ sending
+
+    def send_text(self, text: str) -> bool:
+        """Queue one frame; False when closing or the queue is full (which closes it, 1013)."""
+        if self.closing:
+            metrics.send_failures_total.labels("closed").inc()
+            return False
+        if self.queue.qsize() >= self.queue_limit:
+            metrics.send_failures_total.labels("queue_full").inc()
+            logger.warning(
+                "send queue full; closing a client too slow to read", extra={"queued": self.queue_limit}
+            )
+            self.close(
+                code=protocol.CLOSE_TRY_AGAIN,
+                reason="client too slow to read",
+                why="slow_reader",
+                flush=False,
+            )
+            return False
+        self.queue.put_nowait(text)
+        return True
+
+    def send_message(self, message: dict[str, Any]) -> bool:
+        return self.send_text(protocol.encode(message))
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if item is _FLUSH:
+                self._flushed.set()
+                return
+            assert isinstance(item, str)
+            try:
+                await self.ws.send_str(item)
+            except (ConnectionError, RuntimeError) as exc:
+                # The peer is gone or the socket is closing; the reader sees it next.
+                metrics.send_failures_total.labels("error").inc()
+                logger.debug("write failed: %s", type(exc).__name__)
+                return
+            metrics.messages_out_total.inc()
+            metrics.bytes_out_total.inc(utf8_size(item))
+
+    async def _heartbeat_loop(self, interval: float, missed_pongs: int) -> None:
+        """Ping every ``interval``; close (4000) after ``missed_pongs`` pings without an answer.
+
+        Any frame from the client counts as an answer, not only a pong: a client that
+        is talking is alive. A ping still waiting to be written at the next tick (the
+        peer stopped reading) counts as missed. Pings run as their own task and are
+        never cancelled (see :meth:`_close` for why).
+        """
+        missed = 0
+        ping_sent: float | None = None
+        ping: asyncio.Task[None] | None = None
+        while not self.closing:
+            await asyncio.sleep(interval)
+            if self.closing:
+                return
+            if ping_sent is not None and (
+                self.last_activity < ping_sent or (ping is not None and not ping.done())
+            ):
+                missed += 1
+            else:
+                missed = 0
+            if missed >= missed_pongs:
+                logger.info("heartbeat timeout", extra={"missed_pongs": missed})
+                self.close(
+                    code=protocol.CLOSE_HEARTBEAT, reason="heartbeat timeout", why="heartbeat", flush=False
+                )
+                return
+            if ping is not None and not ping.done():
+                continue
+            ping_sent = self.loop.time()
+            ping = self.spawn(self._ping())
+
+    async def _ping(self) -> None:
+        # CancelledError too: a close that gives up waiting for the socket to drain
+        # cancels aiohttp's shared drain future, which this ping may be waiting on.
+        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
+            await self.ws.ping()
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, *, code: int, reason: str, why: str, flush: bool) -> None:
+        """Close the socket with ``code``/``reason``; ``why`` labels the disconnect metric."""
+        if self.closing:
+            return
+        self.closing = True
+        self.disconnect_reason = why
+        self.close_code = code
+        if not self._started:
+            self._pending_close = (code, reason, flush)
+            return
+        self._closer = asyncio.create_task(
+            self._close(code, reason, flush), name=f"ws-close-{self.connection_id}"
+        )
+
+    def closed_by_peer(self, why: str) -> None:
+        """The client (or the network) ended the connection; nothing left to send."""
+        if not self.closing:
+            self.closing = True
+            self.disconnect_reason = why
+            self.close_code = self.ws.close_code
+
+    async def _close(self, code: int, reason: str, flush: bool) -> None:
+        # Never cancel a task that may be waiting for the socket to drain: aiohttp
+        # shares one drain future between all writers, so cancelling one cancels the
+        # wait of every other (this close's own included). The writer is stopped with
+        # a queue marker instead, and only cancelled once the transport is closed.
+        writer = self._writer
+        if not flush:
+            self._discard_queued()
+        if writer is not None and not writer.done():
+            self.queue.put_nowait(_FLUSH)
+            if flush:
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(self._flushed.wait()), timeout=FLUSH_TIMEOUT_SECONDS
+                    )
+                except TimeoutError:
+                    logger.info("queued frames not flushed before close")
+                    self._discard_queued()
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=close_reason(reason).encode("utf-8")),
+                timeout=CLOSE_TIMEOUT_SECONDS,
+            )
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self.abort()
+
+    def _discard_queued(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a handshake (a peer that does not answer)."""
+        # abort() even when close() was already called: close() waits for a write
+        # buffer that a peer which stopped reading never empties.
+        abort = getattr(self.transport, "abort", None)
+        if abort is not None:
+            with contextlib.suppress(Exception):
+                abort()
+
+    async def finish(self) -> None:
+        """Stop every task of this connection; waits for a close in progress (bounded)."""
+        for task in (self._heartbeat, *self.inflight):
+            if task is not None:
+                task.cancel()
+        if self._closer is None and self._started and not self.ws.closed:
+            # Nobody closed the socket (the read loop failed): close it here.
+            self._closer = asyncio.create_task(self._close(protocol.CLOSE_INTERNAL, "internal error", False))
+        if self._closer is not None:
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(self._closer), timeout=CLOSE_TIMEOUT_SECONDS + FLUSH_TIMEOUT_SECONDS + 1
+                )
+            except TimeoutError:
+                self.abort()
+                self._closer.cancel()
+        # The transport is closed now, so no task is left waiting for it to drain.
+        owned = [t for t in (self._heartbeat, self._writer, *self.inflight) if t is not None]
+        for task in owned:
+            task.cancel()
+        pending = owned + list(self.background)
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+
+    @property
+    def duration(self) -> float:
+        return self.loop.time() - self.opened_at

@@ -1,0 +1,434 @@
+"""Reach any WebSocket from anywhere: the connection manager router and processor share.
+
+A connection lives on exactly one connect pod, whose gRPC address is the record's
+``endpoint``. :class:`Delivery` looks that up (with a short cache, so a burst of
+progress frames for one request costs one read), calls the pod's ``Connections``
+service, and keeps the table honest:
+
+- **Retries**: ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED`` are retried ``attempts`` times
+  in all, waiting ``base_delay·2^n`` (capped at ``max_delay``) with ±25 % jitter. A
+  retried ``Send`` after a deadline may deliver a frame twice; frames carry a
+  ``request_id`` and progress a ``seq``, so clients can drop the duplicate.
+- **Circuit breaker per endpoint**: ``breaker_threshold`` consecutive transient failures
+  open it for ``breaker_reset`` seconds; while open, calls fail at once (no waiting on
+  a dead pod for every frame). After that one trial call is let through; its failure
+  re-opens the breaker, its success closes it.
+- **Stale records**: ``NOT_FOUND`` from the pod (it does not hold the socket any more),
+  or a pod that stays unreachable (the call failed and the channel never got
+  connected), deletes the record — conditionally on that endpoint, so a record rewritten
+  meanwhile survives — and the connection's subscriptions. A pod that answers but
+  fails, or one whose breaker is open, is *not* taken as proof the sockets are gone.
+- **Broadcast** (:meth:`Delivery.to_user`, :meth:`Delivery.to_tenant`,
+  :meth:`Delivery.send_many`): records grouped by endpoint, one ``SendMany`` per pod,
+  every pod in parallel with its own timeout, so one slow pod does not delay the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+
+from streamer import protocol, rpc
+from streamer.api.v1 import connections_pb2, connections_pb2_grpc
+from streamer.config import Settings
+from streamer.metrics import counter
+from streamer.store import ConnectionRecord, Store, StoreError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+sends_total = counter(
+    "streamer_delivery_sends_total",
+    "Frames sent to connections through their connect pod, by outcome (delivered, failed, gone, "
+    "not_found, unreachable, breaker_open, timeout, lookup_failed).",
+    ["outcome"],
+)
+breaker_open_total = counter(
+    "streamer_delivery_breaker_open_total", "Times a connect pod's circuit breaker opened."
+)
+
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: Connection ids per SendMany call (keeps each request far below the gRPC size cap).
+SEND_MANY_CHUNK = 500
+#: Parallel record reads/deletes of one broadcast.
+LOOKUP_CONCURRENCY = 32
+_MAX_CACHE_ENTRIES = 100_000
+
+
+@dataclasses.dataclass
+class PublishResult:
+    """How a broadcast went: ``delivered + failed == matched``."""
+
+    matched: int
+    delivered: int
+    failed: int
+
+
+class _NotHere(Exception):
+    """The pod answered NOT_FOUND: it does not hold the connection."""
+
+
+class _BreakerOpen(Exception):
+    """The endpoint's breaker is open; no call was made."""
+
+
+class _CallFailed(Exception):
+    """The call failed; ``down`` when the pod is unreachable (not merely failing)."""
+
+    def __init__(self, code: grpc.StatusCode, *, down: bool) -> None:
+        super().__init__(code.name)
+        self.code = code
+        self.down = down
+
+
+@dataclasses.dataclass
+class _Breaker:
+    failures: int = 0
+    open_until: float = 0.0
+
+    def allows(self, now: float) -> bool:
+        return now >= self.open_until
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
+
+    def failed(self, now: float, *, threshold: int, reset: float) -> bool:
+        """Count one failure; True when this failure opened the breaker."""
+        self.failures += 1
+        if self.failures >= threshold and now >= self.open_until:
+            self.open_until = now + reset
+            return True
+        return False
+
+
+class Delivery:
+    """Send frames to connections wherever they are held (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: Settings,
+        cache_ttl: float = 5.0,
+        attempts: int = 3,
+        base_delay: float = 0.1,
+        max_delay: float = 5.0,
+        breaker_threshold: int = 3,
+        breaker_reset: float = 30.0,
+        call_timeout: float = 2.0,
+        pod_timeout: float = 5.0,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.store = store
+        self.settings = settings
+        self.cache_ttl = cache_ttl
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.breaker_threshold = breaker_threshold
+        self.breaker_reset = breaker_reset
+        self.call_timeout = call_timeout
+        self.pod_timeout = pod_timeout
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._channels: dict[str, aio.Channel] = {}
+        self._stubs: dict[str, connections_pb2_grpc.ConnectionsAsyncStub] = {}
+        self._breakers: dict[str, _Breaker] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._random = random.Random()
+        self._closed = False
+
+    # ------------------------------------------------------------------ public API
+
+    async def send(self, connection_id: str, message: Mapping[str, Any]) -> bool:
+        """Send one message to one connection; False when it could not be delivered.
+
+        A connection that is gone has its stale record (and subscriptions) removed.
+        """
+        endpoint = await self._lookup(connection_id)
+        if endpoint is None:
+            return False
+        return await self._send_one(connection_id, endpoint, protocol.encode_bytes(message))
+
+    async def send_many(self, connection_ids: Iterable[str], message: Mapping[str, Any]) -> PublishResult:
+        """Send one message to several connections (each looked up, grouped by pod)."""
+        ids = list(dict.fromkeys(connection_ids))
+        if not ids:
+            return PublishResult(matched=0, delivered=0, failed=0)
+        sem = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+        async def find(cid: str) -> str | None:
+            async with sem:
+                return await self._lookup(cid)
+
+        endpoints = await asyncio.gather(*(find(cid) for cid in ids))
+        groups: dict[str, list[str]] = {}
+        for cid, endpoint in zip(ids, endpoints, strict=True):
+            if endpoint is not None:
+                groups.setdefault(endpoint, []).append(cid)
+        delivered = await self._broadcast(groups, protocol.encode_bytes(message))
+        return PublishResult(matched=len(ids), delivered=delivered, failed=len(ids) - delivered)
+
+    async def to_user(self, *, tenant_id: str, user_id: str, message: Mapping[str, Any]) -> PublishResult:
+        """Send to every connection of one user within one tenant."""
+        records = await self.store.connections.by_user(user_id, tenant_id=tenant_id)
+        return await self._to_records(records, message)
+
+    async def to_tenant(self, tenant_id: str, message: Mapping[str, Any]) -> PublishResult:
+        """Send to every connection of one tenant."""
+        records = await self.store.connections.by_tenant(tenant_id)
+        return await self._to_records(records, message)
+
+    async def disconnect(self, connection_id: str, *, code: int = 1000, reason: str = "") -> bool:
+        """Close a connection wherever it is; False when it was not found (stale record removed)."""
+        endpoint = await self._lookup(connection_id)
+        if endpoint is None:
+            return False
+        request = connections_pb2.DisconnectRequest(connection_id=connection_id, code=code, reason=reason)
+        try:
+            response: connections_pb2.DisconnectResponse = await self._call(
+                endpoint, lambda stub, t: stub.Disconnect(request, timeout=t)
+            )
+        except _NotHere:
+            await self._stale(connection_id, endpoint)
+            return False
+        except _BreakerOpen:
+            return False
+        except _CallFailed as exc:
+            if exc.down:
+                await self._stale(connection_id, endpoint)
+            return False
+        self._cache.pop(connection_id, None)
+        return bool(response.disconnected)
+
+    async def close(self) -> None:
+        """Close every channel; the object is unusable afterwards."""
+        self._closed = True
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        await asyncio.gather(*(ch.close(None) for ch in channels), return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # ------------------------------------------------------------------ lookups
+
+    async def _lookup(self, connection_id: str) -> str | None:
+        """The endpoint holding ``connection_id`` (cached for ``cache_ttl``), None when gone."""
+        now = time.monotonic()
+        cached = self._cache.get(connection_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            record = await self.store.connections.get(connection_id)
+        except StoreError:
+            logger.warning("connection lookup failed", exc_info=True, extra={"connection_id": connection_id})
+            sends_total.labels("lookup_failed").inc()
+            return None
+        if record is None:
+            self._cache.pop(connection_id, None)
+            sends_total.labels("gone").inc()
+            return None
+        self._remember(record.connection_id, record.endpoint, now)
+        return record.endpoint
+
+    def _remember(self, connection_id: str, endpoint: str, now: float) -> None:
+        if len(self._cache) >= _MAX_CACHE_ENTRIES:
+            self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
+            if len(self._cache) >= _MAX_CACHE_ENTRIES:
+                self._cache.clear()
+        self._cache[connection_id] = (endpoint, now + self.cache_ttl)
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send_one(self, connection_id: str, endpoint: str, frame: bytes) -> bool:
+        request = connections_pb2.SendRequest(connection_id=connection_id, frame=frame)
+        try:
+            response: connections_pb2.SendResponse = await self._call(
+                endpoint, lambda stub, t: stub.Send(request, timeout=t)
+            )
+        except _NotHere:
+            sends_total.labels("not_found").inc()
+            await self._stale(connection_id, endpoint)
+            return False
+        except _BreakerOpen:
+            sends_total.labels("breaker_open").inc()
+            return False
+        except _CallFailed as exc:
+            if exc.down:
+                sends_total.labels("unreachable").inc()
+                await self._stale(connection_id, endpoint)
+            else:
+                sends_total.labels("failed").inc()
+            return False
+        sends_total.labels("delivered" if response.delivered else "failed").inc()
+        return bool(response.delivered)
+
+    async def _to_records(
+        self, records: Sequence[ConnectionRecord], message: Mapping[str, Any]
+    ) -> PublishResult:
+        now = time.monotonic()
+        groups: dict[str, list[str]] = {}
+        for record in records:
+            self._remember(record.connection_id, record.endpoint, now)
+            groups.setdefault(record.endpoint, []).append(record.connection_id)
+        if not records:
+            return PublishResult(matched=0, delivered=0, failed=0)
+        delivered = await self._broadcast(groups, protocol.encode_bytes(message))
+        return PublishResult(matched=len(records), delivered=delivered, failed=len(records) - delivered)
+
+    async def _broadcast(self, groups: Mapping[str, list[str]], frame: bytes) -> int:
+        """One SendMany per pod, pods in parallel, each bounded by ``pod_timeout``."""
+
+        async def pod(endpoint: str, ids: list[str]) -> int:
+            try:
+                return await asyncio.wait_for(
+                    self._send_many_pod(endpoint, ids, frame), timeout=self.pod_timeout
+                )
+            except TimeoutError:
+                logger.warning("connect pod too slow for a broadcast", extra={"endpoint": endpoint})
+                sends_total.labels("timeout").inc(len(ids))
+                return 0
+
+        counts = await asyncio.gather(*(pod(endpoint, ids) for endpoint, ids in groups.items()))
+        return sum(counts)
+
+    async def _send_many_pod(self, endpoint: str, ids: list[str], frame: bytes) -> int:
+        delivered = 0
+        for start in range(0, len(ids), SEND_MANY_CHUNK):
+            chunk = ids[start : start + SEND_MANY_CHUNK]
+            request = connections_pb2.SendManyRequest(connection_ids=chunk, frame=frame)
+            try:
+                response: connections_pb2.SendManyResponse = await self._call(
+                    endpoint, _send_many_call(request)
+                )
+            except _BreakerOpen:
+                sends_total.labels("breaker_open").inc(len(chunk))
+                continue
+            except (_CallFailed, _NotHere) as exc:
+                if isinstance(exc, _NotHere) or exc.down:
+                    sends_total.labels("unreachable").inc(len(chunk))
+                    await self._stale_many(chunk, endpoint)
+                else:
+                    sends_total.labels("failed").inc(len(chunk))
+                continue
+            delivered += len(response.delivered)
+            sends_total.labels("delivered").inc(len(response.delivered))
+            if response.failed:
+                sends_total.labels("failed").inc(len(response.failed))
+            if response.not_found:
+                sends_total.labels("not_found").inc(len(response.not_found))
+                await self._stale_many(list(response.not_found), endpoint)
+        return delivered
+
+    # ------------------------------------------------------------------ gRPC with retries
+
+    def _stub(self, endpoint: str) -> connections_pb2_grpc.ConnectionsAsyncStub:
+        stub = self._stubs.get(endpoint)
+        if stub is None:
+            if self._closed:
+                raise RuntimeError("Delivery is closed")
+            channel = rpc.channel(endpoint, max_message_bytes=self.settings.grpc_max_message_bytes)
+            stub = connections_pb2_grpc.ConnectionsStub(channel)
+            self._channels[endpoint] = channel
+            self._stubs[endpoint] = stub
+        return stub
+
+    def _evict(self, endpoint: str) -> None:
+        """Forget the channel to a pod that is gone (pods come and go; channels must not pile up)."""
+        channel = self._channels.pop(endpoint, None)
+        self._stubs.pop(endpoint, None)
+        if channel is not None:
+            task = asyncio.create_task(channel.close(1.0))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _down(self, endpoint: str) -> bool:
+        """Whether the channel to ``endpoint`` is not connected (the pod is unreachable)."""
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            return True
+        return channel.get_state(try_to_connect=False) != grpc.ChannelConnectivity.READY
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt + 1``: base·2^attempt capped, ±25 % jitter."""
+        delay = min(self.max_delay, self.base_delay * (2**attempt))
+        return delay * self._random.uniform(0.75, 1.25)
+
+    async def _call(self, endpoint: str, call: Callable[[Any, float], Awaitable[T]]) -> T:
+        """``call(stub, timeout)`` with retries and the endpoint's breaker (see the module doc)."""
+        breaker = self._breakers.setdefault(endpoint, _Breaker())
+        for attempt in range(self.attempts):
+            if not breaker.allows(time.monotonic()):
+                raise _BreakerOpen(endpoint)
+            stub = self._stub(endpoint)
+            try:
+                result = await call(stub, self.call_timeout)
+            except aio.AioRpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.NOT_FOUND:
+                    breaker.succeeded()  # the pod answered
+                    raise _NotHere(endpoint) from None
+                if code not in _RETRYABLE:
+                    breaker.succeeded()
+                    logger.warning(
+                        "connect pod refused a call", extra={"endpoint": endpoint, "code": code.name}
+                    )
+                    raise _CallFailed(code, down=False) from None
+                if breaker.failed(
+                    time.monotonic(), threshold=self.breaker_threshold, reset=self.breaker_reset
+                ):
+                    breaker_open_total.inc()
+                    logger.warning("circuit breaker opened", extra={"endpoint": endpoint, "code": code.name})
+                if attempt + 1 >= self.attempts:
+                    down = self._down(endpoint)
+                    if down:
+                        self._evict(endpoint)
+                    raise _CallFailed(code, down=down) from None
+                await asyncio.sleep(self.backoff(attempt))
+            else:
+                breaker.succeeded()
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ stale records
+
+    async def _stale(self, connection_id: str, endpoint: str) -> None:
+        """Delete a record that points at a pod that does not hold the connection."""
+        self._cache.pop(connection_id, None)
+        try:
+            deleted = await self.store.connections.delete(connection_id, endpoint=endpoint)
+            if deleted or await self.store.connections.get(connection_id) is None:
+                await self.store.subscriptions.delete_for_connection(connection_id)
+            if deleted:
+                logger.info(
+                    "removed a stale connection record",
+                    extra={"connection_id": connection_id, "endpoint": endpoint},
+                )
+        except StoreError:
+            logger.warning("could not remove a stale connection record", exc_info=True)
+
+    async def _stale_many(self, connection_ids: Sequence[str], endpoint: str) -> None:
+        sem = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+        async def one(cid: str) -> None:
+            async with sem:
+                await self._stale(cid, endpoint)
+
+        await asyncio.gather(*(one(cid) for cid in connection_ids))
+
+
+def _send_many_call(request: connections_pb2.SendManyRequest) -> Callable[[Any, float], Awaitable[Any]]:
+    def call(stub: Any, timeout: float) -> Awaitable[Any]:
+        return stub.SendMany(request, timeout=timeout)  # type: ignore[no-any-return]
+
+    return call

@@ -1,0 +1,138 @@
+"""The Connections gRPC service over a real channel: Send, SendMany, Disconnect."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import grpc
+import pytest
+from connect_helpers import eventually, open_ws, receive_close, receive_json
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.connect.app import ConnectService
+from streamer import protocol, rpc
+from streamer.api.v1 import connections_pb2, connections_pb2_grpc
+from streamer.store import Store
+
+
+@pytest.fixture
+async def stub(connect: ConnectService) -> AsyncIterator[connections_pb2_grpc.ConnectionsAsyncStub]:
+    async with aio.insecure_channel(connect.endpoint) as channel:
+        yield connections_pb2_grpc.ConnectionsStub(channel)
+
+
+async def test_send_delivers_a_frame_as_is(
+    connect: ConnectService,
+    stub: connections_pb2_grpc.ConnectionsAsyncStub,
+    tenant: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    ws = await open_ws(http, connect, tenant=tenant)
+    [cid] = list(connect.connections)
+    frame = protocol.progress_message("r-1", percentage=50, message="half", seq=3)
+    reply = await stub.Send(connections_pb2.SendRequest(connection_id=cid, frame=rpc.dumps(frame)), timeout=5)
+    assert reply.delivered is True
+    assert await receive_json(ws) == frame
+    await ws.close()
+
+
+async def test_send_to_a_connection_not_here_is_not_found(
+    stub: connections_pb2_grpc.ConnectionsAsyncStub,
+) -> None:
+    with pytest.raises(aio.AioRpcError) as info:
+        await stub.Send(connections_pb2.SendRequest(connection_id="nope", frame=b'{"type":"x"}'), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_send_refuses_a_frame_that_is_not_utf8(
+    connect: ConnectService,
+    stub: connections_pb2_grpc.ConnectionsAsyncStub,
+    tenant: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    ws = await open_ws(http, connect, tenant=tenant)
+    [cid] = list(connect.connections)
+    with pytest.raises(aio.AioRpcError) as info:
+        await stub.Send(connections_pb2.SendRequest(connection_id=cid, frame=b"\xff\xfe"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await ws.close()
+
+
+async def test_send_many_reports_each_id(
+    connect: ConnectService,
+    stub: connections_pb2_grpc.ConnectionsAsyncStub,
+    tenant: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    a = await open_ws(http, connect, tenant=tenant, user="a")
+    b = await open_ws(http, connect, tenant=tenant, user="b")
+    ids = list(connect.connections)
+    frame = {"type": "message", "text": "to all"}
+    reply = await stub.SendMany(
+        connections_pb2.SendManyRequest(connection_ids=[*ids, "gone-1", ids[0]], frame=rpc.dumps(frame)),
+        timeout=5,
+    )
+    assert sorted(reply.delivered) == sorted(ids)
+    assert list(reply.not_found) == ["gone-1"]
+    assert list(reply.failed) == []
+    assert await receive_json(a) == frame
+    assert await receive_json(b) == frame
+    await a.close()
+    await b.close()
+
+
+async def test_disconnect_flushes_queued_frames_then_closes_with_the_code_and_reason(
+    connect: ConnectService,
+    stub: connections_pb2_grpc.ConnectionsAsyncStub,
+    tenant: str,
+    store: Store,
+    http: aiohttp.ClientSession,
+) -> None:
+    ws = await open_ws(http, connect, tenant=tenant)
+    [cid] = list(connect.connections)
+    last = {"type": "error", "error": {"code": "FORBIDDEN", "message": "bye"}}
+    await stub.Send(connections_pb2.SendRequest(connection_id=cid, frame=rpc.dumps(last)), timeout=5)
+    reply = await stub.Disconnect(
+        connections_pb2.DisconnectRequest(
+            connection_id=cid, code=protocol.CLOSE_DISCONNECTED, reason="kicked"
+        ),
+        timeout=5,
+    )
+    assert reply.disconnected is True
+    assert await receive_json(ws) == last
+    assert await receive_close(ws) == (protocol.CLOSE_DISCONNECTED, "kicked")
+
+    async def gone() -> bool:
+        return await store.connections.get(cid) is None
+
+    await eventually(gone, what="record removed after Disconnect")
+    with pytest.raises(aio.AioRpcError) as info:
+        await stub.Disconnect(connections_pb2.DisconnectRequest(connection_id=cid), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_disconnect_defaults_to_1000_and_refuses_reserved_codes(
+    connect: ConnectService,
+    stub: connections_pb2_grpc.ConnectionsAsyncStub,
+    tenant: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    ws = await open_ws(http, connect, tenant=tenant)
+    [cid] = list(connect.connections)
+    for code in (1005, 1006, 1015, 999, 5000):
+        with pytest.raises(aio.AioRpcError) as info:
+            await stub.Disconnect(connections_pb2.DisconnectRequest(connection_id=cid, code=code), timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await stub.Disconnect(connections_pb2.DisconnectRequest(connection_id=cid), timeout=5)
+    assert await receive_close(ws) == (protocol.CLOSE_NORMAL, "disconnected")
+
+
+async def test_grpc_health_is_serving(connect: ConnectService) -> None:
+    async with aio.insecure_channel(connect.endpoint) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(
+            health_pb2.HealthCheckRequest(service="streamer.v1.Connections"), timeout=5
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
