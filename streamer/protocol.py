@@ -233,6 +233,27 @@ def parse_client_frame(data: str | bytes, *, max_bytes: int | None = None) -> Cl
     return msg
 
 
+def peek_request_id(data: str | bytes, *, max_bytes: int) -> str | None:
+    """The frame's id if it has a valid one, else None; never raises.
+
+    For answers that refuse a frame before parsing it (``RATE_LIMITED``): the client can
+    still tell which request was refused. Frames over ``max_bytes`` are not looked at.
+    """
+    if len(data) > max_bytes:
+        return None
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError, TypeError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    for key in ("id", "request_id"):
+        value = obj.get(key)
+        if isinstance(value, str) and _ID_RE.match(value):
+            return value
+    return None
+
+
 # --- server messages ---------------------------------------------------------------
 
 

@@ -402,6 +402,7 @@ class ConnectService:
                 protocol.error_message(
                     protocol.RATE_LIMITED,
                     "Too many messages; slow down",
+                    request_id=protocol.peek_request_id(data, max_bytes=self.settings.ws_max_frame_bytes),
                     details={"retry_after": round(conn.bucket.retry_after(), 3)},
                     retryable=True,
                 )

@@ -158,3 +158,12 @@ def test_server_messages_have_the_original_field_names() -> None:
         p.error_message("NOPE", "x")
     assert p.pong_message()["type"] == "pong" and p.ping_message() == {"type": "ping"}
     assert json.loads(p.encode({"a": "é"})) == {"a": "é"}
+
+
+def test_peek_request_id_never_raises() -> None:
+    assert p.peek_request_id('{"action":"x","id":"a-1"}', max_bytes=100) == "a-1"
+    assert p.peek_request_id(b'{"request_id":"b"}', max_bytes=100) == "b"
+    assert p.peek_request_id('{"id":"has space"}', max_bytes=100) is None
+    assert p.peek_request_id('{"id":"a"}', max_bytes=3) is None
+    assert p.peek_request_id(b"\xff", max_bytes=100) is None
+    assert p.peek_request_id("[1]", max_bytes=100) is None

@@ -86,10 +86,11 @@ async def test_rate_limit_answers_rate_limited_then_closes_with_1008(
     for i in range(3):
         await ws.send_json({"action": "$ping", "id": f"p-{i}"})
         assert (await receive_json(ws))["type"] == "pong"
-    for _ in range(2):
-        await ws.send_json({"action": "$ping"})
+    for i in range(2):
+        await ws.send_json({"action": "echo", "id": f"limited-{i}"})
         error = await receive_json(ws)
         assert error["error"]["code"] == protocol.RATE_LIMITED
+        assert error["request_id"] == f"limited-{i}"  # the client can tell which request was refused
         assert error["error"]["retryable"] is True
         assert error["error"]["details"]["retry_after"] > 0
     await ws.send_json({"action": "$ping"})
