@@ -178,6 +178,23 @@ class Settings:
         "STREAMER_GRPC_MAX_MESSAGE_BYTES", _positive(int), 4 * 1024 * 1024, "gRPC message size cap."
     )
 
+    tls_cert_file: str | None = _field(
+        "STREAMER_TLS_CERT_FILE", _text, None, "PEM certificate for gRPC mTLS between the services."
+    )
+    tls_key_file: str | None = _field("STREAMER_TLS_KEY_FILE", _text, None, "PEM private key for gRPC mTLS.")
+    tls_ca_file: str | None = _field(
+        "STREAMER_TLS_CA_FILE", _text, None, "PEM CA bundle that peers' certificates must chain to."
+    )
+    tls_server_name: str | None = _field(
+        "STREAMER_TLS_SERVER_NAME",
+        _text,
+        None,
+        "Name checked in peers' certificates instead of their address.",
+    )
+    tls_handlers: bool = _field(
+        "STREAMER_TLS_HANDLERS", _parse_bool, False, "Use mTLS to handler pods too (they must be configured)."
+    )
+
     # --- connect limits ---------------------------------------------------------
     ws_max_frame_bytes: int = _field(
         "STREAMER_WS_MAX_FRAME_BYTES", _positive(int), 128 * 1024, "Largest client frame answered normally."
@@ -232,6 +249,12 @@ class Settings:
     )
     handler_concurrency: int = _field(
         "STREAMER_HANDLER_CONCURRENCY", _positive(int), 64, "Default in-flight requests per handler."
+    )
+    retry_base_seconds: float = _field(
+        "STREAMER_RETRY_BASE_SECONDS", _positive(float), 1.0, "First retry backoff; doubles per attempt."
+    )
+    retry_max_seconds: float = _field(
+        "STREAMER_RETRY_MAX_SECONDS", _positive(float), 60.0, "Longest retry backoff."
     )
     worker_id: str | None = _field("STREAMER_WORKER_ID", _text, None, "Lease owner name; default host-pid.")
 

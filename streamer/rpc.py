@@ -7,9 +7,11 @@ bytes: :func:`dumps` / :func:`loads` are the one place that encodes them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pathlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from grpc import aio
@@ -18,8 +20,72 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from streamer.api.v1 import common_pb2
+from streamer.config import ConfigError, Settings
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+#: Who is on the other end: Streamer's own services, or a handler pod (user code).
+Peer = Literal["service", "handler"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TlsConfig:
+    """Mutual TLS material for gRPC: every server asks for a client certificate."""
+
+    cert: bytes
+    key: bytes
+    ca: bytes
+    server_name: str | None = None
+    handlers: bool = False
+
+    def applies_to(self, peer: Peer) -> bool:
+        return peer == "service" or self.handlers
+
+
+_tls: TlsConfig | None = None
+
+
+def configure_tls(settings: Settings) -> TlsConfig | None:
+    """Turn mTLS on for this process's servers and channels when the settings name the files.
+
+    Called once by each service at start. Certificate, key and CA come together or not
+    at all (a half-configured TLS is a configuration error, not a silent plaintext
+    fallback). Handler pods are user code, so channels to them stay plaintext unless
+    ``STREAMER_TLS_HANDLERS`` says the handlers are configured too.
+    """
+    global _tls
+    files = {
+        "STREAMER_TLS_CERT_FILE": settings.tls_cert_file,
+        "STREAMER_TLS_KEY_FILE": settings.tls_key_file,
+        "STREAMER_TLS_CA_FILE": settings.tls_ca_file,
+    }
+    given = {var: path for var, path in files.items() if path}
+    if not given:
+        _tls = None
+        return None
+    missing = [var for var in files if var not in given]
+    if missing:
+        raise ConfigError(missing[0], "required when any STREAMER_TLS_*_FILE is set (mTLS needs all three)")
+    data = {}
+    for var, path in given.items():
+        try:
+            data[var] = pathlib.Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(var, f"cannot read {path}: {exc.strerror}") from None
+    _tls = TlsConfig(
+        cert=data["STREAMER_TLS_CERT_FILE"],
+        key=data["STREAMER_TLS_KEY_FILE"],
+        ca=data["STREAMER_TLS_CA_FILE"],
+        server_name=settings.tls_server_name,
+        handlers=settings.tls_handlers,
+    )
+    return _tls
+
+
+def reset_tls() -> None:
+    """Back to plaintext (tests)."""
+    global _tls
+    _tls = None
 
 
 def channel_options(*, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -63,26 +129,48 @@ def finish_server(server: aio.Server, *, service_names: Iterable[str]) -> Health
     return servicer
 
 
-async def set_serving(
-    servicer: HealthServicer, *, service_names: Iterable[str], serving: bool
-) -> None:
+async def set_serving(servicer: HealthServicer, *, service_names: Iterable[str], serving: bool) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service_names]:
         await servicer.set(name, status)
 
 
-def bind(server: aio.Server, *, host: str, port: int) -> int:
-    """Listen on host:port (0 picks a free port); return the bound port."""
+def bind(server: aio.Server, *, host: str, port: int, peer: Peer = "service") -> int:
+    """Listen on host:port (0 picks a free port); return the bound port.
+
+    With mTLS configured (see :func:`configure_tls`) the port requires a client
+    certificate signed by the configured CA.
+    """
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    if _tls is not None and _tls.applies_to(peer):
+        creds = grpc.ssl_server_credentials(
+            [(_tls.key, _tls.cert)], root_certificates=_tls.ca, require_client_auth=True
+        )
+        bound = server.add_secure_port(address, creds)
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"could not bind gRPC server to {address}")
     return bound
 
 
-def channel(target: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> aio.Channel:
-    """An insecure grpc.aio channel with our options (mTLS is terminated by the mesh/chart)."""
-    return aio.insecure_channel(target, options=channel_options(max_message_bytes=max_message_bytes))
+def channel(
+    target: str, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, peer: Peer = "service"
+) -> aio.Channel:
+    """A grpc.aio channel with our options; mutual TLS when configured for this peer.
+
+    ``round_robin`` spreads calls over every address a (headless) Service name
+    resolves to, instead of pinning one pod.
+    """
+    options = [*channel_options(max_message_bytes=max_message_bytes), ("grpc.lb_policy_name", "round_robin")]
+    if _tls is not None and _tls.applies_to(peer):
+        if _tls.server_name:
+            options.append(("grpc.ssl_target_name_override", _tls.server_name))
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_tls.ca, private_key=_tls.key, certificate_chain=_tls.cert
+        )
+        return aio.secure_channel(target, creds, options=options)
+    return aio.insecure_channel(target, options=options)
 
 
 def dumps(value: Any) -> bytes:

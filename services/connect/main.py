@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 from services.connect.app import ConnectService
+from streamer import rpc
 from streamer.auth import TokenVerifier
 from streamer.config import ConfigError, Settings, load_settings
 from streamer.logs import setup_logging
@@ -94,6 +95,7 @@ def run(argv: list[str] | None = None) -> int:
             router_address=args.router,
         )
         verifier = TokenVerifier.from_settings(settings)
+        rpc.configure_tls(settings)
     except ConfigError as exc:
         print(f"streamer connect: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -73,6 +73,7 @@ class RequestRecord:
     error: dict[str, Any] | None = None
     cancel_requested: bool = False
     recoveries: int = 0
+    permissions: tuple[str, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -98,6 +99,7 @@ class RequestRecord:
         max_attempts: int = 3,
         timeout: float = 30.0,
         ttl_seconds: float = REQUEST_TTL_SECONDS,
+        permissions: tuple[str, ...] | list[str] = (),
     ) -> RequestRecord:
         t = now()
         return cls(
@@ -116,6 +118,7 @@ class RequestRecord:
             priority=priority,
             max_attempts=max_attempts,
             timeout=timeout,
+            permissions=tuple(permissions),
         )
 
     def to_item(self) -> dict[str, Any]:
@@ -123,6 +126,7 @@ class RequestRecord:
         for name in _JSON_FIELDS:
             item[name] = json.dumps(item[name], separators=(",", ":")) if item[name] is not None else None
         item["user_key"] = self.user_key
+        item["permissions"] = list(self.permissions)
         return item
 
     @classmethod
@@ -132,6 +136,7 @@ class RequestRecord:
         for name in _JSON_FIELDS:
             if isinstance(values.get(name), str):
                 values[name] = json.loads(values[name])
+        values["permissions"] = tuple(values.get("permissions") or ())
         return cls(**values)
 
 
@@ -305,21 +310,56 @@ class RequestStore(TableStore):
         )
 
     async def retry(
-        self, request_id: str, *, owner: str, attempt: int, not_before: float, error: dict[str, Any]
+        self,
+        request_id: str,
+        *,
+        owner: str,
+        attempt: int,
+        not_before: float,
+        error: dict[str, Any],
+        progress: dict[str, Any] | None = None,
     ) -> RequestRecord:
-        """PROCESSING → PENDING for the next attempt, not before ``not_before``."""
+        """PROCESSING → PENDING for the next attempt, not before ``not_before``.
+
+        ``progress`` (the last one sent) is saved with it, so the next attempt's
+        progress ``seq`` continues where this one stopped.
+        """
+        sets: dict[str, Any] = {
+            "status": PENDING,
+            "attempt": attempt + 1,
+            "not_before": not_before,
+            "error": error,
+            "updated_at": now(),
+        }
+        if progress is not None:
+            sets["progress"] = progress
         return await self._update(
             request_id,
             condition=self._OWNED,
             expected=f"PROCESSING by {owner} at attempt {attempt}",
-            set_values={
-                "status": PENDING,
-                "attempt": attempt + 1,
-                "not_before": not_before,
-                "error": error,
-                "updated_at": now(),
-            },
+            set_values=sets,
             remove=("owner", "claim_expires_at"),
+            values=self._owned(owner, attempt),
+        )
+
+    async def release(
+        self, request_id: str, *, owner: str, attempt: int, progress: dict[str, Any] | None = None
+    ) -> RequestRecord:
+        """PROCESSING → PENDING at the same attempt: the owner hands the request back.
+
+        A draining processor uses it for requests it claimed but will not finish, so
+        another processor picks them up from the stream at once instead of after the
+        claim expires. Not the handler's failure, so no attempt is used up.
+        """
+        sets: dict[str, Any] = {"status": PENDING, "updated_at": now()}
+        if progress is not None:
+            sets["progress"] = progress
+        return await self._update(
+            request_id,
+            condition=self._OWNED,
+            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            set_values=sets,
+            remove=("owner", "claim_expires_at", "not_before"),
             values=self._owned(owner, attempt),
         )
 
@@ -396,6 +436,48 @@ class RequestStore(TableStore):
             if exc.current is None:
                 raise NotFound(request_id) from exc
             return exc.current  # type: ignore[no-any-return]
+
+    async def expired_claims(self, *, now: float, page_size: int | None = None) -> list[RequestRecord]:
+        """PROCESSING requests whose claim expired before ``now`` (their processor died).
+
+        The status index is eventually consistent; the sweeper's conditional
+        ``release_expired`` is what decides.
+        """
+        return [
+            RequestRecord.from_item(item)
+            async for item in self._query_pages(
+                index="status-index",
+                page_size=page_size,
+                KeyConditionExpression="#status = :s",
+                FilterExpression="claim_expires_at < :now",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=expression({"s": PROCESSING, "now": now}),
+            )
+        ]
+
+    async def stale_pending(
+        self, *, unchanged_since: float, now: float, page_size: int | None = None
+    ) -> list[RequestRecord]:
+        """PENDING requests not changed since ``unchanged_since`` and past their ``not_before``.
+
+        These are requests no processor picked up from the stream (a missed or
+        trimmed record, or a processor that died holding a retry timer). A request
+        not changed since then was also created before then, which bounds the query
+        on the index's range key.
+        """
+        return [
+            RequestRecord.from_item(item)
+            async for item in self._query_pages(
+                index="status-index",
+                page_size=page_size,
+                KeyConditionExpression="#status = :s AND created_at < :since",
+                FilterExpression=(
+                    "updated_at < :since AND (attribute_not_exists(not_before) OR not_before <= :now)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=expression({"s": PENDING, "since": unchanged_since, "now": now}),
+            )
+        ]
 
     async def by_connection(self, connection_id: str, *, page_size: int | None = None) -> list[RequestRecord]:
         return [

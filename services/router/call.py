@@ -1,0 +1,69 @@
+"""One routed client message, decoded once from the gRPC ``RouteRequest``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from streamer import rpc
+from streamer.api.v1 import router_pb2
+from streamer.protocol import UNAUTHORIZED, VALIDATION_ERROR, ProtocolError, new_request_id
+from streamer.registry import ActionSpec
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Call:
+    """Who sent what on which connection; ``deadline`` is the caller's time left (s)."""
+
+    connection_id: str
+    user_id: str
+    tenant_id: str
+    permissions: tuple[str, ...]
+    action: str
+    request_id: str
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+    deadline: float | None = None
+
+    @property
+    def is_system(self) -> bool:
+        return self.action.startswith("$")
+
+    @classmethod
+    def from_pb(cls, msg: router_pb2.RouteRequest, *, deadline: float | None = None) -> Call:
+        """Decode a RouteRequest; :class:`ProtocolError` when it is unusable."""
+        request_id = msg.request_id or new_request_id()
+        if not msg.principal.user_id or not msg.principal.tenant_id:
+            raise ProtocolError(UNAUTHORIZED, "The caller has no user or tenant", request_id=request_id)
+        try:
+            payload = rpc.loads(msg.payload, default={})
+            metadata = rpc.loads(msg.metadata, default={})
+        except ValueError:
+            raise ProtocolError(
+                VALIDATION_ERROR, "Payload or metadata is not valid JSON", request_id=request_id
+            ) from None
+        if not isinstance(payload, dict):
+            raise ProtocolError(VALIDATION_ERROR, "'payload' must be a JSON object", request_id=request_id)
+        if not isinstance(metadata, dict):
+            raise ProtocolError(VALIDATION_ERROR, "'metadata' must be a JSON object", request_id=request_id)
+        return cls(
+            connection_id=msg.connection_id,
+            user_id=msg.principal.user_id,
+            tenant_id=msg.principal.tenant_id,
+            permissions=tuple(msg.principal.permissions),
+            action=msg.action,
+            request_id=request_id,
+            payload=payload,
+            metadata=metadata,
+            deadline=deadline,
+        )
+
+
+@dataclasses.dataclass(kw_only=True)
+class RouteContext:
+    """What the middleware chain learns about a call on its way through."""
+
+    call: Call
+    spec: ActionSpec | None = None
+    #: ``sync``, ``async``, ``system`` or ``unknown`` (a metric label).
+    mode: str = "unknown"

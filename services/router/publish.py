@@ -1,0 +1,120 @@
+"""``Publish``: internal backends push a message to a connection, a user or a tenant.
+
+This is the API Gateway Management API's job in the original design. The router
+only checks the request and hands it to :class:`streamer.delivery.Delivery`, which
+finds the connect pod of every target connection and cleans up stale records.
+Unlike ``Route``, bad input here is the caller's bug, so it is a gRPC
+``INVALID_ARGUMENT``, not an ``error`` frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+import grpc
+from grpc import aio
+
+from streamer.api.v1 import router_pb2
+from streamer.delivery import PublishResult
+from streamer.metrics import counter
+from streamer.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = counter(
+    "streamer_router_publish_total",
+    "Publish calls by target kind (connection, user, tenant) and outcome (delivered, undelivered, no_match).",
+    ["target", "outcome"],
+)
+
+
+class DeliveryLike(Protocol):
+    """The part of :class:`streamer.delivery.Delivery` Publish uses."""
+
+    async def send(self, connection_id: str, message: Any) -> bool: ...
+
+    async def to_user(self, *, tenant_id: str, user_id: str, message: Any) -> PublishResult: ...
+
+    async def to_tenant(self, tenant_id: str, message: Any) -> PublishResult: ...
+
+
+class InvalidPublish(ValueError):
+    """The PublishRequest cannot be served (gRPC INVALID_ARGUMENT)."""
+
+
+def parse_message(raw: bytes) -> dict[str, Any]:
+    """The message to publish: a JSON object; ``"type": "message"`` is added when missing."""
+    try:
+        message = json.loads(raw) if raw else None
+    except ValueError:
+        raise InvalidPublish("message must be JSON") from None
+    if not isinstance(message, dict):
+        raise InvalidPublish("message must be a JSON object")
+    if not isinstance(message.get("type"), str) or not message["type"]:
+        message = {"type": "message", **{k: v for k, v in message.items() if k != "type"}}
+    return message
+
+
+class Publisher:
+    def __init__(self, *, delivery: DeliveryLike, store: Store) -> None:
+        self.delivery = delivery
+        self.store = store
+
+    async def publish(self, request: router_pb2.PublishRequest) -> PublishResult:
+        """Deliver; :class:`InvalidPublish` when the request is malformed."""
+        message = parse_message(request.message)
+        kind = request.target.WhichOneof("target")
+        if kind == "connection_id":
+            cid = request.target.connection_id
+            if not cid:
+                raise InvalidPublish("target.connection_id is empty")
+            if await self.store.connections.get(cid) is None:
+                result = PublishResult(matched=0, delivered=0, failed=0)
+            else:
+                ok = await self.delivery.send(cid, message)
+                result = PublishResult(matched=1, delivered=int(ok), failed=int(not ok))
+        elif kind == "user_id":
+            if not request.target.user_id:
+                raise InvalidPublish("target.user_id is empty")
+            if not request.tenant_id:
+                raise InvalidPublish("tenant_id is required with a user_id target")
+            result = await self.delivery.to_user(
+                tenant_id=request.tenant_id, user_id=request.target.user_id, message=message
+            )
+        elif kind == "tenant_id":
+            if not request.target.tenant_id:
+                raise InvalidPublish("target.tenant_id is empty")
+            result = await self.delivery.to_tenant(request.target.tenant_id, message)
+        else:
+            raise InvalidPublish("target is required (connection_id, user_id or tenant_id)")
+        outcome = "no_match" if not result.matched else ("delivered" if not result.failed else "undelivered")
+        PUBLISHED.labels(target=kind.removesuffix("_id"), outcome=outcome).inc()
+        log.info(
+            "published",
+            extra={
+                "target": kind,
+                "matched": result.matched,
+                "delivered": result.delivered,
+                "failed": result.failed,
+            },
+        )
+        return result
+
+    async def serve(
+        self, request: router_pb2.PublishRequest, context: aio.ServicerContext
+    ) -> router_pb2.PublishResponse:
+        """The gRPC method body: INVALID_ARGUMENT for a malformed request."""
+        try:
+            result = await self.publish(request)
+        except InvalidPublish as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # abort raises; this line only satisfies the type checker
+        except StoreError as exc:
+            log.warning("publish failed: %s", exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "connection storage is unavailable")
+            raise
+        return router_pb2.PublishResponse(
+            matched=result.matched, delivered=result.delivered, failed=result.failed
+        )

@@ -1,0 +1,271 @@
+"""``Route``: find the action, check the caller and the payload, then run or queue it.
+
+Order of checks (each answers with an ``error`` frame carrying the request id):
+unknown action → ``INVALID_ACTION``; missing permission → ``FORBIDDEN``; payload
+failing the registry's schema → ``VALIDATION_ERROR`` with the failing paths. Then:
+
+- **sync** (``mode: sync``, or ``auto`` with ``estimatedDuration`` ≤ the threshold):
+  invoke the handler with the action's timeout and answer ``response`` or ``error``.
+- **async**: ask the handler's ``Validate`` for the rules beyond the schema (skipped
+  when it cannot answer within 1 s), write the request ``PENDING`` with a
+  conditional put, and answer ``acknowledgment``.
+
+Idempotency. An async request id is a DynamoDB key: re-sent by the same user, the
+request's current state comes back (``status`` while it runs, ``complete`` or
+``error`` once it ended), and a request still running is re-attached to the
+connection it was re-sent on; sent by anyone else → ``DUPLICATE_REQUEST``. Sync
+requests are not stored: each router replica remembers the answers it gave for
+:data:`SYNC_REPLAY_SECONDS` (non-retryable answers only, up to
+:data:`SYNC_REPLAY_MAX_ENTRIES` of at most :data:`SYNC_REPLAY_MAX_FRAME_BYTES`), and
+a re-send that arrives while the first is still running waits for the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from services.router.call import Call, RouteContext
+from services.router.invoke import HandlerChannels, invoke_sync, validate_remote
+from services.router.middleware import Frames, Next, authorize, chain, observe
+from services.router.states import outcome_frame
+from services.router.system_actions import SystemActions
+from streamer.config import Settings
+from streamer.protocol import (
+    DUPLICATE_REQUEST,
+    INVALID_ACTION,
+    SERVICE_UNAVAILABLE,
+    VALIDATION_ERROR,
+    acknowledgment_message,
+    encode_bytes,
+    error_message,
+)
+from streamer.registry import Registry
+from streamer.schema import payload_errors
+from streamer.store import AlreadyExists, RequestRecord, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+SYNC_REPLAY_SECONDS = 300.0
+SYNC_REPLAY_MAX_ENTRIES = 10_000
+SYNC_REPLAY_MAX_FRAME_BYTES = 64 * 1024
+#: Clients may set ``metadata.priority`` within this range (higher runs first).
+PRIORITY_RANGE = (0, 10)
+
+
+def _duplicate(call: Call) -> dict[str, Any]:
+    return error_message(
+        DUPLICATE_REQUEST,
+        f"Request id {call.request_id!r} is already in use; send a new id",
+        request_id=call.request_id,
+    )
+
+
+@dataclasses.dataclass
+class _Replay:
+    owner: tuple[str, str]
+    frame: dict[str, Any]
+    expires: float
+
+
+class SyncReplay:
+    """This replica's memory of recent sync answers, by request id (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = SYNC_REPLAY_SECONDS,
+        max_entries: int = SYNC_REPLAY_MAX_ENTRIES,
+        max_frame_bytes: int = SYNC_REPLAY_MAX_FRAME_BYTES,
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.max_frame_bytes = max_frame_bytes
+        self._done: collections.OrderedDict[str, _Replay] = collections.OrderedDict()
+        self._running: dict[str, tuple[tuple[str, str], asyncio.Future[dict[str, Any] | None]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def _lookup(self, request_id: str, at: float) -> _Replay | None:
+        entry = self._done.get(request_id)
+        if entry is not None and entry.expires <= at:
+            del self._done[request_id]
+            return None
+        return entry
+
+    def _keep(self, request_id: str, owner: tuple[str, str], frame: dict[str, Any], at: float) -> None:
+        if frame.get("type") == "error" and frame["error"].get("retryable"):
+            return  # a retryable failure must be retried by a re-send, not replayed
+        if len(encode_bytes(frame)) > self.max_frame_bytes:
+            return
+        self._done[request_id] = _Replay(owner=owner, frame=frame, expires=at + self.ttl)
+        self._done.move_to_end(request_id)
+        while len(self._done) > self.max_entries:
+            self._done.popitem(last=False)
+        while self._done:  # drop expired entries from the old end
+            oldest = next(iter(self._done.values()))
+            if oldest.expires > at:
+                break
+            self._done.popitem(last=False)
+
+    async def run(self, call: Call, answer: Next, ctx: RouteContext) -> dict[str, Any]:
+        owner = (call.tenant_id, call.user_id)
+        while True:
+            entry = self._lookup(call.request_id, time.monotonic())
+            if entry is not None:
+                return entry.frame if entry.owner == owner else _duplicate(call)
+            running = self._running.get(call.request_id)
+            if running is None:
+                break
+            if running[0] != owner:
+                return _duplicate(call)
+            shared = await asyncio.shield(running[1])
+            if shared is not None:
+                return shared
+            # the first attempt was abandoned (its caller went away): run it ourselves
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._running[call.request_id] = (owner, future)
+        frame: dict[str, Any] | None = None
+        try:
+            frames = await answer(ctx)
+            frame = frames[0]
+            self._keep(call.request_id, owner, frame, time.monotonic())
+            return frame
+        finally:
+            del self._running[call.request_id]
+            future.set_result(frame)
+
+
+def _priority(call: Call, default: int) -> int:
+    value = call.metadata.get("priority")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        return default
+    low, high = PRIORITY_RANGE
+    return max(low, min(high, int(value)))
+
+
+class Router:
+    """The Route pipeline over a registry and the store."""
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        store: Store,
+        settings: Settings,
+        channels: HandlerChannels | None = None,
+        replay: SyncReplay | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.settings = settings
+        self.channels = channels or HandlerChannels(max_message_bytes=settings.grpc_max_message_bytes)
+        self.replay = replay or SyncReplay()
+        self.system = SystemActions(store=store)
+        self._pipeline = chain([observe, self._resolve, authorize, self._validate], self._dispatch)
+
+    async def route(self, call: Call) -> Frames:
+        """The frames answering ``call``, in order; never raises for a client's mistake."""
+        return await self._pipeline(RouteContext(call=call))
+
+    async def close(self) -> None:
+        await self.channels.close()
+
+    # --- middleware steps -------------------------------------------------------------
+
+    async def _resolve(self, ctx: RouteContext, nxt: Next) -> Frames:
+        call = ctx.call
+        if call.is_system:
+            ctx.mode = "system"
+            return await self.system.handle(call)
+        spec = self.registry.lookup(call.action)
+        if spec is None:
+            return [
+                error_message(
+                    INVALID_ACTION, f"Unknown action {call.action[:128]!r}", request_id=call.request_id
+                )
+            ]
+        ctx.spec = spec
+        ctx.mode = "async" if spec.is_async(threshold=self.settings.async_threshold_seconds) else "sync"
+        return await nxt(ctx)
+
+    async def _validate(self, ctx: RouteContext, nxt: Next) -> Frames:
+        assert ctx.spec is not None
+        errors = payload_errors(ctx.spec.payload_schema, ctx.call.payload)
+        if errors:
+            first = errors[0]
+            where = f"{first['path']}: " if first["path"] else ""
+            return [
+                error_message(
+                    VALIDATION_ERROR,
+                    f"Invalid payload for {ctx.spec.name!r}: {where}{first['message']}",
+                    request_id=ctx.call.request_id,
+                    details=errors,
+                )
+            ]
+        return await nxt(ctx)
+
+    async def _dispatch(self, ctx: RouteContext) -> Frames:
+        if ctx.mode == "async":
+            return [await self._queue(ctx)]
+        return [await self.replay.run(ctx.call, self._invoke, ctx)]
+
+    # --- the two paths ----------------------------------------------------------------
+
+    async def _invoke(self, ctx: RouteContext) -> Frames:
+        assert ctx.spec is not None
+        return [await invoke_sync(self.channels, ctx.spec, ctx.call)]
+
+    async def _queue(self, ctx: RouteContext) -> dict[str, Any]:
+        spec, call = ctx.spec, ctx.call
+        assert spec is not None
+        if not call.connection_id:
+            return error_message(
+                VALIDATION_ERROR, "An async request needs a connection", request_id=call.request_id
+            )
+        refused = await validate_remote(self.channels, spec, call)
+        if refused is not None:
+            return refused
+        record = RequestRecord.new(
+            request_id=call.request_id,
+            action=call.action,
+            user_id=call.user_id,
+            tenant_id=call.tenant_id,
+            connection_id=call.connection_id,
+            payload=call.payload,
+            metadata=call.metadata,
+            handler=spec.handler,
+            priority=_priority(call, spec.priority),
+            max_attempts=spec.max_attempts,
+            timeout=spec.timeout,
+            permissions=call.permissions,
+        )
+        try:
+            try:
+                await self.store.requests.create(record)
+            except AlreadyExists as exc:
+                return await self._resent(call, exc.existing)
+        except StoreError as exc:
+            log.warning("could not store request: %s", exc)
+            return error_message(
+                SERVICE_UNAVAILABLE, "Request storage is unavailable; try again", request_id=call.request_id
+            )
+        return acknowledgment_message(call.request_id)
+
+    async def _resent(self, call: Call, existing: RequestRecord | None) -> dict[str, Any]:
+        """The same id again: its state for the same user, DUPLICATE_REQUEST for anyone else."""
+        if existing is None or (existing.tenant_id, existing.user_id) != (call.tenant_id, call.user_id):
+            return _duplicate(call)
+        if not existing.terminal and existing.connection_id != call.connection_id:
+            await self.store.subscriptions.subscribe(
+                request_id=existing.request_id,
+                connection_id=call.connection_id,
+                user_id=call.user_id,
+                tenant_id=call.tenant_id,
+            )
+        return outcome_frame(existing)

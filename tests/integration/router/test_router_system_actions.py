@@ -1,0 +1,213 @@
+"""System actions over real gRPC and DynamoDB Local, each one's tenant isolation included."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from router_helpers import Route
+
+from streamer.store import CANCELLED, COMPLETED, PENDING, PROCESSING, RequestRecord, Store
+from streamer.store.dynamo import serialize_item
+
+
+async def make_request(
+    store: Store,
+    *,
+    rid: str,
+    user: str,
+    tenant: str,
+    connection: str = "conn-old",
+    action: str = "echo_async",
+) -> RequestRecord:
+    return await store.requests.create(
+        RequestRecord.new(
+            request_id=rid,
+            action=action,
+            user_id=user,
+            tenant_id=tenant,
+            connection_id=connection,
+            payload={"message": "m"},
+            handler="examples",
+        )
+    )
+
+
+async def put_raw(store: Store, record: RequestRecord) -> None:
+    await store.client.put_item(TableName=store.requests.table, Item=serialize_item(record.to_item()))
+
+
+def one(frames: list[dict[str, Any]]) -> dict[str, Any]:
+    assert len(frames) == 1, frames
+    return frames[0]
+
+
+def not_found(frames: list[dict[str, Any]], rid: str) -> None:
+    frame = one(frames)
+    assert frame["type"] == "error" and frame["error"]["code"] == "NOT_FOUND", frame
+    assert frame["request_id"] == rid
+
+
+async def test_ping(route: Route, ids: Callable[[str], str]) -> None:
+    frame = one(await route("$ping", user=ids("u"), tenant=ids("t")))
+    assert frame["type"] == "pong"
+
+
+async def test_status_within_tenant_only(
+    route: Route, router_store: Store, ids: Callable[[str], str]
+) -> None:
+    tenant, rid = ids("t"), ids("r")
+    await make_request(router_store, rid=rid, user="alice", tenant=tenant)
+    frame = one(await route("$status", user="alice", tenant=tenant, payload={"request_id": rid}))
+    assert frame["type"] == "status" and frame["request_id"] == rid
+    assert (frame["status"], frame["percentage"], frame["action"]) == (PENDING, 0, "echo_async")
+    colleague = one(await route("$status", user="bob", tenant=tenant, payload={"request_id": rid}))
+    assert colleague["status"] == PENDING  # the same tenant may look
+    not_found(await route("$status", user="alice", tenant=ids("t"), payload={"request_id": rid}), rid)
+    not_found(await route("$status", user="alice", tenant=tenant, payload={"request_id": "nope"}), "nope")
+
+
+async def test_status_of_a_completed_request_carries_the_result(
+    route: Route, router_store: Store, ids: Callable[[str], str]
+) -> None:
+    tenant, rid = ids("t"), ids("r")
+    await make_request(router_store, rid=rid, user="alice", tenant=tenant)
+    await router_store.requests.claim(rid, owner="w", attempt=1, claim_seconds=30)
+    await router_store.requests.save_progress(
+        rid, owner="w", attempt=1, progress={"percentage": 40, "message": "Rendering"}
+    )
+    frame = one(await route("$status", user="alice", tenant=tenant, payload={"request_id": rid}))
+    assert (frame["status"], frame["percentage"], frame["message"]) == (PROCESSING, 40, "Rendering")
+    await router_store.requests.complete(rid, owner="w", attempt=1, result={"ok": 1})
+    frame = one(await route("$status", user="alice", tenant=tenant, payload={"request_id": rid}))
+    assert (frame["status"], frame["result"]) == (COMPLETED, {"ok": 1})
+
+
+async def test_cancel_pending_and_processing(
+    route: Route, router_store: Store, ids: Callable[[str], str]
+) -> None:
+    tenant, pending, running = ids("t"), ids("r"), ids("r")
+    await make_request(router_store, rid=pending, user="alice", tenant=tenant)
+    frame = one(await route("$cancel", user="alice", tenant=tenant, payload={"request_id": pending}))
+    assert frame["type"] == "status" and frame["status"] == CANCELLED
+    record = await router_store.requests.get(pending)
+    assert record is not None and record.status == CANCELLED
+
+    await make_request(router_store, rid=running, user="alice", tenant=tenant)
+    await router_store.requests.claim(running, owner="w", attempt=1, claim_seconds=30)
+    frame = one(await route("$cancel", user="alice", tenant=tenant, payload={"request_id": running}))
+    assert (frame["status"], frame["cancel_requested"], frame["message"]) == (
+        PROCESSING,
+        True,
+        "Cancellation requested",
+    )
+    record = await router_store.requests.get(running)
+    assert record is not None and record.cancel_requested and record.status == PROCESSING
+
+
+async def test_cancel_is_tenant_scoped(route: Route, router_store: Store, ids: Callable[[str], str]) -> None:
+    tenant, rid = ids("t"), ids("r")
+    await make_request(router_store, rid=rid, user="alice", tenant=tenant)
+    not_found(await route("$cancel", user="alice", tenant=ids("t"), payload={"request_id": rid}), rid)
+    record = await router_store.requests.get(rid)
+    assert record is not None and record.status == PENDING
+
+
+async def test_subscribe_and_unsubscribe(
+    route: Route, router_store: Store, ids: Callable[[str], str]
+) -> None:
+    tenant, rid = ids("t"), ids("r")
+    await make_request(router_store, rid=rid, user="alice", tenant=tenant)
+    frame = one(
+        await route(
+            "$subscribe", user="bob", tenant=tenant, connection="conn-bob", payload={"request_id": rid}
+        )
+    )
+    assert frame["type"] == "status" and frame["subscribed"] is True
+    subs = await router_store.subscriptions.for_request(rid)
+    assert [(s.connection_id, s.user_id, s.tenant_id) for s in subs] == [("conn-bob", "bob", tenant)]
+    frame = one(
+        await route(
+            "$unsubscribe", user="bob", tenant=tenant, connection="conn-bob", payload={"request_id": rid}
+        )
+    )
+    assert frame["subscribed"] is False
+    assert await router_store.subscriptions.for_request(rid) == []
+
+
+async def test_subscribe_and_unsubscribe_are_tenant_scoped(
+    route: Route, router_store: Store, ids: Callable[[str], str]
+) -> None:
+    tenant, rid = ids("t"), ids("r")
+    await make_request(router_store, rid=rid, user="alice", tenant=tenant)
+    other = ids("t")
+    not_found(
+        await route(
+            "$subscribe", user="alice", tenant=other, connection="conn-x", payload={"request_id": rid}
+        ),
+        rid,
+    )
+    assert await router_store.subscriptions.for_request(rid) == []
+    await router_store.subscriptions.subscribe(
+        request_id=rid, connection_id="conn-a", user_id="alice", tenant_id=tenant
+    )
+    not_found(
+        await route(
+            "$unsubscribe", user="alice", tenant=other, connection="conn-a", payload={"request_id": rid}
+        ),
+        rid,
+    )
+    assert len(await router_store.subscriptions.for_request(rid)) == 1
+
+
+async def test_system_action_without_a_target_is_a_validation_error(
+    route: Route, ids: Callable[[str], str]
+) -> None:
+    frame = one(await route("$status", request_id="r-s", user=ids("u"), tenant=ids("t"), payload={}))
+    assert frame["error"]["code"] == "VALIDATION_ERROR" and frame["request_id"] == "r-s"
+
+
+async def test_resume_reattaches_unfinished_and_recent_requests(
+    route: Route, router_store: Store, ids: Callable[[str], str]
+) -> None:
+    user, tenant = ids("u"), ids("t")
+    pending, running, recent, old = ids("pending"), ids("running"), ids("recent"), ids("old")
+    await make_request(router_store, rid=pending, user=user, tenant=tenant)
+    await make_request(router_store, rid=running, user=user, tenant=tenant)
+    await router_store.requests.claim(running, owner="w", attempt=1, claim_seconds=30)
+    await make_request(router_store, rid=recent, user=user, tenant=tenant)
+    await router_store.requests.claim(recent, owner="w", attempt=1, claim_seconds=30)
+    await router_store.requests.complete(recent, owner="w", attempt=1, result={"r": 1})
+    long_ago = time.time() - 3600
+    base = await make_request(router_store, rid=old, user=user, tenant=tenant)
+    await put_raw(
+        router_store,
+        dataclasses.replace(
+            base, status=COMPLETED, created_at=long_ago, updated_at=long_ago, finished_at=long_ago
+        ),
+    )
+    # neither a colleague's request nor the same user id in another tenant is resumed
+    await make_request(router_store, rid=ids("colleague"), user=ids("u"), tenant=tenant)
+    await make_request(router_store, rid=ids("elsewhere"), user=user, tenant=ids("t"))
+
+    frames = await route("$resume", user=user, tenant=tenant, connection="conn-new")
+    by_id = {f["request_id"]: f for f in frames}
+    assert set(by_id) == {pending, running, recent}
+    assert all(f["type"] == "status" and f["resumed"] is True for f in frames)
+    assert (by_id[pending]["status"], by_id[running]["status"], by_id[recent]["status"]) == (
+        PENDING,
+        PROCESSING,
+        COMPLETED,
+    )
+    assert by_id[recent]["result"] == {"r": 1}
+    assert by_id[pending]["subscribed"] is True and "subscribed" not in by_id[recent]
+    for rid in (pending, running):
+        subs = await router_store.subscriptions.for_request(rid)
+        assert [s.connection_id for s in subs] == ["conn-new"]
+    assert await router_store.subscriptions.for_request(recent) == []
+
+
+async def test_resume_with_nothing_to_resume(route: Route, ids: Callable[[str], str]) -> None:
+    assert await route("$resume", user=ids("u"), tenant=ids("t")) == []
