@@ -1,0 +1,7 @@
+"""``python -m services.processor``: the same as ``streamer processor``."""
+
+import sys
+
+from services.processor.main import run
+
+sys.exit(run())

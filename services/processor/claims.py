@@ -1,0 +1,294 @@
+"""From stream records to claimed requests, and keeping those claims alive.
+
+A stream record means "claim this" when its ``NewImage`` is PENDING and its
+``OldImage`` was not PENDING at the same attempt: a new request (INSERT), a retry
+(PROCESSING → PENDING with attempt + 1), or a request whose dead owner's claim was
+released (PROCESSING → PENDING, same attempt). Our own claim's record (PENDING →
+PROCESSING) and other edits of a pending request are not.
+
+The claim is one conditional update ``PENDING → PROCESSING`` at that attempt and
+past ``not_before``; of several processors (or a processor and a sweeper) offering
+the same request, exactly one wins and the others are refused — that is what
+makes the stream's at-least-once delivery harmless. A retry's record arrives
+while its ``not_before`` is still ahead: the claim would be refused, so the
+:class:`Claimer` schedules the offer for ``not_before`` instead of dropping it.
+
+The :class:`ClaimKeeper` renews every claim this processor holds (queued or
+running) every ``claim_seconds / 3``. A renew returns the record, so a
+``cancel_requested`` set by ``$cancel`` is noticed there and the job is told to
+stop; a refused renew means the claim expired and another processor took over,
+and the job stops without writing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from services.processor import metrics
+from services.processor.jobs import Job, StopReason
+from streamer.store.dynamo import deserialize_item
+from streamer.store.errors import StoreError, TransitionRefused
+from streamer.store.requests import PENDING, PROCESSING, RequestRecord, RequestStore
+
+log = logging.getLogger(__name__)
+
+#: Added to ``not_before`` when scheduling, so the claim's ``not_before <= now``
+#: condition (evaluated with the same wall clock) holds when the timer fires.
+SCHEDULE_SLACK_SECONDS = 0.005
+_IMAGE_FIELDS = ("request_id", "status", "attempt", "not_before", "owner", "cancel_requested")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """A request that may be claimed at ``attempt`` (not before ``not_before``)."""
+
+    request_id: str
+    attempt: int
+    not_before: float | None = None
+    source: str = "stream"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CancelSignal:
+    """A running request's ``$cancel``, as seen on the stream."""
+
+    request_id: str
+    owner: str
+    attempt: int
+
+
+def _image(record: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    raw = (record.get("dynamodb") or {}).get(name)
+    if not raw:
+        return None
+    return deserialize_item({k: v for k, v in raw.items() if k in _IMAGE_FIELDS})
+
+
+def candidate_from_record(record: Mapping[str, Any]) -> Candidate | None:
+    """The claim a stream record calls for, or None (pure)."""
+    if record.get("eventName") == "REMOVE":
+        return None
+    new = _image(record, "NewImage")
+    if not new or new.get("status") != PENDING or "request_id" not in new:
+        return None
+    attempt = int(new.get("attempt", 1))
+    old = _image(record, "OldImage")
+    if old and old.get("status") == PENDING and int(old.get("attempt", 1)) == attempt:
+        return None
+    not_before = new.get("not_before")
+    return Candidate(
+        request_id=str(new["request_id"]),
+        attempt=attempt,
+        not_before=float(not_before) if not_before is not None else None,
+    )
+
+
+def cancel_from_record(record: Mapping[str, Any]) -> CancelSignal | None:
+    """A record where a PROCESSING request just got ``cancel_requested`` (pure)."""
+    new = _image(record, "NewImage")
+    if not new or new.get("status") != PROCESSING or not new.get("cancel_requested"):
+        return None
+    old = _image(record, "OldImage")
+    if old and old.get("cancel_requested"):
+        return None
+    return CancelSignal(
+        request_id=str(new["request_id"]),
+        owner=str(new.get("owner") or ""),
+        attempt=int(new.get("attempt", 1)),
+    )
+
+
+def candidate_from_request(record: RequestRecord, *, source: str) -> Candidate:
+    return Candidate(
+        request_id=record.request_id, attempt=record.attempt, not_before=record.not_before, source=source
+    )
+
+
+def dedupe(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """One candidate per (request, attempt), keeping the last (latest not_before)."""
+    out: dict[tuple[str, int], Candidate] = {}
+    for cand in candidates:
+        out[(cand.request_id, cand.attempt)] = cand
+    return list(out.values())
+
+
+class Claimer:
+    """Claims candidates for this worker and hands the won ones to ``on_claimed``."""
+
+    def __init__(
+        self,
+        *,
+        requests: RequestStore,
+        worker_id: str,
+        claim_seconds: float,
+        on_claimed: Callable[[RequestRecord], None],
+    ) -> None:
+        self.requests = requests
+        self.worker_id = worker_id
+        self.claim_seconds = claim_seconds
+        self.on_claimed = on_claimed
+        self.accepting = True
+        self._timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    async def offer(self, cand: Candidate) -> bool:
+        """Try to claim; True when won. Never raises for store trouble (the sweeper retries)."""
+        if not self.accepting:
+            return False
+        now = time.time()
+        if cand.not_before is not None and cand.not_before > now:
+            self.schedule(cand, at=cand.not_before)
+            return False
+        try:
+            record = await self.requests.claim(
+                cand.request_id, owner=self.worker_id, attempt=cand.attempt, claim_seconds=self.claim_seconds
+            )
+        except TransitionRefused as exc:
+            current: RequestRecord | None = exc.current
+            if (
+                current is not None
+                and current.status == PENDING
+                and current.attempt == cand.attempt
+                and current.not_before is not None
+                and current.not_before > time.time()
+            ):
+                self.schedule(cand, at=current.not_before)
+                return False
+            metrics.CLAIMS.labels("refused").inc()
+            return False
+        except StoreError as exc:
+            metrics.CLAIMS.labels("error").inc()
+            log.warning("claim failed", extra={"request_id": cand.request_id, "error": str(exc)})
+            return False
+        metrics.CLAIMS.labels("won").inc()
+        # Even when stop() came while this claim was in flight: on_claimed owns the
+        # record now (a draining processor hands it straight back).
+        self.on_claimed(record)
+        return True
+
+    def schedule(self, cand: Candidate, *, at: float) -> None:
+        """Offer ``cand`` again at wall-clock time ``at`` (once per request and attempt)."""
+        key = (cand.request_id, cand.attempt)
+        if key in self._timers or not self.accepting:
+            return
+        metrics.CLAIMS.labels("deferred").inc()
+        delay = max(0.0, at - time.time()) + SCHEDULE_SLACK_SECONDS
+        retry = dataclasses.replace(cand, not_before=None, source="timer")
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._fire, key, retry)
+
+    def _fire(self, key: tuple[str, int], cand: Candidate) -> None:
+        self._timers.pop(key, None)
+        task = asyncio.create_task(self.offer(cand))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._timers)
+
+    def stop(self) -> None:
+        """Claim nothing more; drop scheduled offers (the sweeper of any processor covers them)."""
+        self.accepting = False
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class ClaimKeeper:
+    """Renews the claims of every job this processor holds; notices cancels and take-overs."""
+
+    def __init__(
+        self,
+        *,
+        requests: RequestStore,
+        worker_id: str,
+        claim_seconds: float,
+        on_stop: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.requests = requests
+        self.worker_id = worker_id
+        self.claim_seconds = claim_seconds
+        self.on_stop = on_stop
+        self.jobs: dict[str, Job] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def interval(self) -> float:
+        return self.claim_seconds / 3
+
+    def add(self, job: Job) -> None:
+        self.jobs[job.request_id] = job
+
+    def remove(self, job: Job) -> None:
+        if self.jobs.get(job.request_id) is job:
+            del self.jobs[job.request_id]
+
+    def signal_cancel(self, signal: CancelSignal) -> bool:
+        """A cancel seen on the stream for a job we hold: stop it now, not at the next renew."""
+        job = self.jobs.get(signal.request_id)
+        if job is None or signal.owner != self.worker_id or job.attempt != signal.attempt:
+            return False
+        self._stop(job, StopReason.CANCEL)
+        return True
+
+    def _stop(self, job: Job, reason: StopReason) -> None:
+        job.request_stop(reason)
+        if self.on_stop is not None:
+            self.on_stop(job)
+
+    async def renew(self, job: Job) -> None:
+        try:
+            record = await self.requests.renew(
+                job.request_id, owner=self.worker_id, attempt=job.attempt, claim_seconds=self.claim_seconds
+            )
+        except TransitionRefused:
+            if self.jobs.get(job.request_id) is not job:
+                return  # settled meanwhile (our own terminal write moved the status on)
+            log.warning("claim lost to another processor", extra={"request_id": job.request_id})
+            self._stop(job, StopReason.LOST)
+            return
+        except StoreError as exc:
+            log.warning("claim renew failed", extra={"request_id": job.request_id, "error": str(exc)})
+            return
+        job.record = record
+        if record.cancel_requested and job.stop_reason is not StopReason.CANCEL:
+            self._stop(job, StopReason.CANCEL)
+
+    async def renew_all(self) -> None:
+        jobs = list(self.jobs.values())
+        sem = asyncio.Semaphore(32)
+
+        async def one(job: Job) -> None:
+            async with sem:
+                await self.renew(job)
+
+        await asyncio.gather(*(one(job) for job in jobs))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.renew_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claim renewal round failed")
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"claims-{self.worker_id}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,161 @@
+"""Per-handler bulkheads with a priority backlog.
+
+Each handler deployment (a StreamerHandler: namespace/name) gets its own *lane*:
+at most ``limit`` requests run at once — ``ActionSpec.concurrency`` when the
+handler declares it, else ``settings.handler_concurrency`` — so one slow or
+overloaded handler cannot take every slot of the processor and starve the others.
+Claimed requests beyond the limit wait in the lane's heap: higher ``priority``
+first, then older requests (``created_at``), then arrival order, so equal
+priorities stay FIFO.
+
+The dispatcher does not know what running a job means; it is given ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+
+from services.processor.jobs import Job, JobState
+from streamer.registry import ActionSpec, Registry
+
+log = logging.getLogger(__name__)
+
+RunJob = Callable[[Job], Awaitable[None]]
+_UNKNOWN_LANE = "?"
+
+
+def lane_key(spec: ActionSpec | None, action: str) -> str:
+    """The bulkhead a request belongs to: its handler deployment (or its unknown action)."""
+    if spec is None:
+        return f"{_UNKNOWN_LANE}{action}"
+    return f"{spec.namespace}/{spec.handler}"
+
+
+class Lane:
+    """One handler's bulkhead: a concurrency limit and a priority heap of waiting jobs."""
+
+    def __init__(self, key: str, limit: int) -> None:
+        self.key = key
+        self.limit = limit
+        self.running = 0
+        self._heap: list[tuple[int, float, int, Job]] = []
+        self._order = itertools.count()
+
+    def push(self, job: Job) -> None:
+        record = job.record
+        heapq.heappush(self._heap, (-record.priority, record.created_at, next(self._order), job))
+
+    def pop(self) -> Job | None:
+        """The next job still waiting (jobs removed while queued are skipped)."""
+        while self._heap:
+            job = heapq.heappop(self._heap)[3]
+            if job.state is JobState.QUEUED:
+                return job
+        return None
+
+    def waiting(self) -> list[Job]:
+        return [entry[3] for entry in sorted(self._heap) if entry[3].state is JobState.QUEUED]
+
+    def clear(self) -> list[Job]:
+        jobs = self.waiting()
+        self._heap.clear()
+        return jobs
+
+    def __len__(self) -> int:
+        return sum(1 for entry in self._heap if entry[3].state is JobState.QUEUED)
+
+
+class Dispatcher:
+    """Routes claimed jobs into lanes and starts them as slots free up."""
+
+    def __init__(self, *, registry: Registry, default_limit: int, run: RunJob) -> None:
+        self.registry = registry
+        self.default_limit = default_limit
+        self.run = run
+        self.lanes: dict[str, Lane] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, job: Job) -> None:
+        spec = self.registry.lookup(job.action)
+        key = lane_key(spec, job.action)
+        limit = (spec.concurrency if spec and spec.concurrency else None) or self.default_limit
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane(key, limit)
+        lane.limit = limit  # follow registry changes
+        lane.push(job)
+        self._pump(lane)
+
+    def _pump(self, lane: Lane) -> None:
+        while lane.running < lane.limit:
+            job = lane.pop()
+            if job is None:
+                return
+            job.state = JobState.RUNNING
+            lane.running += 1
+            task = asyncio.create_task(self._run(lane, job), name=f"job-{job.request_id}")
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, lane: Lane, job: Job) -> None:
+        try:
+            await self.run(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job crashed", extra={"request_id": job.request_id})
+        finally:
+            job.state = JobState.DONE
+            lane.running -= 1
+            self._pump(lane)
+
+    def start_now(self, job: Job) -> None:
+        """Run a queued job outside its bulkhead (a cancel: no handler call is made)."""
+        if job.state is not JobState.QUEUED:
+            return
+        job.state = JobState.RUNNING
+        task = asyncio.create_task(self._run_unlimited(job), name=f"job-{job.request_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run_unlimited(self, job: Job) -> None:
+        try:
+            await self.run(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job crashed", extra={"request_id": job.request_id})
+        finally:
+            job.state = JobState.DONE
+
+    def take_queued(self) -> list[Job]:
+        """Remove and return every job still waiting (drain: they are handed back)."""
+        jobs: list[Job] = []
+        for lane in self.lanes.values():
+            jobs.extend(lane.clear())
+        for job in jobs:
+            job.state = JobState.DONE
+        return jobs
+
+    @property
+    def queued(self) -> int:
+        return sum(len(lane) for lane in self.lanes.values())
+
+    @property
+    def running(self) -> int:
+        return sum(lane.running for lane in self.lanes.values())
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no job runs (or ``timeout``); True when idle."""
+        if not self.tasks:
+            return True
+        _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+        return not pending
+
+    def cancel_all(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()

@@ -1,0 +1,83 @@
+"""Who hears about a request: the connection that sent it and every subscriber.
+
+Progress, ``complete`` and ``error`` frames go to the request's ``connection_id``
+and to each connection subscribed to it (``$subscribe``), in one
+:meth:`~streamer.delivery.Delivery.send_many` — grouped by connect pod, one gRPC
+call per pod. The subscriber list is read from the subscriptions table and cached
+for ``cache_seconds`` per request, so a burst of progress frames costs one query;
+a connection that subscribes mid-run hears from the next frame after the cache
+expires (the terminal frame always re-reads the list).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from streamer.store.errors import StoreError
+from streamer.store.requests import RequestRecord
+from streamer.store.subscriptions import SubscriptionStore
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    """What the processor needs of :class:`streamer.delivery.Delivery`."""
+
+    async def send_many(self, connection_ids: Iterable[str], message: Mapping[str, Any]) -> Any: ...
+
+
+class Fanout:
+    """Publishes a request's frames to its connection and subscribers."""
+
+    def __init__(
+        self, *, sender: Sender, subscriptions: SubscriptionStore, cache_seconds: float = 1.0
+    ) -> None:
+        self.sender = sender
+        self.subscriptions = subscriptions
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, list[str]]] = {}
+
+    async def recipients(self, record: RequestRecord, *, fresh: bool = False) -> list[str]:
+        """The connection ids to reach: the owner's first, then subscribers (no duplicates)."""
+        now = time.monotonic()
+        cached = None if fresh else self._cache.get(record.request_id)
+        if cached is not None and cached[0] > now:
+            subscribers = cached[1]
+        else:
+            try:
+                subs = await self.subscriptions.for_request(record.request_id)
+                subscribers = [s.connection_id for s in subs if s.tenant_id == record.tenant_id]
+            except StoreError as exc:
+                log.warning(
+                    "subscriber lookup failed", extra={"request_id": record.request_id, "error": str(exc)}
+                )
+                subscribers = cached[1] if cached else []
+            self._cache[record.request_id] = (now + self.cache_seconds, subscribers)
+        ids = [record.connection_id] if record.connection_id else []
+        return list(dict.fromkeys([*ids, *subscribers]))
+
+    async def publish(
+        self, record: RequestRecord, message: Mapping[str, Any], *, final: bool = False
+    ) -> bool:
+        """Send ``message``; True when at least one connection got it.
+
+        ``final`` (complete/error) re-reads the subscribers and forgets the cache entry.
+        """
+        ids = await self.recipients(record, fresh=final)
+        if final:
+            self._cache.pop(record.request_id, None)
+        if not ids:
+            return False
+        try:
+            result = await self.sender.send_many(ids, message)
+        except Exception:
+            log.exception("delivery failed", extra={"request_id": record.request_id})
+            return False
+        delivered = getattr(result, "delivered", result)
+        return bool(delivered)
+
+    def forget(self, request_id: str) -> None:
+        self._cache.pop(request_id, None)

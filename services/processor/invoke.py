@@ -1,0 +1,505 @@
+"""Run one claimed request on its handler and record how it ended.
+
+The handler's ``Invoke`` is a server stream: progress events, then exactly one
+``result`` or ``error``. The call's deadline is the action's ``timeout``
+(``ActionSpec.timeout``: what the handler declared, and what its SDK enforces on
+its side too). How each ending is recorded — every write conditional on
+(PROCESSING, owner = us, attempt), so only a live claim can write:
+
+==========================================  ==========================================
+ending                                      what happens
+==========================================  ==========================================
+``result``                                  ``complete()`` (with the last progress),
+                                            then a ``complete`` frame
+``error``, retryable, attempts left         ``retry()``: PENDING at attempt + 1, not
+                                            before ``now + backoff`` (no frame)
+``error``, not retryable or last attempt    ``fail()``, then an ``error`` frame:
+                                            ``PROCESSING_FAILED`` (``VALIDATION_ERROR``
+                                            when the handler refused the payload)
+deadline passed (or the handler's own       as a retryable error with code ``TIMEOUT``;
+``TIMEOUT``)                                the final error code is ``TIMEOUT``
+handler unreachable (``UNAVAILABLE``,       retryable (a rollout, a crashed pod);
+no ready handler for the action, stream     final code ``PROCESSING_FAILED``
+ended without an ending)
+cancel requested                            the gRPC call is cancelled (the SDK cancels
+                                            the work), ``finish_cancel()``, then an
+                                            ``error`` frame ``CANCELLED``
+claim lost (another processor took over)    the call is cancelled; nothing is written
+                                            or sent — the new owner reports instead
+processor draining past ``drain_seconds``   the call is cancelled and the request
+                                            handed back (``release``: PENDING, same
+                                            attempt) for another processor
+==========================================  ==========================================
+
+A refused write (:class:`TransitionRefused`) always means someone else decided
+this request's fate first; the job then sends nothing. That is why a request
+is never completed twice even when two processors ran it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import random
+import time
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from services.processor import metrics
+from services.processor.claims import ClaimKeeper
+from services.processor.fanout import Fanout
+from services.processor.jobs import Job, StopReason
+from services.processor.progress import ProgressReporter
+from streamer import rpc
+from streamer.api.v1 import common_pb2, handler_pb2, handler_pb2_grpc
+from streamer.config import Settings
+from streamer.logs import log_context
+from streamer.protocol import (
+    CANCELLED,
+    INTERNAL_ERROR,
+    PROCESSING_FAILED,
+    SERVICE_UNAVAILABLE,
+    TIMEOUT,
+    VALIDATION_ERROR,
+    complete_message,
+    error_message,
+)
+from streamer.registry import ActionSpec, Registry
+from streamer.store import Store
+from streamer.store.errors import StoreError, TransitionRefused
+
+log = logging.getLogger(__name__)
+
+#: gRPC codes worth another attempt: the handler was unreachable, overloaded, or
+#: died mid-call. Anything else (UNIMPLEMENTED, INVALID_ARGUMENT, ...) will fail
+#: the same way again.
+RETRYABLE_STATUS = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+#: Handler error codes passed through to the client as they are when final.
+PASS_THROUGH_CODES = frozenset({VALIDATION_ERROR})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """Delay before the next attempt of a retryable failure.
+
+    ``delay(attempt) = min(cap, base · 2^(attempt - 1)) · (1 - jitter · U)``, U uniform
+    in [0, 1): with the defaults 1 s, 2 s, 4 s, … up to 60 s, each shortened by up to
+    20 % so retries of many requests failing together spread out instead of hitting
+    a recovering handler at the same instant. ``attempt`` is the attempt that failed.
+    """
+
+    base: float = 1.0
+    cap: float = 60.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, *, rand: float | None = None) -> float:
+        u = random.random() if rand is None else rand
+        raw = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        return float(raw * (1 - self.jitter * u))
+
+
+class Kind(enum.Enum):
+    RESULT = "result"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How one attempt ended, before anything was written."""
+
+    kind: Kind
+    result: Any = None
+    code: str = ""
+    message: str = ""
+    details: Any = None
+    retryable: bool = False
+
+    @property
+    def timed_out(self) -> bool:
+        return self.kind is Kind.ERROR and self.code == TIMEOUT
+
+
+def outcome_from_error(error: common_pb2.Error) -> Outcome:
+    details = None
+    if error.details:
+        with contextlib.suppress(ValueError):
+            details = rpc.loads(error.details)
+    return Outcome(
+        kind=Kind.ERROR,
+        code=error.code or PROCESSING_FAILED,
+        message=error.message or "Handler failed",
+        details=details,
+        retryable=bool(error.retryable) or error.code == TIMEOUT,
+    )
+
+
+def outcome_from_rpc_error(exc: aio.AioRpcError, *, timeout: float) -> Outcome:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Outcome(
+            kind=Kind.ERROR, code=TIMEOUT, message=f"Request timed out after {timeout:g}s", retryable=True
+        )
+    retryable = code in RETRYABLE_STATUS
+    return Outcome(
+        kind=Kind.ERROR,
+        code=SERVICE_UNAVAILABLE if code == grpc.StatusCode.UNAVAILABLE else INTERNAL_ERROR,
+        message=f"Handler call failed: {code.name}",
+        details={"grpc_status": code.name},
+        retryable=retryable,
+    )
+
+
+def final_error(outcome: Outcome, *, attempt: int, max_attempts: int) -> dict[str, Any]:
+    """The error a FAILED request keeps and its ``error`` frame carries (pure)."""
+    if outcome.code == TIMEOUT:
+        code = TIMEOUT
+    elif outcome.code in PASS_THROUGH_CODES:
+        code = outcome.code
+    else:
+        code = PROCESSING_FAILED
+    details: dict[str, Any] = {"attempts": attempt, "max_attempts": max_attempts}
+    if outcome.code and outcome.code != code:
+        details["cause"] = outcome.code
+    if outcome.details is not None:
+        details["handler_details"] = outcome.details
+    return {"code": code, "message": outcome.message, "details": details, "retryable": False}
+
+
+#: How far ``seq`` jumps when a request was recovered from a crashed processor.
+SEQ_GAP_AFTER_RECOVERY = 1000
+
+
+def start_seq(progress: dict[str, Any] | None, *, recoveries: int) -> int:
+    """The ``seq`` an attempt numbers its progress frames after (pure).
+
+    A retry or a hand-back saved the last ``seq`` it sent, so the next attempt just
+    continues. A processor that crashed saved its progress at most once a second,
+    so it may have sent frames past the saved ``seq``; after a recovery the numbers
+    jump by :data:`SEQ_GAP_AFTER_RECOVERY` (far more frames than the rate limit lets
+    through in a second) so a client never sees ``seq`` go backwards.
+    """
+    saved = int((progress or {}).get("seq", 0) or 0)
+    return saved + (SEQ_GAP_AFTER_RECOVERY if recoveries else 0)
+
+
+class ChannelPool:
+    """One gRPC channel per handler endpoint, shared by every call to it."""
+
+    def __init__(self, *, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._stubs: dict[str, handler_pb2_grpc.HandlerStub] = {}
+        self._channels: dict[str, aio.Channel] = {}
+
+    def stub(self, endpoint: str) -> handler_pb2_grpc.HandlerStub:
+        stub = self._stubs.get(endpoint)
+        if stub is None:
+            channel = rpc.channel(endpoint, max_message_bytes=self.max_message_bytes, peer="handler")
+            self._channels[endpoint] = channel
+            stub = self._stubs[endpoint] = handler_pb2_grpc.HandlerStub(channel)
+        return stub
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        await asyncio.gather(*(ch.close(None) for ch in channels), return_exceptions=True)
+
+
+class Invoker:
+    """Runs jobs (the dispatcher's ``run``): handler call, progress, the ending's writes and frames."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        registry: Registry,
+        fanout: Fanout,
+        keeper: ClaimKeeper,
+        settings: Settings,
+        worker_id: str,
+        backoff: Backoff | None = None,
+        channels: ChannelPool | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.fanout = fanout
+        self.keeper = keeper
+        self.settings = settings
+        self.worker_id = worker_id
+        self.backoff = backoff or Backoff()
+        self.channels = channels or ChannelPool(max_message_bytes=settings.grpc_max_message_bytes)
+
+    async def run(self, job: Job) -> None:
+        with log_context(request_id=job.request_id, connection_id=job.record.connection_id or None):
+            try:
+                await self._run(job)
+            finally:
+                self.keeper.remove(job)
+                self.fanout.forget(job.request_id)
+
+    async def _run(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        if job.record.cancel_requested:
+            job.request_stop(StopReason.CANCEL)
+        if job.stop_reason is not None:
+            await self._stopped(job, reporter=None)
+            return
+        spec = self.registry.lookup(job.action)
+        metrics.QUEUE_WAIT.observe(max(0.0, loop.time() - job.claimed_at))
+        reporter = ProgressReporter(
+            request_id=job.request_id,
+            publish=lambda frame: self.fanout.publish(job.record, frame),
+            persist=lambda progress: self._persist(job, progress),
+            interval=self.settings.progress_interval_seconds,
+            start_seq=start_seq(job.record.progress, recoveries=job.record.recoveries),
+        )
+        started = loop.time()
+        try:
+            outcome = await self._invoke(job, spec, reporter)
+        except asyncio.CancelledError:
+            await reporter.close(flush=False)  # aborted: no writes, no frames
+            raise
+        metrics.PROCESSING_DURATION.labels(job.action).observe(loop.time() - started)
+        if outcome.kind is Kind.STOPPED or job.stop_reason is StopReason.LOST:
+            await self._stopped(job, reporter=reporter)
+            return
+        last = await reporter.close(flush=True)
+        if outcome.kind is Kind.RESULT:
+            await self._complete(job, outcome, last)  # done is done, even if a cancel came in meanwhile
+        elif job.stop_reason is StopReason.CANCEL:
+            await self._cancel(job)  # it failed while being cancelled: the client asked to stop anyway
+        elif outcome.retryable and job.attempt < job.record.max_attempts:
+            await self._retry(job, outcome, last)
+        else:
+            await self._fail(job, outcome)
+
+    async def _persist(self, job: Job, progress: dict[str, Any]) -> None:
+        try:
+            await self.store.requests.save_progress(
+                job.request_id, owner=self.worker_id, attempt=job.attempt, progress=progress
+            )
+        except TransitionRefused:
+            job.request_stop(StopReason.LOST)
+
+    async def _invoke(self, job: Job, spec: ActionSpec | None, reporter: ProgressReporter) -> Outcome:
+        if spec is None or not spec.endpoint:
+            return Outcome(
+                kind=Kind.ERROR,
+                code=SERVICE_UNAVAILABLE,
+                message=f"No ready handler serves action {job.action!r}",
+                retryable=True,
+            )
+        record = job.record
+        request = handler_pb2.InvokeRequest(
+            request_id=record.request_id,
+            action=record.action,
+            payload=rpc.dumps(record.payload if record.payload is not None else {}),
+            metadata=rpc.dumps(record.metadata if record.metadata is not None else {}),
+            principal=common_pb2.Principal(
+                user_id=record.user_id, tenant_id=record.tenant_id, permissions=list(record.permissions)
+            ),
+            attempt=record.attempt,
+            connection_id=record.connection_id,
+        )
+        # grpc-stubs types the sync API; over a grpc.aio channel this is an async stream call.
+        call: Any = self.channels.stub(spec.endpoint).Invoke(request, timeout=spec.timeout)
+
+        async def consume() -> Outcome:
+            async for event in call:
+                kind = event.WhichOneof("event")
+                if kind == "progress":
+                    details = None
+                    if event.progress.details:
+                        with contextlib.suppress(ValueError):
+                            details = rpc.loads(event.progress.details)
+                    reporter.report(
+                        event.progress.percentage,
+                        event.progress.message,
+                        details if isinstance(details, dict) else None,
+                    )
+                elif kind == "result":
+                    try:
+                        return Outcome(kind=Kind.RESULT, result=rpc.loads(event.result.data))
+                    except ValueError:
+                        return Outcome(
+                            kind=Kind.ERROR, code=PROCESSING_FAILED, message="Handler returned invalid JSON"
+                        )
+                elif kind == "error":
+                    return outcome_from_error(event.error)
+            return Outcome(
+                kind=Kind.ERROR,
+                code=INTERNAL_ERROR,
+                message="Handler stream ended without a result",
+                retryable=True,
+            )
+
+        consumer = asyncio.create_task(consume(), name=f"invoke-{job.request_id}")
+        stopper = asyncio.create_task(job.stopped.wait())
+        try:
+            await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not consumer.done():
+                call.cancel()
+                consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aio.AioRpcError):
+                    await consumer
+        if not consumer.done() or consumer.cancelled():
+            return Outcome(kind=Kind.STOPPED)
+        exc = consumer.exception()
+        if exc is None:
+            call.cancel()  # we have the ending; nothing more to read
+            return consumer.result()
+        if isinstance(exc, aio.AioRpcError):
+            if job.stop_reason is not None and exc.code() == grpc.StatusCode.CANCELLED:
+                return Outcome(kind=Kind.STOPPED)
+            return outcome_from_rpc_error(exc, timeout=spec.timeout)
+        log.error("handler call failed", exc_info=exc)
+        return Outcome(kind=Kind.ERROR, code=INTERNAL_ERROR, message="Handler call failed", retryable=True)
+
+    # ------------------------------------------------------------------ endings
+
+    async def _publish_final(self, job: Job, message: dict[str, Any]) -> None:
+        await self.fanout.publish(job.record, message, final=True)
+
+    def _outcome_metric(self, job: Job, outcome: str) -> None:
+        metrics.REQUESTS.labels(job.action, outcome).inc()
+
+    async def _complete(self, job: Job, outcome: Outcome, last: dict[str, Any] | None) -> None:
+        self.keeper.remove(job)  # the write below ends the claim: no renew may race it
+        try:
+            await self.store.requests.complete(
+                job.request_id,
+                owner=self.worker_id,
+                attempt=job.attempt,
+                result=outcome.result,
+                progress=last,
+            )
+        except TransitionRefused:
+            self._lost(job)
+            return
+        except StoreError as exc:
+            self._store_trouble(job, exc)
+            return
+        self._outcome_metric(job, "completed")
+        await self._publish_final(job, complete_message(job.request_id, outcome.result))
+
+    async def _retry(self, job: Job, outcome: Outcome, last: dict[str, Any] | None) -> None:
+        delay = self.backoff.delay(job.attempt)
+        error = {"code": outcome.code, "message": outcome.message, "retryable": True, "attempt": job.attempt}
+        if outcome.details is not None:
+            error["details"] = outcome.details
+        self.keeper.remove(job)
+        try:
+            await self.store.requests.retry(
+                job.request_id,
+                owner=self.worker_id,
+                attempt=job.attempt,
+                not_before=time.time() + delay,
+                error=error,
+                progress=last,
+            )
+        except TransitionRefused:
+            self._lost(job)
+            return
+        except StoreError as exc:
+            self._store_trouble(job, exc)
+            return
+        self._outcome_metric(job, "retried")
+        log.info(
+            "attempt failed; retrying",
+            extra={"attempt": job.attempt, "code": outcome.code, "retry_in_seconds": round(delay, 3)},
+        )
+
+    async def _fail(self, job: Job, outcome: Outcome) -> None:
+        error = final_error(outcome, attempt=job.attempt, max_attempts=job.record.max_attempts)
+        self.keeper.remove(job)
+        try:
+            await self.store.requests.fail(
+                job.request_id, owner=self.worker_id, attempt=job.attempt, error=error
+            )
+        except TransitionRefused:
+            self._lost(job)
+            return
+        except StoreError as exc:
+            self._store_trouble(job, exc)
+            return
+        self._outcome_metric(job, "timed_out" if error["code"] == TIMEOUT else "failed")
+        await self._publish_final(
+            job,
+            error_message(
+                error["code"],
+                error["message"],
+                request_id=job.request_id,
+                details=error["details"],
+                retryable=False,
+            ),
+        )
+
+    async def _cancel(self, job: Job) -> None:
+        self.keeper.remove(job)
+        try:
+            await self.store.requests.finish_cancel(job.request_id, owner=self.worker_id, attempt=job.attempt)
+        except TransitionRefused:
+            self._lost(job)
+            return
+        except StoreError as exc:
+            self._store_trouble(job, exc)
+            return
+        self._outcome_metric(job, "cancelled")
+        await self._publish_final(
+            job, error_message(CANCELLED, "Request was cancelled", request_id=job.request_id, retryable=False)
+        )
+
+    async def _stopped(self, job: Job, *, reporter: ProgressReporter | None) -> None:
+        reason = job.stop_reason
+        if reason is StopReason.LOST:
+            if reporter:
+                await reporter.close(flush=False)
+            self._lost(job)
+            return
+        last = await reporter.close(flush=True) if reporter else None
+        if reason is StopReason.CANCEL:
+            await self._cancel(job)
+            return
+        await self.hand_back(job, progress=last)
+
+    async def hand_back(self, job: Job, *, progress: dict[str, Any] | None = None) -> None:
+        """Give a claimed request back (PENDING, same attempt) for another processor."""
+        self.keeper.remove(job)
+        try:
+            await self.store.requests.release(
+                job.request_id, owner=self.worker_id, attempt=job.attempt, progress=progress
+            )
+        except TransitionRefused:
+            self._lost(job)
+            return
+        except StoreError as exc:
+            self._store_trouble(job, exc)
+            return
+        self._outcome_metric(job, "released")
+
+    def _lost(self, job: Job) -> None:
+        self._outcome_metric(job, "lost")
+        log.info("claim lost; another processor owns the request now", extra={"attempt": job.attempt})
+
+    def _store_trouble(self, job: Job, exc: StoreError) -> None:
+        # The claim will expire and the sweeper hands the request to a processor
+        # again: the attempt is re-run rather than recorded wrongly.
+        self._outcome_metric(job, "store_error")
+        log.error("could not record the outcome", extra={"attempt": job.attempt, "error": str(exc)})

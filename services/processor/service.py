@@ -1,0 +1,275 @@
+"""The processor: stream reading, claims, bulkheads, handler calls and the sweeper, wired.
+
+::
+
+    stream shard ─▶ ShardReader ─▶ on_records ─▶ Claimer.offer ─▶ Dispatcher (lane per handler)
+                                   (checkpoint after the claims)         │
+    Sweeper ──────────────────────────────────▶ Claimer.offer           ▼
+    ClaimKeeper (renews every held claim; sees cancel / take-over) ◀── Invoker ─▶ handler Invoke
+                                                                         └─▶ Fanout ─▶ Delivery
+
+Shutdown (:meth:`Processor.stop`, on SIGTERM): stop claiming, stop the readers
+(each finishes its batch and checkpoints) and *release* the leases so another
+replica reads on at once; hand every queued-but-not-started request straight back
+(``release``: PENDING, same attempt — its stream record lets the next lease holder
+claim it); let running handlers finish for up to ``drain_seconds`` while their
+claims are still renewed; then cancel the rest and hand them back the same way.
+A processor that dies instead (SIGKILL, OOM, node loss) writes nothing: its
+leases expire after ``lease_seconds`` and are taken over, its claims expire after
+``claim_seconds`` and the sweepers release them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from services.processor.claims import (
+    CancelSignal,
+    Candidate,
+    Claimer,
+    ClaimKeeper,
+    cancel_from_record,
+    candidate_from_record,
+    dedupe,
+)
+from services.processor.coordinator import LeaseCoordinator, PollPolicy
+from services.processor.dispatch import Dispatcher
+from services.processor.fanout import Fanout, Sender
+from services.processor.invoke import Backoff, ChannelPool, Invoker
+from services.processor.jobs import Job, JobState, StopReason
+from services.processor.sweeper import Sweeper
+from streamer.config import Settings
+from streamer.metrics import Health
+from streamer.registry import Registry
+from streamer.store import Store
+from streamer.store.dynamo import open_client
+from streamer.store.leases import TRIM_HORIZON
+from streamer.store.requests import RequestRecord
+from streamer.store.tables import requests_stream_arn
+
+log = logging.getLogger(__name__)
+CLAIM_CONCURRENCY = 32
+
+
+def default_worker_id(settings: Settings) -> str:
+    """``STREAMER_WORKER_ID``, else host-pid plus a short random suffix.
+
+    The suffix keeps two processors apart when pids repeat (every container is
+    pid 1) or two run in one process (tests); a restart is a new worker anyway.
+    """
+    if settings.worker_id:
+        return settings.worker_id
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Processor:
+    """One processor replica. ``await start()``, then ``await stop()`` (or ``abort()`` in tests)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: Registry,
+        worker_id: str | None = None,
+        store: Store | None = None,
+        streams_client: Any = None,
+        delivery: Sender | None = None,
+        health: Health | None = None,
+        backoff: Backoff | None = None,
+        poll: PollPolicy | None = None,
+        initial_position: str = TRIM_HORIZON,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.worker_id = worker_id or default_worker_id(settings)
+        self.health = health or Health()
+        self.backoff = backoff or Backoff(base=settings.retry_base_seconds, cap=settings.retry_max_seconds)
+        self.poll = poll
+        self.initial_position = initial_position
+        self._store = store
+        self._streams = streams_client
+        self._delivery = delivery
+        self._owned_delivery: Any = None
+        self._stack = contextlib.AsyncExitStack()
+        self.stream_arn = ""
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self._stack.__aenter__()
+        if self._store is None:
+            self._store = await self._stack.enter_async_context(Store.open(settings=self.settings))
+        if self._streams is None:
+            self._streams = await self._stack.enter_async_context(
+                open_client("dynamodbstreams", settings=self.settings)
+            )
+        if self._delivery is None:
+            from streamer.delivery import Delivery
+
+            self._owned_delivery = Delivery(store=self._store, settings=self.settings)
+            self._delivery = self._owned_delivery
+        store = self._store
+        self.stream_arn = await requests_stream_arn(store.client, settings=self.settings)
+
+        self.keeper = ClaimKeeper(
+            requests=store.requests,
+            worker_id=self.worker_id,
+            claim_seconds=self.settings.claim_seconds,
+            on_stop=self._on_job_stopped,
+        )
+        self.claimer = Claimer(
+            requests=store.requests,
+            worker_id=self.worker_id,
+            claim_seconds=self.settings.claim_seconds,
+            on_claimed=self._on_claimed,
+        )
+        self.fanout = Fanout(sender=self._delivery, subscriptions=store.subscriptions)
+        self.channels = ChannelPool(max_message_bytes=self.settings.grpc_max_message_bytes)
+        self.invoker = Invoker(
+            store=store,
+            registry=self.registry,
+            fanout=self.fanout,
+            keeper=self.keeper,
+            settings=self.settings,
+            worker_id=self.worker_id,
+            backoff=self.backoff,
+            channels=self.channels,
+        )
+        self.dispatcher = Dispatcher(
+            registry=self.registry, default_limit=self.settings.handler_concurrency, run=self.invoker.run
+        )
+        self.sweeper = Sweeper(
+            requests=store.requests,
+            claimer=self.claimer,
+            interval=self.settings.sweep_interval_seconds,
+            pending_grace=self.settings.pending_grace_seconds,
+        )
+        self.coordinator = LeaseCoordinator(
+            client=self._streams,
+            leases=store.leases,
+            stream_arn=self.stream_arn,
+            worker_id=self.worker_id,
+            settings=self.settings,
+            on_records=self._on_records,
+            poll=self.poll,
+            initial_position=self.initial_position,
+        )
+        self.keeper.start()
+        await self.coordinator.start()
+        self.sweeper.start()
+        self.started = True
+        self.health.set_ready()
+        log.info("processor started", extra={"worker_id": self.worker_id, "stream": self.stream_arn})
+
+    async def stop(self, *, drain: float | None = None) -> None:
+        """Graceful stop (see the module docstring); ``drain`` defaults to ``drain_seconds``."""
+        if not self.started:
+            await self._stack.aclose()
+            return
+        # From here on a won claim is handed straight back (see _on_claimed).
+        self.started = False
+        drain = self.settings.drain_seconds if drain is None else drain
+        self.health.set_not_ready("draining")
+        log.info("processor draining", extra={"drain_seconds": drain})
+        await self.sweeper.stop()
+        await self.coordinator.stop(release=True)
+        self.claimer.stop()
+        for job in self.dispatcher.take_queued():
+            await self.invoker.hand_back(job)
+        if not await self.dispatcher.wait_idle(drain):
+            for job in list(self.keeper.jobs.values()):
+                if job.state is JobState.RUNNING:
+                    job.request_stop(StopReason.SHUTDOWN)
+            await self.dispatcher.wait_idle(10.0)
+            self.dispatcher.cancel_all()
+        await self.keeper.stop()
+        await self._close()
+        log.info("processor stopped", extra={"worker_id": self.worker_id})
+
+    async def abort(self) -> None:
+        """Stop at once with no writes at all — what a killed process leaves behind (tests)."""
+        self.started = False
+        self.claimer.stop()
+        self.sweeper.abort()
+        await self.coordinator.abort()
+        self.dispatcher.cancel_all()
+        await self.keeper.stop()
+        await asyncio.gather(*self.dispatcher.tasks, return_exceptions=True)
+        await self._close()
+
+    async def _close(self) -> None:
+        await self.channels.close()
+        if self._owned_delivery is not None:
+            await self._owned_delivery.close()
+        await self._stack.aclose()
+
+    # ------------------------------------------------------------------ the claim path
+
+    def _on_claimed(self, record: RequestRecord) -> None:
+        job = Job(record, claimed_at=asyncio.get_running_loop().time())
+        self.keeper.add(job)
+        if not self.started:
+            # Claimed while we began draining: give it straight back.
+            job.state = JobState.DONE
+            task = asyncio.create_task(self.invoker.hand_back(job))
+            self.dispatcher.tasks.add(task)  # type: ignore[arg-type]
+            task.add_done_callback(self.dispatcher.tasks.discard)  # type: ignore[arg-type]
+            return
+        self.dispatcher.submit(job)
+
+    async def _on_records(self, shard_id: str, records: list[dict[str, Any]]) -> None:
+        """A batch from a shard: claim what needs claiming (the checkpoint follows)."""
+        candidates: list[Candidate] = []
+        for record in records:
+            cand = candidate_from_record(record)
+            if cand is not None:
+                candidates.append(cand)
+                continue
+            signal = cancel_from_record(record)
+            if signal is not None:
+                self._cancel_signal(signal)
+        if not candidates:
+            return
+        sem = asyncio.Semaphore(CLAIM_CONCURRENCY)
+
+        async def offer(cand: Candidate) -> None:
+            async with sem:
+                await self.claimer.offer(cand)
+
+        await asyncio.gather(*(offer(c) for c in dedupe(candidates)))
+
+    def _cancel_signal(self, signal: CancelSignal) -> None:
+        self.keeper.signal_cancel(signal)
+
+    def _on_job_stopped(self, job: Job) -> None:
+        """A held job was cancelled or lost: if it is still queued, settle it now, outside its bulkhead."""
+        if job.state is JobState.QUEUED and self.started:
+            self.dispatcher.start_now(job)
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None
+        return self._store
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "leases": sorted(self.coordinator.readers),
+            "queued": self.dispatcher.queued,
+            "running": self.dispatcher.running,
+            "claims_held": len(self.keeper.jobs),
+            "scheduled": self.claimer.scheduled,
+            "swept_released": self.sweeper.released_total,
+            "swept_claimed": self.sweeper.claimed_total,
+            "time": time.time(),
+        }

@@ -1,0 +1,140 @@
+"""The sweeper: nothing is left behind, whatever happened to the stream or a processor.
+
+Every ``sweep_interval_seconds`` (±20 % jitter, so replicas do not sweep in
+lock-step) each processor queries the status index twice:
+
+1. **PROCESSING with ``claim_expires_at`` in the past** — its owner died (or lost
+   DynamoDB for longer than a claim). ``release_expired`` puts it back to PENDING
+   at the same attempt (a crash is not the handler's failure) and the sweeper
+   offers it to its own claimer at once; the release's stream record offers it
+   to whichever processor reads that shard too, and the claim condition lets
+   exactly one of them have it.
+2. **PENDING, unchanged for ``pending_grace_seconds`` and past its
+   ``not_before``** — a stream record nobody acted on: trimmed past the 24 h
+   retention, read by a processor that died before claiming, a retry whose timer
+   died with its processor, or a table written while no processor ran. It is
+   claimed and dispatched like a stream record.
+
+Several processors may sweep at once: the conditional updates decide, and a
+loser just counts a refused claim. The index is eventually consistent, so a
+sweep may see a request a moment late or already taken; both are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+
+from services.processor import metrics
+from services.processor.claims import Claimer, candidate_from_request
+from streamer.store.errors import StoreError, TransitionRefused
+from streamer.store.requests import RequestRecord, RequestStore
+
+log = logging.getLogger(__name__)
+SWEEP_CONCURRENCY = 16
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    """What one sweep did: claims released, and requests it claimed itself."""
+
+    released: int = 0
+    claimed: int = 0
+
+
+class Sweeper:
+    """Periodically recovers expired claims and PENDING requests the stream path missed."""
+
+    def __init__(
+        self,
+        *,
+        requests: RequestStore,
+        claimer: Claimer,
+        interval: float,
+        pending_grace: float,
+    ) -> None:
+        self.requests = requests
+        self.claimer = claimer
+        self.interval = interval
+        self.pending_grace = pending_grace
+        self.released_total = 0
+        self.claimed_total = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep_once(self) -> SweepResult:
+        now = time.time()
+        sem = asyncio.Semaphore(SWEEP_CONCURRENCY)
+        expired = await self.requests.expired_claims(now=now)
+
+        async def release(record: RequestRecord) -> bool:
+            async with sem:
+                try:
+                    released = await self.requests.release_expired(
+                        record.request_id, owner=record.owner or "", attempt=record.attempt
+                    )
+                except TransitionRefused:
+                    return False  # renewed, finished, or released by another sweeper meanwhile
+                except StoreError as exc:
+                    log.warning("release failed", extra={"request_id": record.request_id, "error": str(exc)})
+                    return False
+                metrics.SWEEPER_RECOVERED.labels("expired_claim").inc()
+                log.info(
+                    "released an expired claim",
+                    extra={
+                        "request_id": record.request_id,
+                        "dead_owner": record.owner,
+                        "attempt": record.attempt,
+                    },
+                )
+                await self.claimer.offer(candidate_from_request(released, source="sweeper"))
+                return True
+
+        released = sum(await asyncio.gather(*(release(r) for r in expired)))
+
+        stale = await self.requests.stale_pending(unchanged_since=now - self.pending_grace, now=now)
+
+        async def claim(record: RequestRecord) -> bool:
+            async with sem:
+                won = await self.claimer.offer(candidate_from_request(record, source="sweeper"))
+            if won:
+                metrics.SWEEPER_RECOVERED.labels("pending").inc()
+                log.info(
+                    "claimed a PENDING request the stream path missed",
+                    extra={"request_id": record.request_id},
+                )
+            return won
+
+        claimed = sum(await asyncio.gather(*(claim(r) for r in stale)))
+        self.released_total += released
+        self.claimed_total += claimed
+        return SweepResult(released=released, claimed=claimed)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval * random.uniform(0.8, 1.2))
+            if not self.claimer.accepting:
+                continue
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed")
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="sweeper")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def abort(self) -> None:
+        if self._task:
+            self._task.cancel()
