@@ -1,0 +1,59 @@
+"""The operator's own settings (``STREAMER_OPERATOR_*``), next to the shared ``Settings``.
+
+They are read and checked once at start, like every other Streamer setting: a bad
+value stops the operator with a :class:`streamer.config.ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from streamer.config import ConfigError
+
+FIELD_MANAGER = "streamer-operator"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OperatorOptions:
+    """How often to re-check everything, and whether to manage the DynamoDB tables."""
+
+    # A safety net only: child events and CR changes reconcile at once. The resync also
+    # lets a handler that lost an action conflict take over once the winner is gone.
+    resync_seconds: float = 60.0
+    manage_tables: bool = True
+    tables_retry_seconds: float = 15.0
+    field_manager: str = FIELD_MANAGER
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _positive(env: Mapping[str, str], var: str, default: float) -> float:
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(var, f"invalid value {raw!r}: expected a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(var, f"invalid value {raw!r}: must be greater than 0")
+    return value
+
+
+def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
+    """Options from ``env`` (default ``os.environ``)."""
+    source = os.environ if env is None else env
+    manage_raw = source.get("STREAMER_OPERATOR_MANAGE_TABLES", "").strip().lower()
+    if manage_raw and manage_raw not in _TRUE | _FALSE:
+        raise ConfigError(
+            "STREAMER_OPERATOR_MANAGE_TABLES", f"invalid value {manage_raw!r}: expected true or false"
+        )
+    return OperatorOptions(
+        resync_seconds=_positive(source, "STREAMER_OPERATOR_RESYNC_SECONDS", 60.0),
+        manage_tables=manage_raw not in _FALSE,
+        tables_retry_seconds=_positive(source, "STREAMER_OPERATOR_TABLES_RETRY_SECONDS", 15.0),
+    )

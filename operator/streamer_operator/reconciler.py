@@ -1,0 +1,236 @@
+"""One level-triggered reconcile of a ``StreamerHandler``, whoever asks for it.
+
+Creation, updates, the periodic resync and events on the owned children all call
+:meth:`Reconciler.reconcile`, which reads the CR afresh, makes each child match what
+the pure builders want (only when it differs, so an unchanged child costs no write
+and causes no watch event), and writes the status only when it changed. One lock
+per CR keeps two triggers from racing on the same children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from streamer import metrics
+from streamer.registry.model import RegistryError, parse_handler
+from streamer_operator import children, status
+from streamer_operator.kube import Kube
+from streamer_operator.tables import TablesGate
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+# (the CR, event type Normal/Warning, reason, message)
+EventFn = Callable[[Mapping[str, Any], str, str, str], None]
+
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+RECONCILES = metrics.counter(
+    "streamer_operator_reconciles_total",
+    "Reconciles of StreamerHandlers by trigger and result.",
+    ["trigger", "result"],
+)
+CHILD_WRITES = metrics.counter(
+    "streamer_operator_child_writes_total",
+    "Children created, updated or deleted by the operator.",
+    ["kind", "op"],
+)
+
+
+def spec_problem(body: Mapping[str, Any]) -> str | None:
+    """Why a CR cannot be deployed, or None. The CRD catches most of this; an API server
+    without validation (or an old CRD) must not make the operator build broken children."""
+    name = children.name_of(body)
+    if len(name) > 63 or not _DNS_1035.match(name):
+        return f"metadata.name {name!r} must be a DNS-1035 label of at most 63 characters"
+    spec = body.get("spec") or {}
+    if not isinstance(spec.get("image"), str) or not spec["image"].strip():
+        return "spec.image is required"
+    scaling = spec.get("autoscaling")
+    if scaling:
+        low = int(scaling.get("minReplicas") or children.DEFAULT_MIN_REPLICAS)
+        high = scaling.get("maxReplicas")
+        if not isinstance(high, int) or high < low:
+            return "spec.autoscaling.maxReplicas must be an integer of at least minReplicas"
+    try:
+        parse_handler(body)
+    except RegistryError as exc:
+        return str(exc)
+    return None
+
+
+def claimable(live: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether an existing object of a child's name is ours to overwrite.
+
+    Owned by this CR (same uid), or labelled as this handler's by the operator (a CR
+    deleted with orphaning and created again gets its children back); anything else
+    is somebody else's object and is left alone.
+    """
+    if children.owned_by(live, body):
+        return True
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    return bool(
+        labels.get(children.MANAGED_BY_LABEL) == children.MANAGER
+        and labels.get(children.HANDLER_LABEL) == children.name_of(body)
+    )
+
+
+class ChildConflict(Exception):
+    """An object with a child's name exists and belongs to someone else."""
+
+
+class Reconciler:
+    """Reconciles StreamerHandlers through :class:`Kube`; shared by every kopf handler."""
+
+    def __init__(self, *, kube: Kube, tables: TablesGate, clock: Callable[[], str] = status.now_iso) -> None:
+        self.kube = kube
+        self.tables = tables
+        self.clock = clock
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._deleting: set[Key] = set()
+
+    def _lock(self, key: Key) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def reconcile(
+        self,
+        key: Key,
+        *,
+        others: Iterable[Mapping[str, Any]],
+        trigger: str,
+        post: EventFn | None = None,
+    ) -> dict[str, Any] | None:
+        """Bring one CR's children and status up to date; None if the CR is gone or going."""
+        if key in self._deleting:
+            return None
+        try:
+            async with self._lock(key):
+                result = await self._reconcile(key, others=list(others), post=post)
+        except Exception:
+            RECONCILES.labels(trigger, "error").inc()
+            raise
+        RECONCILES.labels(trigger, "ok" if result is not None else "skipped").inc()
+        return result
+
+    async def _reconcile(
+        self, key: Key, *, others: list[Mapping[str, Any]], post: EventFn | None
+    ) -> dict[str, Any] | None:
+        namespace, name = key
+        body = await self.kube.get_handler(namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        problem = spec_problem(body)
+        conflicts = status.action_conflicts(body, others=others)
+        deployment: dict[str, Any] | None = None
+        child_conflict: str | None = None
+        if problem is None:
+            try:
+                deployment = await self._sync_children(body, post=post)
+            except ChildConflict as exc:
+                child_conflict = str(exc)
+        if deployment is None:
+            deployment = await self.kube.get(children.DEPLOYMENTS, namespace, name)
+            if deployment is not None and not claimable(deployment, body):
+                deployment = None  # somebody else's: its pods are not ours to report
+        tables = await self.tables.observe()
+        old = dict(body.get("status") or {})
+        new = status.compute_status(
+            body,
+            deployment=deployment,
+            tables=tables,
+            conflicts=conflicts,
+            invalid=problem,
+            child_conflict=child_conflict,
+            now=self.clock(),
+        )
+        if status.status_changed(old, new):
+            await self.kube.patch_status(namespace, name, new)
+            self._announce(body, old, new, post)
+        return new
+
+    async def _sync_children(self, body: Mapping[str, Any], *, post: EventFn | None) -> dict[str, Any] | None:
+        """Create, fix or remove each child; returns the live Deployment."""
+        namespace, name = children.namespace_of(body), children.name_of(body)
+        live_deployment: dict[str, Any] | None = None
+        wanted_children = children.desired(body)
+        lives = {ref: await self.kube.get(ref, namespace, name) for ref in wanted_children}
+        # Check every name first: a conflict must not leave half a set of children behind.
+        for ref, live in lives.items():
+            if live is not None and not claimable(live, body):
+                raise ChildConflict(
+                    f"{ref.kind} {namespace}/{name} exists and is not managed by this handler"
+                )
+        for ref, wanted in wanted_children.items():
+            live = lives[ref]
+            if wanted is None:
+                if live is not None:
+                    await self.kube.delete(ref, namespace, name)
+                    CHILD_WRITES.labels(ref.kind, "delete").inc()
+                    self._post(post, body, "Normal", "Deleted", f"{ref.kind} {name} is no longer needed")
+                continue
+            if live is None or not children.is_subset(wanted, live):
+                applied = await self.kube.apply(ref, wanted)
+                op = "create" if live is None else "update"
+                CHILD_WRITES.labels(ref.kind, op).inc()
+                verb = "Created" if live is None else "Updated"
+                self._post(post, body, "Normal", verb, f"{verb.lower()} {ref.kind} {name}")
+                live = applied if applied is not None else live
+            if ref is children.DEPLOYMENTS:
+                live_deployment = live
+        return live_deployment
+
+    async def cleanup(self, body: Mapping[str, Any]) -> list[str]:
+        """Delete every child this CR owns (the finalizer's job); returns what was deleted.
+
+        Garbage collection would remove them too, but only eventually and only on a
+        real cluster; deleting them here means the handler's pods are gone before
+        the CR is, and nothing is left behind where GC does not run.
+        """
+        key = (children.namespace_of(body), children.name_of(body))
+        deleted: list[str] = []
+        self._deleting.add(key)
+        try:
+            async with self._lock(key):
+                for ref in reversed(children.CHILD_REFS):
+                    live = await self.kube.get(ref, *key)
+                    if live is None or not children.owned_by(live, body):
+                        continue
+                    if await self.kube.delete(ref, *key):
+                        CHILD_WRITES.labels(ref.kind, "delete").inc()
+                        deleted.append(ref.kind)
+        finally:
+            self._deleting.discard(key)
+            self._locks.pop(key, None)
+        return deleted
+
+    def _announce(
+        self, body: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any], post: EventFn | None
+    ) -> None:
+        before = status.get_condition(old, status.READY) or {}
+        after = status.get_condition(new, status.READY) or {}
+        if (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
+            return
+        kind = "Normal" if after.get("status") == "True" else "Warning"
+        reason = str(after.get("reason") or "Unknown")
+        message = str(after.get("message") or "")
+        log.info(
+            "handler readiness changed",
+            extra={"handler": children.name_of(body), "ready": after.get("status"), "reason": reason},
+        )
+        self._post(post, body, kind, reason, message)
+
+    @staticmethod
+    def _post(post: EventFn | None, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        if post is None:
+            return
+        try:
+            post(body, kind, reason, message)
+        except Exception:  # an event that cannot be posted must never fail a reconcile
+            log.debug("could not post an event", exc_info=True)

@@ -1,0 +1,299 @@
+"""The Helm chart: lint, render, strict Kubernetes validation, and what the manifests promise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate.utils as kv
+import pytest
+from chart_render import CHART, CRD, FULL_VALUES, NAMESPACE, RELEASE, Render, by_kind, name, run
+
+MONITORING = ["monitoring.coreos.com/v1"]
+# The newest Kubernetes kubernetes-validate knows, and the oldest the chart supports.
+VERSIONS = sorted({kv.latest_version(), "1.30.0"})
+
+
+def full(render: Render) -> list[dict[str, Any]]:
+    return render(values=[str(FULL_VALUES)], api_versions=MONITORING)
+
+
+def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]
+    return list(spec["containers"])
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("values", [[], [str(FULL_VALUES)]], ids=["defaults", "everything"])
+def test_helm_lint_is_clean(helm: str, values: list[str]) -> None:
+    cmd = [helm, "lint", "--strict", str(CHART)]
+    for v in values:
+        cmd += ["-f", v]
+    result = run(cmd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+MINIMAL = ["operator.enabled=false", "config.handlerNamespace=handlers", "networkPolicy.enabled=false"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("variant", ["defaults", "everything", "minimal"])
+def test_rendered_manifests_pass_strict_validation(render: Render, variant: str, version: str) -> None:
+    if variant == "defaults":
+        docs = render()
+    elif variant == "everything":
+        docs = full(render)
+    else:
+        docs = render(sets=MINIMAL)
+    custom = {"ServiceMonitor", "PrometheusRule"}  # CRDs of the Prometheus Operator: checked below
+    checked = 0
+    for doc in docs:
+        if doc["kind"] in custom:
+            continue
+        try:
+            kv.validate(doc, version, strict=True)
+        except kv.ValidationError as exc:
+            pytest.fail(f"{doc['kind']} {doc['metadata']['name']} is invalid for {version}: {exc.message}")
+        checked += 1
+    assert checked >= (15 if variant == "minimal" else 25)
+
+
+def test_every_optional_part_renders(render: Render) -> None:
+    kinds = {d["kind"] for d in full(render)}
+    assert kinds >= {
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ConfigMap",
+        "Secret",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Ingress",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Pod",
+    }
+    deployments = by_kind(full(render), "Deployment")
+    assert set(deployments) == {name(c) for c in ("connect", "router", "processor", "operator", "dynamodb")}
+
+
+def test_monitoring_objects_follow_the_api_or_the_switch(render: Render) -> None:
+    def kinds(**kw: Any) -> set[str]:
+        return {d["kind"] for d in render(**kw)}
+
+    assert not kinds() & {"ServiceMonitor", "PrometheusRule"}
+    assert kinds(api_versions=MONITORING) >= {"ServiceMonitor", "PrometheusRule"}
+    forced = ["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"]
+    assert kinds(sets=forced) >= {"ServiceMonitor", "PrometheusRule"}
+    off = ["metrics.serviceMonitor.enabled=false", "metrics.prometheusRule.enabled=false"]
+    assert not kinds(sets=off, api_versions=MONITORING) & {"ServiceMonitor", "PrometheusRule"}
+
+
+def test_the_charts_crd_is_the_crd(render: Render) -> None:
+    assert (CHART / "crds" / "streamerhandlers.yaml").read_bytes() == CRD.read_bytes()
+    (crd,) = by_kind(render(), "CustomResourceDefinition").values()
+    assert crd["metadata"]["name"] == "streamerhandlers.streamer.dev"
+
+
+@pytest.mark.parametrize("variant", ["defaults", "everything"])
+def test_every_pod_is_locked_down_probed_and_sized(render: Render, variant: str) -> None:
+    docs = render() if variant == "defaults" else full(render)
+    pods = [d for d in docs if d["kind"] in ("Deployment", "Pod")]
+    assert pods
+    for doc in pods:
+        spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, doc["metadata"]["name"]
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for c in containers(doc):
+            where = f"{doc['metadata']['name']}/{c['name']}"
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], where
+            if doc["kind"] == "Deployment":
+                assert "readinessProbe" in c and "livenessProbe" in c, where
+
+
+def test_service_probes_and_ports_follow_the_conventions(render: Render) -> None:
+    deployments = by_kind(render(), "Deployment")
+    for component in ("connect", "router", "processor", "operator"):
+        (c,) = containers(deployments[name(component)])
+        assert c["args"][0] == component
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["http"] == 9090
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        env = env_of(c)
+        assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+        assert env["STREAMER_HTTP_PORT"] == "9090"
+    (connect,) = containers(deployments[name("connect")])
+    env = env_of(connect)
+    assert env["STREAMER_WS_PORT"] == "8080" and env["STREAMER_GRPC_PORT"] == "50051"
+    assert env["STREAMER_ROUTER_ADDRESS"] == f"{name('router')}.{NAMESPACE}.svc:50052"
+    (router,) = containers(deployments[name("router")])
+    assert env_of(router)["STREAMER_GRPC_PORT"] == "50052"
+    config = by_kind(render(), "ConfigMap")[f"{RELEASE}-streamer"]["data"]
+    assert config["STREAMER_TABLE_PREFIX"] == "streamer" and config["AWS_REGION"] == "us-east-1"
+    assert "STREAMER_DYNAMODB_ENDPOINT" not in config  # AWS unless told otherwise
+    router_svc = by_kind(render(), "Service")[name("router")]
+    assert {p["name"]: p["port"] for p in router_svc["spec"]["ports"]}["grpc"] == 50052
+
+
+def test_secrets_and_existing_secrets(render: Render) -> None:
+    docs = full(render)
+    secrets = by_kind(docs, "Secret")
+    assert set(secrets) == {name("jwt"), name("aws")}
+    (connect,) = containers(by_kind(docs, "Deployment")[name("connect")])
+    env = env_of(connect)
+    assert env["STREAMER_JWT_SECRET"]["secretKeyRef"]["name"] == name("jwt")
+    assert env["STREAMER_JWT_PUBLIC_KEY"]["secretKeyRef"]["name"] == name("jwt")
+    assert env["STREAMER_JWKS_URL"] == "https://auth.example.com/.well-known/jwks.json"
+    assert (
+        env["STREAMER_JWT_ISSUER"] == "https://auth.example.com/"
+        and env["STREAMER_JWT_AUDIENCE"] == "streamer"
+    )
+    assert {"secretRef": {"name": name("aws")}} in connect["envFrom"]
+    assert {m["mountPath"] for m in connect["volumeMounts"]} == {"/tmp", "/etc/streamer/tls"}
+    config = by_kind(docs, "ConfigMap")[f"{RELEASE}-streamer"]["data"]
+    assert config["STREAMER_DYNAMODB_ENDPOINT"] == f"http://{name('dynamodb')}.{NAMESPACE}.svc:8000"
+    assert config["STREAMER_WS_RATE_LIMIT"] == "50"
+    # Only connect verifies tokens: nobody else gets the JWT secret.
+    for component in ("router", "processor", "operator"):
+        (c,) = containers(by_kind(docs, "Deployment")[name(component)])
+        assert "STREAMER_JWT_SECRET" not in env_of(c)
+
+    existing = render(sets=["jwt.existingSecret=my-jwt", "aws.existingSecret=my-aws"])
+    assert not by_kind(existing, "Secret")
+    (c,) = containers(by_kind(existing, "Deployment")[name("connect")])
+    assert env_of(c)["STREAMER_JWT_SECRET"]["secretKeyRef"] == {
+        "name": "my-jwt",
+        "key": "jwt-secret",
+        "optional": True,
+    }
+    assert {"secretRef": {"name": "my-aws"}} in c["envFrom"]
+
+
+def _rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(doc.get("rules") or [])
+
+
+def test_rbac_is_least_privilege(render: Render) -> None:
+    for docs in (render(), full(render)):
+        roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+        for role in roles:
+            for rule in _rules(role):
+                assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
+                assert "secrets" not in rule["resources"] and "pods" not in rule["resources"]
+        bound = {
+            s["name"]
+            for d in docs
+            if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+            for s in d["subjects"]
+        }
+        assert name("connect") not in bound  # connect has no API access at all
+    reader = by_kind(render(), "ClusterRole")[f"{RELEASE}-streamer-registry-reader"]
+    assert _rules(reader) == [
+        {"apiGroups": ["streamer.dev"], "resources": ["streamerhandlers"], "verbs": ["get", "list", "watch"]}
+    ]
+    # Watching given namespaces: the operator's write access is namespaced, cluster-wide it only reads.
+    docs = full(render)
+    (cluster_role,) = by_kind(docs, "ClusterRole").values()
+    for rule in _rules(cluster_role):
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    operator_roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == name("operator")]
+    assert sorted(r["metadata"]["namespace"] for r in operator_roles) == ["handlers", "team-a"]
+    deployments = by_kind(docs, "Deployment")
+    assert deployments[name("connect")]["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    (op,) = containers(deployments[name("operator")])
+    assert op["args"] == ["operator", "--namespace", "handlers", "--namespace", "team-a"]
+    accounts = by_kind(docs, "ServiceAccount")
+    assert accounts[name("connect")]["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/streamer-connect"
+    }
+    assert name("processor") not in accounts  # create: false
+    processor_spec = deployments[name("processor")]["spec"]["template"]["spec"]
+    assert processor_spec["serviceAccountName"] == "shared-processor"
+
+
+def _release_pods(peers: list[dict[str, Any]]) -> bool:
+    return all(
+        set(p) == {"podSelector"} and p["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+        for p in peers
+    )
+
+
+def test_only_streamer_pods_reach_grpc_ports(render: Render) -> None:
+    policies = by_kind(render(), "NetworkPolicy")
+    grpc_rules = {
+        pname: rule
+        for pname, policy in policies.items()
+        for rule in policy["spec"]["ingress"]
+        if any(port["port"] == "grpc" for port in rule.get("ports", []))
+    }
+    assert set(grpc_rules) == {name("connect"), name("router"), name("handlers")}
+    for pname, rule in grpc_rules.items():
+        assert rule.get("from") and _release_pods(rule["from"]), pname
+    components = {
+        pname: {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"]}
+        for pname, rule in grpc_rules.items()
+    }
+    assert components[name("connect")] == {"router", "processor"}
+    assert components[name("router")] == {"connect", "processor"}
+    assert components[name("handlers")] == {"router", "processor"}
+    # Every policy covers exactly one workload and only restricts ingress.
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert not by_kind(render(sets=["networkPolicy.enabled=false"]), "NetworkPolicy")
+
+
+def test_hpa_and_pdb(render: Render) -> None:
+    default = render()
+    assert not by_kind(default, "HorizontalPodAutoscaler")
+    assert set(by_kind(default, "PodDisruptionBudget")) == {
+        name(c) for c in ("connect", "router", "processor")
+    }
+    docs = full(render)
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {name(c) for c in ("connect", "router", "processor")}
+    assert (hpas[name("connect")]["spec"]["minReplicas"], hpas[name("connect")]["spec"]["maxReplicas"]) == (
+        3,
+        12,
+    )
+    assert "replicas" not in by_kind(docs, "Deployment")[name("connect")]["spec"]
+    single = render(sets=["connect.replicas=1", "router.replicas=1", "processor.replicas=1"])
+    assert not by_kind(single, "PodDisruptionBudget")
+
+
+def test_values_schema_refuses_mistakes(helm: str) -> None:
+    for bad in (
+        "connect.replicas=-1",
+        "typo=1",
+        "metrics.serviceMonitor.enabled=maybe",
+        "config.logLevel=LOUD",
+    ):
+        result = run([helm, "template", RELEASE, str(CHART), "--set", bad])
+        assert result.returncode != 0, bad
+        assert "schema" in result.stderr, result.stderr
+    result = run([helm, "template", RELEASE, str(CHART), "--set", "tls.enabled=true"])
+    assert result.returncode != 0, "tls without a Secret must be refused"
+
+
+def test_notes_render(helm: str) -> None:
+    result = run(
+        [helm, "install", RELEASE, str(CHART), "--dry-run=client", "-n", NAMESPACE, "--set", "jwt.secret=x"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ws://127.0.0.1:8080/ws" in result.stdout
+    assert "streamerhandlers" in result.stdout
+    bare = run([helm, "install", RELEASE, str(CHART), "--dry-run=client", "-n", NAMESPACE])
+    assert "no JWT key is configured" in bare.stdout

@@ -1,0 +1,78 @@
+"""`streamer operator` itself: flags, settings, health endpoints, and it reconciles."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import aiohttp
+import pytest
+from operator_harness import Api, Cluster, eventually, handler_body
+from streamer_operator import children
+from streamer_operator.main import run
+from streamer_operator.options import load_options
+
+from streamer.local.ports import free_port
+
+
+async def test_run_serves_health_and_reconciles(
+    cluster: Cluster, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("STREAMER_HOST", "127.0.0.1")
+    monkeypatch.setenv("STREAMER_HTTP_PORT", str(port))
+    monkeypatch.setenv("STREAMER_OPERATOR_MANAGE_TABLES", "false")
+    monkeypatch.setenv("STREAMER_LOG_JSON", "false")
+    stop, ready = threading.Event(), threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            run(["--server", str(cluster.url).rstrip("/")], stop_flag=stop, ready_flag=ready)
+        )
+    )
+    thread.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def healthy() -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await eventually(healthy, what="/readyz")
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                assert resp.status == 200
+                assert "streamer_operator_reconciles_total" in await resp.text()
+        await eventually(lambda: asyncio.to_thread(ready.is_set), what="kopf ready")
+        await asyncio.sleep(0.3)
+        await api.create(children.HANDLERS, handler_body("viamain", actions=["viamain.a"]))
+
+        async def deployed() -> bool:
+            return await api.get(children.DEPLOYMENTS, "default", "viamain") is not None
+
+        await eventually(deployed, what="the Deployment made by `streamer operator`")
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert result == [0]
+
+
+def test_a_bad_setting_stops_the_operator_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMER_OPERATOR_RESYNC_SECONDS", "soon")
+    assert run([]) == 2
+    assert "STREAMER_OPERATOR_RESYNC_SECONDS" in capsys.readouterr().err
+
+
+def test_options_defaults_and_parsing() -> None:
+    defaults = load_options({})
+    assert defaults.resync_seconds == 60.0 and defaults.manage_tables is True
+    custom = load_options({"STREAMER_OPERATOR_RESYNC_SECONDS": "5", "STREAMER_OPERATOR_MANAGE_TABLES": "off"})
+    assert custom.resync_seconds == 5.0 and custom.manage_tables is False
+    with pytest.raises(ValueError, match="STREAMER_OPERATOR_MANAGE_TABLES"):
+        load_options({"STREAMER_OPERATOR_MANAGE_TABLES": "maybe"})
+    with pytest.raises(ValueError, match="greater than 0"):
+        load_options({"STREAMER_OPERATOR_TABLES_RETRY_SECONDS": "0"})

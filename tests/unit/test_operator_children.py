@@ -1,0 +1,165 @@
+"""The pure builders of a StreamerHandler's children."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamer_operator import children
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "streamer.dev/v1alpha1",
+        "kind": "StreamerHandler",
+        "metadata": {"name": "examples", "namespace": "team", "uid": "u-1"},
+        "spec": {"image": "streamer:1", "actions": [{"name": "echo"}], **spec},
+    }
+
+
+def container(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_deployment_is_locked_down_and_probed_on_the_grpc_port() -> None:
+    dep = children.deployment(body(port=6000, metricsPort=7000))
+    pod = dep["spec"]["template"]["spec"]
+    c = container(dep)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == children.RUN_AS_USER
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert c["securityContext"] == {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"] == {"port": 6000}
+    assert {"name": "grpc", "containerPort": 6000, "protocol": "TCP"} in c["ports"]
+    assert {"name": "metrics", "containerPort": 7000, "protocol": "TCP"} in c["ports"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["STREAMER_GRPC_PORT"]["value"] == "6000"
+    assert env["STREAMER_HTTP_PORT"]["value"] == "7000"
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "7000"
+
+
+def test_defaults_apply_without_an_api_server_defaulting() -> None:
+    dep = children.deployment(body())
+    c = container(dep)
+    assert dep["spec"]["replicas"] == 1
+    assert c["readinessProbe"]["grpc"]["port"] == children.DEFAULT_PORT
+    assert c["resources"] == children.DEFAULT_RESOURCES
+    assert "command" not in c and "args" not in c and "imagePullPolicy" not in c
+    assert children.endpoint(body()) == "examples.team.svc:50061"
+
+
+def test_user_env_overrides_by_name_and_keeps_value_from() -> None:
+    dep = children.deployment(
+        body(
+            concurrency=7,
+            env=[
+                {"name": "STREAMER_HTTP_PORT", "value": "9999"},
+                {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            ],
+        )
+    )
+    env = container(dep)["env"]
+    names = [e["name"] for e in env]
+    assert names.count("STREAMER_HTTP_PORT") == 1
+    assert {"name": "STREAMER_HTTP_PORT", "value": "9999"} in env
+    assert {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}} in env
+    assert {"name": "STREAMER_HANDLER_CONCURRENCY", "value": "7"} in env
+
+
+def test_resources_are_strings_and_service_account_enables_its_token() -> None:
+    dep = children.deployment(
+        body(resources={"limits": {"cpu": 1, "memory": "1Gi"}}, serviceAccountName="thumbs")
+    )
+    assert container(dep)["resources"] == {"limits": {"cpu": "1", "memory": "1Gi"}}
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "thumbs"
+    assert "automountServiceAccountToken" not in pod
+
+
+def test_autoscaling_leaves_replicas_to_the_hpa_and_adds_a_pdb() -> None:
+    b = body(
+        replicas=4, autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 55}
+    )
+    dep = children.deployment(b)
+    assert "replicas" not in dep["spec"]
+    hpa = children.hpa(b)
+    assert hpa is not None
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "examples",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 55
+    pdb = children.pdb(b)
+    assert pdb is not None and pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == children.selector_labels(b)
+
+
+def test_pdb_only_with_more_than_one_pod() -> None:
+    assert children.pdb(body()) is None
+    assert children.pdb(body(replicas=1)) is None
+    assert children.pdb(body(replicas=2)) is not None
+    assert children.pdb(body(autoscaling={"minReplicas": 1, "maxReplicas": 5})) is None
+    assert children.hpa(body()) is None
+
+
+def test_service_is_headless_with_named_ports() -> None:
+    svc = children.service(body(port=6000))
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"] == children.selector_labels(body())
+    assert svc["spec"]["ports"][0] == {
+        "name": "grpc",
+        "port": 6000,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }
+
+
+def test_every_child_is_owned_and_labelled() -> None:
+    b = body(autoscaling={"minReplicas": 2, "maxReplicas": 3})
+    for ref, obj in children.desired(b).items():
+        assert obj is not None, ref
+        meta = obj["metadata"]
+        assert (meta["name"], meta["namespace"]) == ("examples", "team")
+        assert meta["labels"][children.MANAGED_BY_LABEL] == children.MANAGER
+        assert meta["ownerReferences"] == [children.owner_reference(b)]
+        assert children.owned_by(obj, b)
+        assert children.owner_key(obj) == ("team", "examples")
+        assert obj["apiVersion"] == ref.api_version and obj["kind"] == ref.kind
+    other = {"metadata": {"uid": "u-2", "name": "examples", "namespace": "team"}}
+    assert not children.owned_by(children.service(b), other)
+
+
+def test_is_subset_ignores_server_defaults_but_sees_edits() -> None:
+    wanted = children.deployment(body())
+    live: dict[str, Any] = {
+        **wanted,
+        "status": {"readyReplicas": 1},
+        "metadata": {**wanted["metadata"], "resourceVersion": "9", "uid": "x"},
+    }
+    live["spec"] = {**wanted["spec"], "progressDeadlineSeconds": 600}
+    assert children.is_subset(wanted, live)
+    edited = {**live, "spec": {**live["spec"], "replicas": 5}}
+    assert not children.is_subset(wanted, edited)
+    assert not children.is_subset({"a": [1, 2]}, {"a": [1]})
+    assert not children.is_subset({"a": {"b": 1}}, {"a": 1})
+    assert children.is_subset({"a": [{"x": 1}]}, {"a": [{"x": 1, "y": 2}]})
+
+
+def test_paths() -> None:
+    assert children.DEPLOYMENTS.path("ns", "n") == "/apis/apps/v1/namespaces/ns/deployments/n"
+    assert children.SERVICES.path("ns") == "/api/v1/namespaces/ns/services"
+    assert (
+        children.HANDLERS.path("ns", "n", "status")
+        == "/apis/streamer.dev/v1alpha1/namespaces/ns/streamerhandlers/n/status"
+    )
