@@ -1,0 +1,155 @@
+"""``streamer dev``: the whole product on this machine, until Ctrl-C.
+
+Starts a :class:`~streamer.local.stack.LocalStack` (DynamoDB Local unless
+``--dynamodb-endpoint``, the tables, connect, router, processor and the example
+handlers, each its own process on loopback) and prints exactly one line on stdout
+once everything is healthy::
+
+    Streamer is ready: ws://127.0.0.1:8080/ws
+
+Everything else (where the logs are, how to get a token) goes to stderr, so scripts
+can wait for that line. Ctrl-C or SIGTERM stops every process; exit status 0 after a
+clean stop, 1 when the stack could not start, 2 for a bad flag or setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from typing import Any
+
+from streamer.config import ConfigError, load_settings
+from streamer.local.devauth import DEV_TENANT, DEV_USER
+from streamer.local.dynamodb import DynamoDBLocalError
+from streamer.local.stack import LocalStack, StackError, ready_line
+
+DEFAULT_WS_PORT = 8080
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "dev",
+        help="run the local stack (DynamoDB Local, every service, the example handlers)",
+        description="Run the whole product on loopback until Ctrl-C. Every internal port is picked free.",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"WebSocket port (default: STREAMER_WS_PORT, else {DEFAULT_WS_PORT}; 0 picks a free one)",
+    )
+    p.add_argument("--dynamodb-endpoint", help="use this DynamoDB instead of starting DynamoDB Local")
+    p.add_argument("--table-prefix", help="table name prefix (default: STREAMER_TABLE_PREFIX or 'streamer')")
+    p.add_argument("--processors", type=int, default=1, help="processor processes (default 1)")
+    p.add_argument("--connects", type=int, default=1, help="connect processes (default 1)")
+    p.add_argument("--handler", default="examples", help="what `streamer handler` serves (default: examples)")
+    p.add_argument("--run-dir", help="directory for logs and the registry file (default: a new temp dir)")
+    p.add_argument("-v", "--verbose", action="store_true", help="service logs to stderr instead of files")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _info(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    settings = load_settings(dynamodb_endpoint=args.dynamodb_endpoint, table_prefix=args.table_prefix)
+    port = args.port if args.port is not None else settings.ws_port  # STREAMER_WS_PORT, else 8080
+    if port and not _port_free(port):
+        _info(
+            f"streamer dev: port {port} is in use (another `streamer dev`?); pick one with --port, 0 for any"
+        )
+        return 1
+    stack = LocalStack(
+        ws_port=port or None,
+        dynamodb_endpoint=settings.dynamodb_endpoint,
+        table_prefix=settings.table_prefix,
+        processors=args.processors,
+        connects=args.connects,
+        handler=args.handler,
+        run_dir=args.run_dir,
+        log_to_stderr=args.verbose,
+    )
+    starting = asyncio.ensure_future(stack.start())
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            _info("streamer dev: interrupted while starting; stopping")
+            starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
+            await stack.stop()
+            return 130
+        try:
+            starting.result()
+        except (StackError, DynamoDBLocalError) as exc:
+            _info(f"streamer dev: could not start the stack: {exc}")
+            if stack.run_dir is not None:
+                _info(f"streamer dev: logs are in {stack.run_dir / 'logs'}")
+            return 1
+        if stack.run_dir is not None:
+            where = "stderr" if args.verbose else str(stack.run_dir / "logs")
+            _info(f"Run dir: {stack.run_dir} (service logs: {where})")
+        _info(f"DynamoDB: {stack.dynamodb_endpoint} (tables prefixed {stack.table_prefix!r})")
+        for name, service in stack.services.items():
+            grpc = f"  grpc :{service.grpc_port}" if service.grpc_port else ""
+            _info(f"  {name:<12} pid {service.pid!s:<8} http :{service.http_port}{grpc}")
+        if stack.dev_secret_used:
+            _info(
+                "Auth: the public development JWT secret is in use (set STREAMER_JWT_SECRET to change it).\n"
+                f"  Get a token:  streamer token --user {DEV_USER} --tenant {DEV_TENANT}\n"
+                '  Try it:       streamer request echo --payload \'{"message": "hello"}\''
+                + (f" --url {stack.ws_url}" if port != DEFAULT_WS_PORT else "")
+            )
+        for url in stack.ws_urls[1:]:
+            _info(f"Also listening: {url}")
+        print(ready_line(stack.ws_url), flush=True)
+        # Stay up until a signal, or until a service dies on its own (then say so and stop).
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stopper), timeout=1.0)
+            dead = [n for n, s in stack.services.items() if not s.running]
+            if dead and not stop.is_set():
+                _info(f"streamer dev: {', '.join(dead)} exited unexpectedly; stopping everything")
+                for name in dead:
+                    _info(f"--- last lines of {name}:\n{stack.services[name].log_tail(20)}")
+                await stack.stop()
+                return 1
+        _info("streamer dev: stopping")
+        await stack.stop()
+        _info("streamer dev: stopped")
+        return 0
+    finally:
+        stopper.cancel()
+        if not starting.done():
+            starting.cancel()
+        await stack.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.processors < 1 or args.connects < 1:
+        print("streamer dev: --processors and --connects must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(args))
+    except ConfigError as exc:
+        print(f"streamer dev: configuration error: {exc}", file=sys.stderr)
+        return 2

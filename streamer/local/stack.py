@@ -1,0 +1,606 @@
+"""The whole product on one machine: :class:`LocalStack` (``streamer dev``, e2e tests, demo, benchmarks).
+
+Each service runs as its own process, exactly as in the cluster (DESIGN §4), started
+with ``python -m streamer.cli.main <service>`` on loopback with every port picked free
+— so two stacks run side by side. The handler registry is a file: the handler's
+``StreamerHandler`` document with ``status.endpoint`` set to where the handler process
+listens, written into the stack's run directory.
+
+Process hygiene, because a dev tool that leaks servers is worse than none:
+
+- every child starts in its own session (its own process group), so a Ctrl-C in the
+  terminal reaches only ``streamer dev``, which then stops the children in order
+  (connect first so clients see a clean 1001, then processor, router, handler);
+- stopping signals the child's whole group (SIGTERM, then SIGKILL after a grace period);
+- on Linux each child also gets ``PR_SET_PDEATHSIG`` = SIGTERM: if the launcher dies
+  without cleaning up (SIGKILL), the kernel tells the children to stop;
+- an ``atexit`` hook kills whatever is still running when the interpreter exits.
+
+Tests and chaos runs use :meth:`LocalStack.kill` (SIGKILL one service) and
+:meth:`LocalStack.restart` (same ports, same arguments, wait until ready again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import dataclasses
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import IO, Any
+
+import aiohttp
+import yaml
+
+from streamer.config import Settings, load_settings
+from streamer.local.devauth import DEV_JWT_SECRET, dev_token
+from streamer.local.dynamodb import DynamoDBLocal
+from streamer.local.ports import free_port
+
+__all__ = ["READY_LINE", "LocalStack", "ServiceProcess", "StackError", "ready_line"]
+
+HOST = "127.0.0.1"
+READY_LINE = "Streamer is ready: {url}"
+#: Defaults of the local stack that differ from the services' own (quick drain on Ctrl-C).
+DEV_DEFAULTS: Mapping[str, str] = {
+    "STREAMER_DRAIN_SECONDS": "2",
+    "STREAMER_LOG_LEVEL": "INFO",
+}
+_PR_SET_PDEATHSIG = 1
+_OWNED = frozenset(
+    {
+        "STREAMER_DYNAMODB_ENDPOINT",
+        "STREAMER_TABLE_PREFIX",
+        "STREAMER_REGISTRY_FILE",
+        "STREAMER_HOST",
+        "STREAMER_WS_PORT",
+        "STREAMER_GRPC_PORT",
+        "STREAMER_HTTP_PORT",
+        "STREAMER_ROUTER_ADDRESS",
+        "STREAMER_ADVERTISE_ADDRESS",
+        "STREAMER_WORKER_ID",
+        "POD_IP",
+    }
+)
+
+
+def ready_line(url: str) -> str:
+    """The one line ``streamer dev`` prints once every service is healthy."""
+    return READY_LINE.format(url=url)
+
+
+class StackError(RuntimeError):
+    """The local stack could not start (a service exited or never became ready)."""
+
+
+def _load_libc() -> Any:
+    # Loaded once in the parent: the child must not dlopen between fork and exec (another
+    # thread of the parent may have held the loader's lock at fork time).
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # pragma: no cover - every Linux libc exports prctl
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask the kernel to SIGTERM this child when the launcher's thread dies (Linux only).
+
+    The signal follows the *thread* that spawned the child, so start stacks from a
+    thread that lives as long as the stack (the main thread, in practice).
+    """
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+@dataclasses.dataclass
+class ServiceProcess:
+    """One service of the stack: how it is started, its ports, its process."""
+
+    name: str
+    kind: str  # connect | router | processor | handler
+    argv: list[str]
+    env: dict[str, str]
+    http_port: int
+    grpc_port: int | None = None
+    ws_port: int | None = None
+    log_path: pathlib.Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def grpc_address(self) -> str | None:
+        return f"{HOST}:{self.grpc_port}" if self.grpc_port else None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(logs went to stderr)"
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+class LocalStack:
+    """DynamoDB Local (unless given an endpoint), tables, connect, router, processor and a handler.
+
+    ::
+
+        async with LocalStack(env={"STREAMER_SWEEP_INTERVAL_SECONDS": "0.5"}) as stack:
+            async with StreamerClient(stack.ws_url, token=stack.token()) as client:
+                ...
+            await stack.kill("processor")
+            await stack.restart("processor")
+
+    :param ws_port: WebSocket port of the first connect (default: a free one).
+    :param dynamodb_endpoint: use this DynamoDB instead of starting DynamoDB Local.
+    :param table_prefix: table name prefix (default ``streamer``; tests pass a unique one).
+    :param processors: number of processor processes; ``connects``: connect processes.
+    :param handler: what ``streamer handler`` serves (an entry point name or module).
+    :param env: extra environment for every service (short intervals in tests...).
+    :param run_dir: where the registry file and logs go (default: a new temp dir).
+    :param log_to_stderr: children log to this process's stderr instead of files.
+    :param action_overrides: per action name, fields merged into its registry entry
+        (e.g. ``{"generate_report": {"maxAttempts": 5}}``), as an operator could set them
+        in the StreamerHandler resource.
+    """
+
+    def __init__(
+        self,
+        *,
+        ws_port: int | None = None,
+        dynamodb_endpoint: str | None = None,
+        table_prefix: str | None = None,
+        processors: int = 1,
+        connects: int = 1,
+        handler: str = "examples",
+        env: Mapping[str, str] | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        log_to_stderr: bool = False,
+        ready_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+        python: str | None = None,
+        action_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        if processors < 1 or connects < 1:
+            raise ValueError("a stack needs at least one processor and one connect")
+        self.requested_ws_port = ws_port
+        self.requested_endpoint = dynamodb_endpoint
+        self.processors = processors
+        self.connects = connects
+        self.handler_target = handler
+        self.extra_env = dict(env or {})
+        self._run_dir_arg = pathlib.Path(run_dir) if run_dir is not None else None
+        self.run_dir: pathlib.Path | None = None
+        self.log_to_stderr = log_to_stderr
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.python = python or sys.executable
+        self.action_overrides = {k: dict(v) for k, v in (action_overrides or {}).items()}
+        self.dynamodb: DynamoDBLocal | None = None
+        self.dynamodb_endpoint: str | None = dynamodb_endpoint
+        self.table_prefix = table_prefix or os.environ.get("STREAMER_TABLE_PREFIX") or "streamer"
+        self.services: dict[str, ServiceProcess] = {}
+        self.env: dict[str, str] = {}
+        self.registry_file: pathlib.Path | None = None
+        self.jwt_secret: str | None = None
+        self.dev_secret_used = False
+        self._log_files: list[IO[bytes]] = []
+        self._started = False
+        self._atexit: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL of the first connect."""
+        return self.ws_urls[0]
+
+    @property
+    def ws_urls(self) -> list[str]:
+        return [f"ws://{HOST}:{s.ws_port}/ws" for s in self.services.values() if s.kind == "connect"]
+
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """Running child processes by service name (DynamoDB Local excluded)."""
+        return {name: s.process for name, s in self.services.items() if s.process is not None}
+
+    @property
+    def settings(self) -> Settings:
+        """Settings as the services see them (to open the Store from a test)."""
+        return load_settings(self.env)
+
+    def token(
+        self, *, user: str = "dev-user", tenant: str = "dev-tenant", permissions: Sequence[str] = ()
+    ) -> str:
+        """A token the stack accepts (HS256 with the stack's secret)."""
+        if self.jwt_secret is None:
+            raise StackError(
+                "the stack does not use an HS256 secret; make tokens with your identity provider"
+            )
+        return dev_token(
+            user=user, tenant=tenant, permissions=permissions, secret=self.jwt_secret, env=self.env
+        )
+
+    def service(self, name: str) -> ServiceProcess:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise KeyError(f"no service {name!r}; the stack has {sorted(self.services)}") from None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> LocalStack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> LocalStack:
+        """Start everything and wait until every service is ready; raises :class:`StackError`."""
+        if self._started:
+            return self
+        self._started = True
+        self._atexit = self.kill_all
+        atexit.register(self._atexit)
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        if self._run_dir_arg is not None:
+            self._run_dir_arg.mkdir(parents=True, exist_ok=True)
+            self.run_dir = self._run_dir_arg
+        else:
+            self.run_dir = pathlib.Path(tempfile.mkdtemp(prefix="streamer-dev-"))
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+
+        if self.dynamodb_endpoint is None:
+            self.dynamodb = DynamoDBLocal()
+            await self.dynamodb.start()
+            self.dynamodb_endpoint = self.dynamodb.endpoint
+
+        self.env = self._base_env()
+        from streamer.store.tables import ensure_tables
+
+        await ensure_tables(settings=load_settings(self.env))
+        self._plan()
+        # Dependencies first: the router reads the handler's registry entry, connect
+        # needs the router; the processor only needs DynamoDB and the handler.
+        order = ["handler", "router"] + [n for n, s in self.services.items() if s.kind == "processor"]
+        order += [n for n, s in self.services.items() if s.kind == "connect"]
+        for name in order:
+            self._spawn(self.services[name])
+        await self.wait_ready(list(self.services))
+
+    def _base_env(self) -> dict[str, str]:
+        # The user's environment (their STREAMER_* settings included), minus what the
+        # stack must own per service: addresses, ports, the registry, the worker id.
+        env = {k: v for k, v in os.environ.items() if k not in _OWNED}
+        for key, value in DEV_DEFAULTS.items():
+            env.setdefault(key, value)
+        env.update(self.extra_env)
+        assert self.dynamodb_endpoint is not None
+        env["STREAMER_DYNAMODB_ENDPOINT"] = self.dynamodb_endpoint
+        env["STREAMER_TABLE_PREFIX"] = self.table_prefix
+        env["STREAMER_HOST"] = HOST
+        if "AWS_ACCESS_KEY_ID" not in env and "AWS_PROFILE" not in env:
+            env["AWS_ACCESS_KEY_ID"] = "local"
+            env["AWS_SECRET_ACCESS_KEY"] = "local"  # DynamoDB Local accepts any credentials
+        env.setdefault("AWS_REGION", "us-east-1")
+        env["PYTHONUNBUFFERED"] = "1"
+        if not env.get("STREAMER_JWT_SECRET") and not (
+            env.get("STREAMER_JWT_PUBLIC_KEY") or env.get("STREAMER_JWKS_URL")
+        ):
+            env["STREAMER_JWT_SECRET"] = DEV_JWT_SECRET
+            self.dev_secret_used = True
+        self.jwt_secret = env.get("STREAMER_JWT_SECRET") or None
+        return env
+
+    def _plan(self) -> None:
+        """Pick ports, write the registry file, and build each service's command line."""
+        from streamer.cli.handler import load_actions
+        from streamer.sdk import registry_document
+
+        assert self.run_dir is not None
+        cli = [self.python, "-m", "streamer.cli.main"]
+        handler_port = free_port(HOST)
+        name, actions = load_actions(self.handler_target)
+        doc = registry_document(actions, name=name, endpoint=f"{HOST}:{handler_port}")
+        unknown = set(self.action_overrides) - {a["name"] for a in doc["spec"]["actions"]}
+        if unknown:
+            raise StackError(f"action_overrides name actions the handler does not serve: {sorted(unknown)}")
+        for entry in doc["spec"]["actions"]:
+            entry.update(self.action_overrides.get(entry["name"], {}))
+        self.registry_file = self.run_dir / "registry.yaml"
+        self.registry_file.write_text(
+            "# Written by the local stack: the handler as the file registry sees it.\n"
+            + yaml.safe_dump(doc, sort_keys=False, width=100)
+        )
+        self.env["STREAMER_REGISTRY_FILE"] = str(self.registry_file)
+        registry = str(self.registry_file)
+
+        def add(
+            name: str,
+            kind: str,
+            args: list[str],
+            *,
+            http: int,
+            grpc: int | None = None,
+            ws: int | None = None,
+            extra: Mapping[str, str] | None = None,
+        ) -> None:
+            env = dict(self.env)
+            env["STREAMER_HTTP_PORT"] = str(http)
+            if grpc is not None:
+                env["STREAMER_GRPC_PORT"] = str(grpc)
+            if ws is not None:
+                env["STREAMER_WS_PORT"] = str(ws)
+            env.update(extra or {})
+            log_path = None if self.log_to_stderr else self.run_dir / "logs" / f"{name}.log"  # type: ignore[operator]
+            self.services[name] = ServiceProcess(
+                name=name,
+                kind=kind,
+                argv=[*cli, *args],
+                env=env,
+                http_port=http,
+                grpc_port=grpc,
+                ws_port=ws,
+                log_path=log_path,
+            )
+
+        http = free_port(HOST)
+        add(
+            "handler",
+            "handler",
+            [
+                "handler",
+                self.handler_target,
+                "--host",
+                HOST,
+                "--port",
+                str(handler_port),
+                "--http-port",
+                str(http),
+            ],
+            http=http,
+            grpc=handler_port,
+        )
+        router_grpc, router_http = free_port(HOST), free_port(HOST)
+        add(
+            "router",
+            "router",
+            ["router", "--port", str(router_grpc), "--http-port", str(router_http), "--registry", registry],
+            http=router_http,
+            grpc=router_grpc,
+        )
+        for i in range(1, self.processors + 1):
+            pname = "processor" if i == 1 else f"processor-{i}"
+            phttp = free_port(HOST)
+            add(
+                pname,
+                "processor",
+                ["processor", "--http-port", str(phttp), "--registry", registry],
+                http=phttp,
+            )
+        for i in range(1, self.connects + 1):
+            cname = "connect" if i == 1 else f"connect-{i}"
+            ws = self.requested_ws_port if (i == 1 and self.requested_ws_port) else free_port(HOST)
+            cgrpc, chttp = free_port(HOST), free_port(HOST)
+            add(
+                cname,
+                "connect",
+                [
+                    "connect",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(ws),
+                    "--grpc-port",
+                    str(cgrpc),
+                    "--http-port",
+                    str(chttp),
+                    "--router",
+                    f"{HOST}:{router_grpc}",
+                ],
+                http=chttp,
+                grpc=cgrpc,
+                ws=ws,
+                extra={
+                    "STREAMER_ROUTER_ADDRESS": f"{HOST}:{router_grpc}",
+                    "STREAMER_ADVERTISE_ADDRESS": f"{HOST}:{cgrpc}",
+                },
+            )
+
+    def _spawn(self, service: ServiceProcess) -> None:
+        if service.kind == "processor":
+            # A fresh lease/claim owner per start, as a new pod would get: a restarted
+            # processor must not mistake the dead one's claims for its own.
+            service.env["STREAMER_WORKER_ID"] = f"{service.name}-{uuid.uuid4().hex[:8]}"
+        stdout: Any
+        if service.log_path is not None:
+            log = open(service.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+            self._log_files.append(log)
+            stdout = log
+        else:
+            # The launcher's stderr, so that its stdout carries only the ready line.
+            try:
+                stdout = sys.stderr.fileno()
+            except (AttributeError, OSError, ValueError):
+                stdout = None
+        service.process = subprocess.Popen(
+            service.argv,
+            env=service.env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if _LIBC is not None else None,
+        )
+        service.starts += 1
+
+    async def wait_ready(self, names: Sequence[str], *, timeout: float | None = None) -> None:
+        """Wait until every named service answers ``/readyz`` 200 (the handler: gRPC SERVING too)."""
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        pending = set(names)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while pending:
+                for name in sorted(pending):
+                    service = self.services[name]
+                    if not service.running:
+                        code = service.process.returncode if service.process is not None else None
+                        raise StackError(
+                            f"{name} exited with status {code} while starting; its log "
+                            f"({service.log_path}):\n{service.log_tail()}"
+                        )
+                    if await self._is_ready(session, service):
+                        pending.discard(name)
+                if not pending:
+                    return
+                if time.monotonic() > deadline:
+                    tails = "\n".join(
+                        f"--- {n} ({self.services[n].log_path}):\n{self.services[n].log_tail(15)}"
+                        for n in sorted(pending)
+                    )
+                    raise StackError(
+                        f"not ready within {timeout or self.ready_timeout:g}s: {sorted(pending)}\n{tails}"
+                    )
+                await asyncio.sleep(0.1)
+
+    async def _is_ready(self, session: aiohttp.ClientSession, service: ServiceProcess) -> bool:
+        try:
+            async with session.get(f"http://{HOST}:{service.http_port}/readyz") as resp:
+                if resp.status != 200:
+                    return False
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
+        if service.kind == "handler" and service.grpc_port:
+            return await grpc_serving(f"{HOST}:{service.grpc_port}")
+        return True
+
+    # ------------------------------------------------------------------ chaos
+    async def kill(self, name: str, *, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` (default SIGKILL) to one service's process group and wait for it to exit."""
+        service = self.service(name)
+        proc = service.process
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        await _wait_exit(proc, timeout=self.stop_timeout)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await _wait_exit(proc, timeout=5.0)
+
+    async def restart(self, name: str, *, wait: bool = True, kill_first: bool = True) -> None:
+        """Start a service again with the same ports and arguments (SIGKILL it first if running)."""
+        service = self.service(name)
+        if kill_first:
+            await self.kill(name)
+        elif service.running:
+            raise StackError(f"{name} is still running")
+        self._spawn(service)
+        if wait:
+            await self.wait_ready([name])
+
+    # ------------------------------------------------------------------ stopping
+    async def stop(self) -> None:
+        """SIGTERM every service (connect first), SIGKILL stragglers, stop DynamoDB Local."""
+        order = [n for n, s in self.services.items() if s.kind == "connect"]
+        order += [n for n, s in self.services.items() if s.kind == "processor"]
+        order += [n for n in ("router", "handler") if n in self.services]
+        for name in order:
+            proc = self.services[name].process
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for name in order:
+            proc = self.services[name].process
+            if proc is None:
+                continue
+            await _wait_exit(proc, timeout=max(0.0, deadline - time.monotonic()))
+        self._kill_services()
+        if self.dynamodb is not None:
+            await asyncio.to_thread(self.dynamodb.stop)
+            self.dynamodb = None
+        for log in self._log_files:
+            with contextlib.suppress(OSError):
+                log.close()
+        self._log_files.clear()
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
+
+    def kill_all(self) -> None:
+        """SIGKILL every child's group and DynamoDB Local now (atexit, emergencies)."""
+        self._kill_services()
+        if self.dynamodb is not None:
+            self.dynamodb.stop(kill=True)
+            self.dynamodb = None
+
+    def _kill_services(self) -> None:
+        for service in self.services.values():
+            proc = service.process
+            if proc is None or proc.poll() is not None:
+                continue  # never signal a reaped pid: it may belong to someone else by now
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+
+    def remove_run_dir(self) -> None:
+        """Delete the run directory (logs, registry file) unless it was given by the caller."""
+        if self.run_dir is not None and self._run_dir_arg is None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+async def _wait_exit(proc: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """Poll for the child's exit without blocking the loop (Popen.wait would)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a child, no event
+        await asyncio.sleep(0.02)
+
+
+async def grpc_serving(target: str, *, timeout: float = 1.0) -> bool:
+    """Whether the gRPC server at ``target`` answers its health check with SERVING."""
+    from grpc import aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from streamer import rpc
+
+    channel = rpc.channel(target, peer="handler")
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except aio.AioRpcError:
+        return False
+    finally:
+        await channel.close(None)

@@ -1,0 +1,106 @@
+"""Helpers of the end-to-end tests (imported by conftest and the test modules)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from streamer.client import StreamerClient
+from streamer.local.stack import LocalStack
+
+#: Settings of every e2e stack: fast recovery, no coalescing, no rate limit, quick steps.
+E2E_ENV: dict[str, str] = {
+    "STREAMER_SWEEP_INTERVAL_SECONDS": "0.5",
+    "STREAMER_CLAIM_SECONDS": "3",
+    "STREAMER_LEASE_SECONDS": "3",
+    "STREAMER_PENDING_GRACE_SECONDS": "1",
+    "STREAMER_PROGRESS_INTERVAL_SECONDS": "0",
+    "STREAMER_EXAMPLES_STEP_SECONDS": "0.05",
+    "STREAMER_WS_RATE_LIMIT": "0",
+    "STREAMER_DRAIN_SECONDS": "1",
+}
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    dynamodb: str, run_dir: Any, env: Mapping[str, str] | None = None, **kw: Any
+) -> AsyncIterator[LocalStack]:
+    stack = LocalStack(
+        dynamodb_endpoint=dynamodb,
+        table_prefix=f"e2e{uuid.uuid4().hex[:8]}",
+        env={**E2E_ENV, **(env or {})},
+        run_dir=run_dir,
+        ready_timeout=90,
+        **kw,
+    )
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        pids = [s.pid for s in stack.services.values() if s.pid]
+        await stack.stop()
+        # Stopping leaves nothing behind.
+        assert not [pid for pid in pids if _alive(pid)], "a service outlived stack.stop()"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def connect(stack: LocalStack, *, user: str = "alice", tenant: str = "acme", **kw: Any) -> StreamerClient:
+    """A client of ``stack`` with a token for user/tenant."""
+    kw.setdefault("reconnect_delay", 0.05)
+    return StreamerClient(stack.ws_url, token=stack.token(user=user, tenant=tenant), **kw)
+
+
+class Recorder:
+    """Every raw server message a client received (the SDK drops replays; this does not)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def __call__(self, msg: dict[str, Any]) -> None:
+        self.messages.append(msg)
+
+    def of(self, request_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        mine = [m for m in self.messages if m.get("request_id") == request_id]
+        return [m for m in mine if kind is None or m.get("type") == kind]
+
+
+async def handler_invocations(stack: LocalStack, action: str) -> dict[str, float]:
+    """``streamer_handler_invocations_total`` of one action, by outcome, from the handler's /metrics."""
+    port = stack.service("handler").http_port
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, float] = {}
+    pattern = re.compile(r"^streamer_handler_invocations_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
+    for match in pattern.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        if labels.get("action") == action:
+            out[labels.get("outcome", "")] = float(match["value"])
+    return out
+
+
+async def eventually(check: Any, *, timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll ``check()`` (sync or async) until it returns a truthy value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
