@@ -103,13 +103,8 @@ class Dispatcher:
 
     async def _run(self, lane: Lane, job: Job) -> None:
         try:
-            await self.run(job)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("job crashed", extra={"request_id": job.request_id})
+            await self._run_unlimited(job)
         finally:
-            job.state = JobState.DONE
             lane.running -= 1
             self._pump(lane)
 

@@ -45,6 +45,7 @@ import enum
 import logging
 import random
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -380,21 +381,35 @@ class Invoker:
     def _outcome_metric(self, job: Job, outcome: str) -> None:
         metrics.REQUESTS.labels(job.action, outcome).inc()
 
-    async def _complete(self, job: Job, outcome: Outcome, last: dict[str, Any] | None) -> None:
-        self.keeper.remove(job)  # the write below ends the claim: no renew may race it
+    async def _end_claim(self, job: Job, write: Awaitable[Any]) -> bool:
+        """Run the one conditional write that ends this attempt's claim; True if it won.
+
+        The keeper stops renewing first, so no renew races the write. A refused write
+        means another processor owns the request now (nothing may be sent); a storage
+        failure leaves the claim to expire and the sweeper to finish the job.
+        """
+        self.keeper.remove(job)
         try:
-            await self.store.requests.complete(
+            await write
+        except TransitionRefused:
+            self._lost(job)
+            return False
+        except StoreError as exc:
+            self._store_trouble(job, exc)
+            return False
+        return True
+
+    async def _complete(self, job: Job, outcome: Outcome, last: dict[str, Any] | None) -> None:
+        if not await self._end_claim(
+            job,
+            self.store.requests.complete(
                 job.request_id,
                 owner=self.worker_id,
                 attempt=job.attempt,
                 result=outcome.result,
                 progress=last,
-            )
-        except TransitionRefused:
-            self._lost(job)
-            return
-        except StoreError as exc:
-            self._store_trouble(job, exc)
+            ),
+        ):
             return
         self._outcome_metric(job, "completed")
         await self._publish_final(job, complete_message(job.request_id, outcome.result))
@@ -404,21 +419,17 @@ class Invoker:
         error = {"code": outcome.code, "message": outcome.message, "retryable": True, "attempt": job.attempt}
         if outcome.details is not None:
             error["details"] = outcome.details
-        self.keeper.remove(job)
-        try:
-            await self.store.requests.retry(
+        if not await self._end_claim(
+            job,
+            self.store.requests.retry(
                 job.request_id,
                 owner=self.worker_id,
                 attempt=job.attempt,
                 not_before=time.time() + delay,
                 error=error,
                 progress=last,
-            )
-        except TransitionRefused:
-            self._lost(job)
-            return
-        except StoreError as exc:
-            self._store_trouble(job, exc)
+            ),
+        ):
             return
         self._outcome_metric(job, "retried")
         log.info(
@@ -428,16 +439,10 @@ class Invoker:
 
     async def _fail(self, job: Job, outcome: Outcome) -> None:
         error = final_error(outcome, attempt=job.attempt, max_attempts=job.record.max_attempts)
-        self.keeper.remove(job)
-        try:
-            await self.store.requests.fail(
-                job.request_id, owner=self.worker_id, attempt=job.attempt, error=error
-            )
-        except TransitionRefused:
-            self._lost(job)
-            return
-        except StoreError as exc:
-            self._store_trouble(job, exc)
+        if not await self._end_claim(
+            job,
+            self.store.requests.fail(job.request_id, owner=self.worker_id, attempt=job.attempt, error=error),
+        ):
             return
         self._outcome_metric(job, "timed_out" if error["code"] == TIMEOUT else "failed")
         await self._publish_final(
@@ -452,14 +457,9 @@ class Invoker:
         )
 
     async def _cancel(self, job: Job) -> None:
-        self.keeper.remove(job)
-        try:
-            await self.store.requests.finish_cancel(job.request_id, owner=self.worker_id, attempt=job.attempt)
-        except TransitionRefused:
-            self._lost(job)
-            return
-        except StoreError as exc:
-            self._store_trouble(job, exc)
+        if not await self._end_claim(
+            job, self.store.requests.finish_cancel(job.request_id, owner=self.worker_id, attempt=job.attempt)
+        ):
             return
         self._outcome_metric(job, "cancelled")
         await self._publish_final(
@@ -481,16 +481,12 @@ class Invoker:
 
     async def hand_back(self, job: Job, *, progress: dict[str, Any] | None = None) -> None:
         """Give a claimed request back (PENDING, same attempt) for another processor."""
-        self.keeper.remove(job)
-        try:
-            await self.store.requests.release(
+        if not await self._end_claim(
+            job,
+            self.store.requests.release(
                 job.request_id, owner=self.worker_id, attempt=job.attempt, progress=progress
-            )
-        except TransitionRefused:
-            self._lost(job)
-            return
-        except StoreError as exc:
-            self._store_trouble(job, exc)
+            ),
+        ):
             return
         self._outcome_metric(job, "released")
 

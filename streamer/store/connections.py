@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from streamer.store.base import TableStore, expression, now
+from streamer.store.base import TableStore, expression, now, record_from_item
 from streamer.store.dynamo import (
     BOTO_ERRORS,
     deserialize_item,
@@ -57,8 +57,7 @@ class ConnectionRecord:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> ConnectionRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in item.items() if k in names})
+        return cls(**record_from_item(cls, item))
 
 
 class ConnectionStore(TableStore):

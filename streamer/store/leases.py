@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from streamer.store.base import TableStore, expression, now
+from streamer.store.base import TableStore, expression, now, record_from_item
 from streamer.store.dynamo import (
     BOTO_ERRORS,
     deserialize_item,
     error_code,
     serialize,
-    serialize_item,
     wrap_error,
 )
 from streamer.store.errors import AlreadyExists, ConditionFailed
@@ -52,8 +51,7 @@ class Lease:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Lease:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in item.items() if k in names}
+        values = record_from_item(cls, item)
         values["parents"] = tuple(values.get("parents") or ())
         return cls(**values)
 
@@ -67,16 +65,8 @@ class LeaseStore(TableStore):
     """The leases table (key ``lease_key``)."""
 
     async def create(self, lease: Lease) -> Lease:
-        try:
-            await self.client.put_item(
-                TableName=self.table,
-                Item=serialize_item(lease.to_item()),
-                ConditionExpression="attribute_not_exists(lease_key)",
-            )
-        except BOTO_ERRORS as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise AlreadyExists(lease.lease_key) from exc
-            raise wrap_error(exc, f"PutItem {self.table}") from exc
+        if not await self._create(lease.to_item(), key="lease_key"):
+            raise AlreadyExists(lease.lease_key)
         return lease
 
     async def get(self, key: str) -> Lease | None:

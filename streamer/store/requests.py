@@ -15,13 +15,12 @@ import dataclasses
 import json
 from typing import Any
 
-from streamer.store.base import TableStore, expression, now
+from streamer.store.base import TableStore, expression, now, record_from_item
 from streamer.store.dynamo import (
     BOTO_ERRORS,
     deserialize_item,
     error_code,
     serialize,
-    serialize_item,
     wrap_error,
 )
 from streamer.store.errors import AlreadyExists, NotFound, TransitionRefused
@@ -131,8 +130,7 @@ class RequestRecord:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> RequestRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in item.items() if k in names}
+        values = record_from_item(cls, item)
         for name in _JSON_FIELDS:
             if isinstance(values.get(name), str):
                 values[name] = json.loads(values[name])
@@ -145,16 +143,8 @@ class RequestStore(TableStore):
 
     async def create(self, record: RequestRecord) -> RequestRecord:
         """Write a new PENDING request; :class:`AlreadyExists` (with the existing one) if the id is taken."""
-        try:
-            await self.client.put_item(
-                TableName=self.table,
-                Item=serialize_item(record.to_item()),
-                ConditionExpression="attribute_not_exists(request_id)",
-            )
-        except BOTO_ERRORS as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise AlreadyExists(record.request_id, await self.get(record.request_id)) from exc
-            raise wrap_error(exc, f"PutItem {self.table}") from exc
+        if not await self._create(record.to_item(), key="request_id"):
+            raise AlreadyExists(record.request_id, await self.get(record.request_id))
         return record
 
     async def get(self, request_id: str) -> RequestRecord | None:

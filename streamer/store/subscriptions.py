@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from streamer.store.base import TableStore, expression, now
+from streamer.store.base import TableStore, expression, now, record_from_item
 from streamer.store.dynamo import serialize, serialize_item
 
 SUBSCRIPTION_TTL_SECONDS = 7 * 24 * 3600
@@ -22,8 +22,7 @@ class Subscription:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Subscription:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in item.items() if k in names})
+        return cls(**record_from_item(cls, item))
 
 
 class SubscriptionStore(TableStore):
