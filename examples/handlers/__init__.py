@@ -14,6 +14,8 @@ from examples.handlers.actions import (
     EchoAsync,
     GenerateReport,
     Health,
+    KnowledgeQuery,
+    Ping,
     ProcessData,
     ValidateUser,
 )
@@ -30,6 +32,8 @@ __all__ = [
     "EchoAsync",
     "GenerateReport",
     "Health",
+    "KnowledgeQuery",
+    "Ping",
     "ProcessData",
     "ValidateUser",
     "handlers",

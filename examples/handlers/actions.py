@@ -85,6 +85,19 @@ class Health(Action):
         }
 
 
+class Ping(Action):
+    """The original demo client's first command (`ping`): the fastest sync round trip."""
+
+    name = "ping"
+    mode = "sync"
+    timeout = 5.0
+    description = "Answers pong at once."
+    schema: Mapping[str, Any] = {"type": "object"}
+
+    async def process(self, request: Request, progress: ProgressFn) -> Any:
+        return {"pong": True, "timestamp": timestamp()}
+
+
 class ValidateUser(Action):
     name = "validate_user"
     mode = "sync"
@@ -259,6 +272,44 @@ class ProcessData(Action):
         }
 
 
+class KnowledgeQuery(Action):
+    """The original demo client's `knowledge <query>` command: a fake knowledge-base search."""
+
+    name = "knowledge_query"
+    mode = "async"
+    estimated_duration = 6.0
+    timeout = 120.0
+    max_attempts = 3
+    description = "Searches a knowledge base and answers with the best matches."
+    schema: Mapping[str, Any] = {
+        "type": "object",
+        "required": ["query"],
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "\\S"},
+            "knowledge_base_id": {"type": "string", "minLength": 1, "maxLength": 256, "default": "default"},
+            "max_results": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+        },
+    }
+
+    async def process(self, request: Request, progress: ProgressFn) -> Any:
+        query = request.payload["query"].strip()
+        kb = request.payload.get("knowledge_base_id", "default")
+        limit = int(request.payload.get("max_results", 5))
+        for pct, message in ((0, "Parsing the query"), (30, "Searching"), (70, "Ranking matches")):
+            await progress(pct, message)
+            await _step()
+        matches = [
+            {
+                "document_id": f"doc-{_stable_int(kb, query, i, modulo=16**8):08x}",
+                "score": round(1.0 - i * 0.1 - _stable_int(query, i, modulo=50) / 1000, 3),
+                "snippet": f"...{query[:80]}... (match {i + 1})",
+            }
+            for i in range(limit)
+        ]
+        await progress(100, "Done", {"matches": len(matches)})
+        return {"query": query, "knowledge_base_id": kb, "results": matches, "answered_at": timestamp()}
+
+
 class BulkOperation(Action):
     """Some items fail on purpose, to show a partial result.
 
@@ -324,10 +375,12 @@ class BulkOperation(Action):
 ACTIONS: tuple[type[Action], ...] = (
     Echo,
     Health,
+    Ping,
     ValidateUser,
     EchoAsync,
     Delay,
     GenerateReport,
     ProcessData,
+    KnowledgeQuery,
     BulkOperation,
 )

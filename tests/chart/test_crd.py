@@ -168,11 +168,13 @@ def test_the_examples_sample_declares_what_the_example_handlers_declare() -> Non
     assert names == {
         "echo",
         "health",
+        "ping",
         "validate_user",
         "echo_async",
         "delay",
         "generate_report",
         "process_data",
+        "knowledge_query",
         "bulk_operation",
     }
     assert doc["spec"]["args"] == ["handler", "examples"]

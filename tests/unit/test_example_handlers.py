@@ -66,11 +66,13 @@ def test_every_example_is_declared_once_with_a_schema() -> None:
     assert names == [
         "echo",
         "health",
+        "ping",
         "validate_user",
         "echo_async",
         "delay",
         "generate_report",
         "process_data",
+        "knowledge_query",
         "bulk_operation",
     ]
     for action in handlers():
@@ -92,7 +94,20 @@ def test_registry_file_matches_the_action_classes() -> None:
 
 
 GOOD: list[tuple[str, dict[str, Any]]] = [
-    # what the original demo client sends
+    # what the original demo client (pay-theory/streamer demo/client.js) sends, command by command
+    ("ping", {}),
+    ("echo", {"message": "Hello, World!"}),
+    (
+        "generate_report",
+        {"start_date": "2024-01-01", "end_date": "2024-01-31", "format": "pdf", "report_type": "monthly"},
+    ),
+    ("echo_async", {"message": "Testing async echo", "timestamp": "2026-11-22T01:02:03.456Z"}),
+    (
+        "knowledge_query",
+        {"query": "What is async processing?", "knowledge_base_id": "demo-kb-123", "max_results": 5},
+    ),
+    ("process_data", {"dataset_id": "demo-dataset-123", "operation": "transform"}),
+    # what the design's demo session sends
     ("echo", {"message": "Hello"}),
     (
         "generate_report",
@@ -101,6 +116,7 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
     ("process_data", {"dataset_id": "ds-1", "operation": "aggregate"}),
     ("validate_user", {"name": "Ann", "email": "ann@example.com"}),
     # and other valid shapes
+    ("knowledge_query", {"query": "q"}),
     ("health", {}),
     ("echo_async", {"message": "hi"}),
     ("echo_async", {"message": "hi", "timestamp": 1700000000.5}),
@@ -137,6 +153,9 @@ BAD: list[tuple[str, dict[str, Any], list[str]]] = [
     ("bulk_operation", {}, ["items"]),
     ("bulk_operation", {"items": []}, ["items"]),
     ("bulk_operation", {"items": [1], "failure_rate": 2}, ["failure_rate"]),
+    ("knowledge_query", {}, ["query"]),
+    ("knowledge_query", {"query": "  "}, ["query"]),
+    ("knowledge_query", {"query": "q", "max_results": 0}, ["max_results"]),
     ("validate_user", {"name": "Ann"}, ["email"]),
     ("validate_user", {"name": "Ann", "email": "not-an-email"}, ["email"]),
     ("validate_user", {"name": "   ", "email": "ann@example.com"}, ["name"]),
@@ -168,6 +187,19 @@ async def test_sync_examples() -> None:
     assert health["status"] == "healthy"
     user, _ = await run("validate_user", {"name": " Ann ", "email": "ann@EXAMPLE.com"})
     assert user == {"valid": True, "name": "Ann", "email": "ann@example.com"}
+    pong, _ = await run("ping", {})
+    assert pong["pong"] is True
+
+
+async def test_knowledge_query_answers_max_results_matches() -> None:
+    payload = {"query": "What is async processing?", "knowledge_base_id": "demo-kb-123", "max_results": 3}
+    result, progress = await run("knowledge_query", payload)
+    assert [p for p, _, _ in progress.seen] == [0, 30, 70, 100]
+    assert result["knowledge_base_id"] == "demo-kb-123" and len(result["results"]) == 3
+    scores = [m["score"] for m in result["results"]]
+    assert scores == sorted(scores, reverse=True)
+    again, _ = await run("knowledge_query", payload)
+    assert [m["document_id"] for m in again["results"]] == [m["document_id"] for m in result["results"]]
 
 
 async def test_echo_async_reports_quarters() -> None:

@@ -14,6 +14,7 @@ import aiohttp
 import yaml
 from router_helpers import route_request
 
+from examples.handlers import handlers
 from examples.handlers.main import registry_yaml
 from streamer import rpc
 from streamer.api.v1 import handler_pb2, handler_pb2_grpc, router_pb2_grpc
@@ -111,7 +112,7 @@ async def test_router_and_example_handlers_as_processes(
             described = await handler_pb2_grpc.HandlerStub(hchannel).Describe(
                 handler_pb2.DescribeRequest(), timeout=5
             )
-            assert described.handler == "examples" and len(described.actions) == 8
+            assert described.handler == "examples" and len(described.actions) == len(handlers())
         finally:
             await hchannel.close(None)
     finally:
