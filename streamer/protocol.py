@@ -299,7 +299,15 @@ def progress_message(
 
 
 def complete_message(request_id: str, result: Any, *, at: float | None = None) -> dict[str, Any]:
-    return {"type": "complete", "request_id": request_id, "result": result, "timestamp": timestamp(at)}
+    # "success" is not in DESIGN §2's shape but the original Streamer sent it; clients
+    # written against the original read it, and others ignore it.
+    return {
+        "type": "complete",
+        "request_id": request_id,
+        "success": True,
+        "result": result,
+        "timestamp": timestamp(at),
+    }
 
 
 def status_message(

@@ -135,6 +135,7 @@ def test_server_messages_have_the_original_field_names() -> None:
     assert done == {
         "type": "complete",
         "request_id": "r",
+        "success": True,
         "result": {"ok": True},
         "timestamp": "1970-01-01T00:00:01.500Z",
     }

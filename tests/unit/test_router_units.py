@@ -69,6 +69,7 @@ def test_outcome_frame_of_each_state() -> None:
     assert outcome_frame(record(status=COMPLETED, result=[1], finished_at=2.0)) == {
         "type": "complete",
         "request_id": "r-1",
+        "success": True,
         "result": [1],
         "timestamp": "1970-01-01T00:00:02.000Z",
     }
