@@ -67,7 +67,12 @@ class Echo(Action):
     }
 
     async def process(self, request: Request, progress: ProgressFn) -> Any:
-        return {"message": request.payload["message"], "timestamp": timestamp()}
+        # "echo" repeats the payload as the original Streamer's echo answered it.
+        return {
+            "message": request.payload["message"],
+            "echo": dict(request.payload),
+            "timestamp": timestamp(),
+        }
 
 
 class Health(Action):
