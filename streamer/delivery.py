@@ -13,6 +13,12 @@ service, and keeps the table honest:
   open it for ``breaker_reset`` seconds; while open, calls fail at once (no waiting on
   a dead pod for every frame). After that one trial call is let through; its failure
   re-opens the breaker, its success closes it.
+- **Final frames are never dropped by the breaker**: a ``complete`` or final ``error``
+  (``final=True``) is the one frame a client cannot do without, so it is always tried,
+  with ``final_attempts`` retries instead of ``attempts``. A connect pod that restarted
+  at the same address (its clients reconnected and resumed there) or that was merely
+  slow would otherwise silently swallow results while its breaker stays open (found by
+  the chaos run).
 - **Stale records**: ``NOT_FOUND`` from the pod (it does not hold the socket any more),
   or a pod that stays unreachable (the call failed and the channel never got
   connected), deletes the record — conditionally on that endpoint, so a record rewritten
@@ -123,9 +129,11 @@ class Delivery:
         base_delay: float = 0.1,
         max_delay: float = 5.0,
         breaker_threshold: int = 3,
-        breaker_reset: float = 30.0,
+        breaker_reset: float = 10.0,
         call_timeout: float = 2.0,
         pod_timeout: float = 5.0,
+        final_attempts: int = 6,
+        final_pod_timeout: float = 30.0,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -139,6 +147,8 @@ class Delivery:
         self.breaker_reset = breaker_reset
         self.call_timeout = call_timeout
         self.pod_timeout = pod_timeout
+        self.final_attempts = max(attempts, final_attempts)
+        self.final_pod_timeout = max(pod_timeout, final_pod_timeout)
         self._cache: dict[str, tuple[str, float]] = {}
         self._channels: dict[str, aio.Channel] = {}
         self._stubs: dict[str, connections_pb2_grpc.ConnectionsAsyncStub] = {}
@@ -149,18 +159,24 @@ class Delivery:
 
     # ------------------------------------------------------------------ public API
 
-    async def send(self, connection_id: str, message: Mapping[str, Any]) -> bool:
+    async def send(self, connection_id: str, message: Mapping[str, Any], *, final: bool = False) -> bool:
         """Send one message to one connection; False when it could not be delivered.
 
         A connection that is gone has its stale record (and subscriptions) removed.
+        ``final`` marks a frame the breaker must not drop (see the module doc).
         """
         endpoint = await self._lookup(connection_id)
         if endpoint is None:
             return False
-        return await self._send_one(connection_id, endpoint, protocol.encode_bytes(message))
+        return await self._send_one(connection_id, endpoint, protocol.encode_bytes(message), final=final)
 
-    async def send_many(self, connection_ids: Iterable[str], message: Mapping[str, Any]) -> PublishResult:
-        """Send one message to several connections (each looked up, grouped by pod)."""
+    async def send_many(
+        self, connection_ids: Iterable[str], message: Mapping[str, Any], *, final: bool = False
+    ) -> PublishResult:
+        """Send one message to several connections (each looked up, grouped by pod).
+
+        ``final`` marks a frame the breaker must not drop (see the module doc).
+        """
         ids = list(dict.fromkeys(connection_ids))
         if not ids:
             return PublishResult(matched=0, delivered=0, failed=0)
@@ -175,7 +191,7 @@ class Delivery:
         for cid, endpoint in zip(ids, endpoints, strict=True):
             if endpoint is not None:
                 groups.setdefault(endpoint, []).append(cid)
-        delivered = await self._broadcast(groups, protocol.encode_bytes(message))
+        delivered = await self._broadcast(groups, protocol.encode_bytes(message), final=final)
         return PublishResult(matched=len(ids), delivered=delivered, failed=len(ids) - delivered)
 
     async def to_user(self, *, tenant_id: str, user_id: str, message: Mapping[str, Any]) -> PublishResult:
@@ -250,11 +266,13 @@ class Delivery:
 
     # ------------------------------------------------------------------ sending
 
-    async def _send_one(self, connection_id: str, endpoint: str, frame: bytes) -> bool:
+    async def _send_one(
+        self, connection_id: str, endpoint: str, frame: bytes, *, final: bool = False
+    ) -> bool:
         request = connections_pb2.SendRequest(connection_id=connection_id, frame=frame)
         try:
             response: connections_pb2.SendResponse = await self._call(
-                endpoint, lambda stub, t: stub.Send(request, timeout=t)
+                endpoint, lambda stub, t: stub.Send(request, timeout=t), final=final
             )
         except _NotHere:
             sends_total.labels("not_found").inc()
@@ -286,13 +304,14 @@ class Delivery:
         delivered = await self._broadcast(groups, protocol.encode_bytes(message))
         return PublishResult(matched=len(records), delivered=delivered, failed=len(records) - delivered)
 
-    async def _broadcast(self, groups: Mapping[str, list[str]], frame: bytes) -> int:
+    async def _broadcast(self, groups: Mapping[str, list[str]], frame: bytes, *, final: bool = False) -> int:
         """One SendMany per pod, pods in parallel, each bounded by ``pod_timeout``."""
+        timeout = self.final_pod_timeout if final else self.pod_timeout
 
         async def pod(endpoint: str, ids: list[str]) -> int:
             try:
                 return await asyncio.wait_for(
-                    self._send_many_pod(endpoint, ids, frame), timeout=self.pod_timeout
+                    self._send_many_pod(endpoint, ids, frame, final=final), timeout=timeout
                 )
             except TimeoutError:
                 logger.warning("connect pod too slow for a broadcast", extra={"endpoint": endpoint})
@@ -302,14 +321,16 @@ class Delivery:
         counts = await asyncio.gather(*(pod(endpoint, ids) for endpoint, ids in groups.items()))
         return sum(counts)
 
-    async def _send_many_pod(self, endpoint: str, ids: list[str], frame: bytes) -> int:
+    async def _send_many_pod(
+        self, endpoint: str, ids: list[str], frame: bytes, *, final: bool = False
+    ) -> int:
         delivered = 0
         for start in range(0, len(ids), SEND_MANY_CHUNK):
             chunk = ids[start : start + SEND_MANY_CHUNK]
             request = connections_pb2.SendManyRequest(connection_ids=chunk, frame=frame)
             try:
                 response: connections_pb2.SendManyResponse = await self._call(
-                    endpoint, _send_many_call(request)
+                    endpoint, _send_many_call(request), final=final
                 )
             except _BreakerOpen:
                 sends_total.labels("breaker_open").inc(len(chunk))
@@ -364,11 +385,17 @@ class Delivery:
         delay = min(self.max_delay, self.base_delay * (2**attempt))
         return delay * self._random.uniform(0.75, 1.25)
 
-    async def _call(self, endpoint: str, call: Callable[[Any, float], Awaitable[T]]) -> T:
-        """``call(stub, timeout)`` with retries and the endpoint's breaker (see the module doc)."""
+    async def _call(
+        self, endpoint: str, call: Callable[[Any, float], Awaitable[T]], *, final: bool = False
+    ) -> T:
+        """``call(stub, timeout)`` with retries and the endpoint's breaker (see the module doc).
+
+        ``final`` calls ignore an open breaker and retry ``final_attempts`` times.
+        """
         breaker = self._breakers.setdefault(endpoint, _Breaker())
-        for attempt in range(self.attempts):
-            if not breaker.allows(time.monotonic()):
+        attempts = self.final_attempts if final else self.attempts
+        for attempt in range(attempts):
+            if not final and not breaker.allows(time.monotonic()):
                 raise _BreakerOpen(endpoint)
             stub = self._stub(endpoint)
             try:
@@ -389,7 +416,7 @@ class Delivery:
                 ):
                     breaker_open_total.inc()
                     logger.warning("circuit breaker opened", extra={"endpoint": endpoint, "code": code.name})
-                if attempt + 1 >= self.attempts:
+                if attempt + 1 >= attempts:
                     down = self._down(endpoint)
                     if down:
                         self._evict(endpoint)

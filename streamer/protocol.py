@@ -70,6 +70,7 @@ CLOSE_INTERNAL: Final = 1011
 CLOSE_TRY_AGAIN: Final = 1013  # client too slow to read: its send queue overflowed
 CLOSE_HEARTBEAT: Final = 4000  # missed pongs
 CLOSE_DISCONNECTED: Final = 4001  # closed through Connections.Disconnect
+CLOSE_TOKEN_EXPIRED: Final = 4002  # the connection's JWT expired: reconnect with a fresh one
 
 ACTION_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_ID_LENGTH: Final = 128
@@ -132,7 +133,8 @@ def new_request_id() -> str:
     return f"req-{uuid.uuid4().hex}"
 
 
-def _depth(value: Any, limit: int) -> int:
+def json_depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests (counting stops past ``limit``); iterative, so any depth is safe."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     deepest = 0
     while stack:
@@ -145,6 +147,17 @@ def _depth(value: Any, limit: int) -> int:
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
     return deepest
+
+
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(obj: Any) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        return False
+    return True
 
 
 def _valid_id(value: Any, field: str) -> str:
@@ -168,7 +181,10 @@ def parse_client_frame(data: str | bytes, *, max_bytes: int | None = None) -> Cl
             raise ProtocolError(VALIDATION_ERROR, "Frame is not valid UTF-8") from None
     elif isinstance(data, str):
         text = data
-        size = len(text.encode("utf-8", errors="surrogatepass"))
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ProtocolError(VALIDATION_ERROR, "Frame is not valid UTF-8") from None
     else:
         raise ProtocolError(VALIDATION_ERROR, "Frame must be text")
     if max_bytes is not None and size > max_bytes:
@@ -183,7 +199,10 @@ def parse_client_frame(data: str | bytes, *, max_bytes: int | None = None) -> Cl
         raise ProtocolError(VALIDATION_ERROR, "Frame is not valid JSON") from None
     if not isinstance(obj, dict):
         raise ProtocolError(VALIDATION_ERROR, "Frame must be a JSON object")
-    if _depth(obj, MAX_DEPTH) > MAX_DEPTH:
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(obj):
+        # "\ud800" alone is valid JSON but no UTF-8: it could be neither stored nor forwarded.
+        raise ProtocolError(VALIDATION_ERROR, "Frame contains an unpaired UTF-16 surrogate")
+    if json_depth(obj, MAX_DEPTH) > MAX_DEPTH:
         raise ProtocolError(VALIDATION_ERROR, f"Frame is nested deeper than {MAX_DEPTH} levels")
 
     request_id: str | None = None

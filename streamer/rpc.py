@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from streamer.api.v1 import common_pb2
 from streamer.config import ConfigError, Settings
+from streamer.protocol import json_depth
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -178,11 +179,23 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def loads(data: bytes, *, default: Any = None) -> Any:
-    """The JSON value in a contract field (``default`` when empty)."""
+def loads(data: bytes, *, default: Any = None, max_depth: int | None = None) -> Any:
+    """The JSON value in a contract field (``default`` when empty).
+
+    Raises ``ValueError`` for anything that is not JSON — including nesting deep enough
+    to exhaust the parser's recursion, which ``json`` reports as ``RecursionError`` and a
+    servicer would otherwise answer as gRPC ``UNKNOWN`` — and, with ``max_depth``, for
+    JSON nested deeper than that (inbound payloads: schema validation recurses too).
+    """
     if not data:
         return default
-    return json.loads(data)
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if max_depth is not None and json_depth(value, max_depth) > max_depth:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels")
+    return value
 
 
 def error_pb(code: str, message: str, *, details: Any = None, retryable: bool = False) -> common_pb2.Error:

@@ -1,7 +1,8 @@
 """The WebSocket gateway: upgrade, per-message flow, and the service's lifecycle.
 
 :class:`ConnectService` owns everything one connect pod runs: the aiohttp app with
-``/ws`` (and ``/healthz``, ``/readyz``, ``/metrics`` on the same port, handy locally),
+``/ws`` (and ``/healthz``, ``/readyz`` on the same port for load-balancer probes; ``/metrics``
+only on the internal http port),
 the observability port, the gRPC ``Connections`` server, the router client and the
 local socket table. Tests start it in-process; :mod:`services.connect.main` runs it
 as ``streamer connect``.
@@ -127,7 +128,10 @@ class ConnectService:
         )
 
         app = web.Application()
-        app.add_routes([web.get("/ws", self.handle_ws), *http_routes(self.health)])
+        # The public port gets the probes but not /metrics: metric labels describe the
+        # deployment (tenants' traffic, failure reasons) and belong on the internal port.
+        public = [r for r in http_routes(self.health) if r.path != "/metrics"]  # type: ignore[attr-defined]
+        app.add_routes([web.get("/ws", self.handle_ws), *public])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.ws_port)
@@ -305,7 +309,14 @@ class ConnectService:
         metrics.active_connections.inc()
         logger.info("connected", extra={"user_id": identity.user_id, "tenant_id": identity.tenant_id})
         conn.start(
-            transport=request.transport, heartbeat=s.ws_heartbeat_seconds, missed_pongs=s.ws_missed_pongs
+            transport=request.transport,
+            heartbeat=s.ws_heartbeat_seconds,
+            missed_pongs=s.ws_missed_pongs,
+            expires_in=(
+                None
+                if identity.expires_at is None
+                else identity.expires_at + s.jwt_leeway_seconds - time.time()
+            ),
         )
         try:
             await self._read_loop(conn)
@@ -464,6 +475,18 @@ class ConnectService:
                         "The service is temporarily unavailable; try again",
                         request_id=request_id,
                         retryable=True,
+                    )
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never leave a request unanswered: a bug here must not hang the client.
+                metrics.route_duration_seconds.labels("error").observe(time.perf_counter() - started)
+                logger.exception("routing failed", extra={"action": message.action})
+                conn.send_message(
+                    protocol.error_message(
+                        protocol.INTERNAL_ERROR, "The request could not be routed", request_id=request_id
                     )
                 )
                 return

@@ -80,12 +80,25 @@ class ClientConnection:
         self._flushed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._expiry: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, *, transport: asyncio.BaseTransport | None, heartbeat: float, missed_pongs: int) -> None:
-        """Begin writing and heartbeating (call once the upgrade is done)."""
+    def start(
+        self,
+        *,
+        transport: asyncio.BaseTransport | None,
+        heartbeat: float,
+        missed_pongs: int,
+        expires_in: float | None = None,
+    ) -> None:
+        """Begin writing and heartbeating (call once the upgrade is done).
+
+        ``expires_in``: seconds until the token stops being valid; the socket is then
+        closed with 4002 so the client reconnects with a fresh token — a socket never
+        outlives the credential it was opened with.
+        """
         self.transport = transport
         self._started = True
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.connection_id}")
@@ -95,6 +108,15 @@ class ClientConnection:
         if self._pending_close is not None:
             code, reason, flush = self._pending_close
             self._closer = asyncio.create_task(self._close(code, reason, flush))
+        if expires_in is not None:
+            self._expiry = asyncio.create_task(
+                self._expire_after(max(0.0, expires_in)), name=f"ws-expiry-{self.connection_id}"
+            )
+
+    async def _expire_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        logger.info("token expired; closing the socket")
+        self.close(code=protocol.CLOSE_TOKEN_EXPIRED, reason="token expired", why="token_expired", flush=True)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A background task tied to this connection (kept referenced until done)."""
@@ -260,7 +282,7 @@ class ClientConnection:
 
     async def finish(self) -> None:
         """Stop every task of this connection; waits for a close in progress (bounded)."""
-        for task in (self._heartbeat, *self.inflight):
+        for task in (self._heartbeat, self._expiry, *self.inflight):
             if task is not None:
                 task.cancel()
         if self._closer is None and self._started and not self.ws.closed:
@@ -275,7 +297,7 @@ class ClientConnection:
                 self.abort()
                 self._closer.cancel()
         # The transport is closed now, so no task is left waiting for it to drain.
-        owned = [t for t in (self._heartbeat, self._writer, *self.inflight) if t is not None]
+        owned = [t for t in (self._heartbeat, self._expiry, self._writer, *self.inflight) if t is not None]
         for task in owned:
             task.cancel()
         pending = owned + list(self.background)

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 class Sender(Protocol):
     """What the processor needs of :class:`streamer.delivery.Delivery`."""
 
-    async def send_many(self, connection_ids: Iterable[str], message: Mapping[str, Any]) -> Any: ...
+    async def send_many(
+        self, connection_ids: Iterable[str], message: Mapping[str, Any], *, final: bool = False
+    ) -> Any: ...
 
 
 class Fanout:
@@ -72,7 +74,7 @@ class Fanout:
         if not ids:
             return False
         try:
-            result = await self.sender.send_many(ids, message)
+            result = await self.sender.send_many(ids, message, final=final)
         except Exception:
             log.exception("delivery failed", extra={"request_id": record.request_id})
             return False

@@ -7,7 +7,7 @@ from typing import Any
 
 from streamer import rpc
 from streamer.api.v1 import router_pb2
-from streamer.protocol import UNAUTHORIZED, VALIDATION_ERROR, ProtocolError, new_request_id
+from streamer.protocol import MAX_DEPTH, UNAUTHORIZED, VALIDATION_ERROR, ProtocolError, new_request_id
 from streamer.registry import ActionSpec
 
 
@@ -36,8 +36,8 @@ class Call:
         if not msg.principal.user_id or not msg.principal.tenant_id:
             raise ProtocolError(UNAUTHORIZED, "The caller has no user or tenant", request_id=request_id)
         try:
-            payload = rpc.loads(msg.payload, default={})
-            metadata = rpc.loads(msg.metadata, default={})
+            payload = rpc.loads(msg.payload, default={}, max_depth=MAX_DEPTH)
+            metadata = rpc.loads(msg.metadata, default={}, max_depth=MAX_DEPTH)
         except ValueError:
             raise ProtocolError(
                 VALIDATION_ERROR, "Payload or metadata is not valid JSON", request_id=request_id

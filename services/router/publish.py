@@ -9,13 +9,13 @@ Unlike ``Route``, bad input here is the caller's bug, so it is a gRPC
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Protocol
 
 import grpc
 from grpc import aio
 
+from streamer import rpc
 from streamer.api.v1 import router_pb2
 from streamer.delivery import PublishResult
 from streamer.metrics import counter
@@ -47,7 +47,7 @@ class InvalidPublish(ValueError):
 def parse_message(raw: bytes) -> dict[str, Any]:
     """The message to publish: a JSON object; ``"type": "message"`` is added when missing."""
     try:
-        message = json.loads(raw) if raw else None
+        message = rpc.loads(raw) if raw else None
     except ValueError:
         raise InvalidPublish("message must be JSON") from None
     if not isinstance(message, dict):

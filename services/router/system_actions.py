@@ -37,7 +37,7 @@ RESUME_RECENT_SECONDS = 600.0
 #: ``$resume`` looks at requests created at most this long ago (unfinished ones older
 #: than this are long past any action's timeout and retries).
 RESUME_LOOKBACK_SECONDS = 24 * 3600.0
-#: ``$resume`` answers at most this many requests (the newest).
+#: ``$resume`` answers at most this many *finished* requests (the newest); unfinished ones all.
 RESUME_MAX_REQUESTS = 100
 
 Frames = list[dict[str, Any]]
@@ -155,12 +155,14 @@ class SystemActions:
         records = await self.store.requests.by_user(
             tenant_id=call.tenant_id, user_id=call.user_id, since=t - RESUME_LOOKBACK_SECONDS
         )
-        wanted = [
-            r
-            for r in records
-            if not r.terminal or (r.finished_at or r.updated_at) >= t - RESUME_RECENT_SECONDS
-        ]
-        wanted = wanted[-RESUME_MAX_REQUESTS:]
+        # Every unfinished request is re-attached, however many finished ones there are;
+        # only the recently finished are capped (the newest RESUME_MAX_REQUESTS), so a
+        # burst of finished work never crowds out a request still running.
+        unfinished = [r for r in records if not r.terminal]
+        finished = [
+            r for r in records if r.terminal and (r.finished_at or r.updated_at) >= t - RESUME_RECENT_SECONDS
+        ][-RESUME_MAX_REQUESTS:]
+        wanted = sorted([*unfinished, *finished], key=lambda r: r.created_at)
         frames: Frames = []
         for record in wanted:
             attached = False

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from streamer.config import ConfigError
+from streamer.local.parent import die_with_parent_from_env
 
 SERVICES = ("connect", "router", "processor", "operator")
 #: subcommand -> module in this package with add_parser(subparsers) and run(args) -> int
@@ -58,6 +59,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_parent_from_env()
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in SERVICES:
         try:

@@ -12,8 +12,9 @@ Process hygiene, because a dev tool that leaks servers is worse than none:
   terminal reaches only ``streamer dev``, which then stops the children in order
   (connect first so clients see a clean 1001, then processor, router, handler);
 - stopping signals the child's whole group (SIGTERM, then SIGKILL after a grace period);
-- on Linux each child also gets ``PR_SET_PDEATHSIG`` = SIGTERM: if the launcher dies
-  without cleaning up (SIGKILL), the kernel tells the children to stop;
+- on Linux each child also arms ``PR_SET_PDEATHSIG`` = SIGTERM at start
+  (:mod:`streamer.local.parent`): if the launcher dies without cleaning up (SIGKILL),
+  the kernel tells the children to stop;
 - an ``atexit`` hook kills whatever is still running when the interpreter exits.
 
 Tests and chaos runs use :meth:`LocalStack.kill` (SIGKILL one service) and
@@ -25,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import dataclasses
 import os
 import pathlib
@@ -44,6 +44,7 @@ import aiohttp
 import yaml
 
 from streamer.config import Settings, load_settings
+from streamer.local import parent
 from streamer.local.devauth import DEV_JWT_SECRET, dev_token
 from streamer.local.dynamodb import DynamoDBLocal
 from streamer.local.ports import free_port
@@ -57,7 +58,6 @@ DEV_DEFAULTS: Mapping[str, str] = {
     "STREAMER_DRAIN_SECONDS": "2",
     "STREAMER_LOG_LEVEL": "INFO",
 }
-_PR_SET_PDEATHSIG = 1
 _OWNED = frozenset(
     {
         "STREAMER_DYNAMODB_ENDPOINT",
@@ -82,30 +82,6 @@ def ready_line(url: str) -> str:
 
 class StackError(RuntimeError):
     """The local stack could not start (a service exited or never became ready)."""
-
-
-def _load_libc() -> Any:
-    # Loaded once in the parent: the child must not dlopen between fork and exec (another
-    # thread of the parent may have held the loader's lock at fork time).
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:  # pragma: no cover - every Linux libc exports prctl
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask the kernel to SIGTERM this child when the launcher's thread dies (Linux only).
-
-    The signal follows the *thread* that spawned the child, so start stacks from a
-    thread that lives as long as the stack (the main thread, in practice).
-    """
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclasses.dataclass
@@ -455,12 +431,11 @@ class LocalStack:
                 stdout = None
         service.process = subprocess.Popen(
             service.argv,
-            env=service.env,
+            env={**service.env, parent.ENV: str(os.getpid())},
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
         service.starts += 1
 

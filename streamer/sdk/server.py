@@ -26,7 +26,7 @@ from streamer import rpc
 from streamer.api.v1 import common_pb2, handler_pb2, handler_pb2_grpc
 from streamer.logs import log_context, setup_logging
 from streamer.metrics import Health, counter, gauge, histogram, start_http
-from streamer.protocol import INVALID_ACTION, PROCESSING_FAILED, TIMEOUT, VALIDATION_ERROR
+from streamer.protocol import INVALID_ACTION, MAX_DEPTH, PROCESSING_FAILED, TIMEOUT, VALIDATION_ERROR
 from streamer.registry.model import API_VERSION, KIND
 from streamer.schema import payload_errors
 from streamer.sdk.action import Action, PermanentError, Request, RetryableError, ValidationError
@@ -61,8 +61,8 @@ class _BadRequest(Exception):
 def _request(msg: handler_pb2.InvokeRequest) -> Request:
     """The SDK's view of an InvokeRequest; :class:`_BadRequest` when the JSON is unusable."""
     try:
-        payload = rpc.loads(msg.payload, default={})
-        metadata = rpc.loads(msg.metadata, default={})
+        payload = rpc.loads(msg.payload, default={}, max_depth=MAX_DEPTH)
+        metadata = rpc.loads(msg.metadata, default={}, max_depth=MAX_DEPTH)
     except ValueError:
         raise _BadRequest(rpc.error_pb(VALIDATION_ERROR, "Payload or metadata is not valid JSON")) from None
     if not isinstance(payload, dict):

@@ -168,3 +168,22 @@ def test_peek_request_id_never_raises() -> None:
     assert p.peek_request_id('{"id":"a"}', max_bytes=3) is None
     assert p.peek_request_id(b"\xff", max_bytes=100) is None
     assert p.peek_request_id("[1]", max_bytes=100) is None
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"action":"echo","payload":{"m":"\\ud800"}}',
+        '{"action":"echo","metadata":{"\\uDFFF":1}}',
+        '{"action":"echo","payload":{"m":"\ud800"}}',
+    ],
+)
+def test_unpaired_surrogates_are_validation_errors(frame: str) -> None:
+    # valid JSON, but not UTF-8: it could be neither stored nor forwarded (found by the fuzzer)
+    with pytest.raises(p.ProtocolError) as err:
+        p.parse_client_frame(frame)
+    assert err.value.code == p.VALIDATION_ERROR
+
+
+def test_surrogate_pairs_are_fine() -> None:
+    assert p.parse_client_frame('{"action":"echo","payload":{"m":"\\ud83d\\ude00"}}').payload == {"m": "😀"}

@@ -243,7 +243,7 @@ async def test_router_too_slow_answers_service_unavailable(
     await ws.close()
 
 
-async def test_observability_routes_on_both_ports(
+async def test_probes_on_both_ports_metrics_only_on_the_internal_one(
     tenant: str, connect: ConnectService, http: aiohttp.ClientSession
 ) -> None:
     assert connect.http_port != connect.ws_port
@@ -252,10 +252,12 @@ async def test_observability_routes_on_both_ports(
             assert resp.status == 200
         async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
             assert resp.status == 200, await resp.text()
-        async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
-            body = await resp.text()
-            assert "streamer_connect_active_connections" in body
-            assert "streamer_connect_connections_total" in body
+    async with http.get(f"http://127.0.0.1:{connect.http_port}/metrics") as resp:
+        body = await resp.text()
+        assert "streamer_connect_active_connections" in body
+        assert "streamer_connect_connections_total" in body
+    async with http.get(f"http://127.0.0.1:{connect.ws_port}/metrics") as resp:
+        assert resp.status == 404  # the public port does not expose metrics
 
 
 async def test_drain_closes_with_1001_and_removes_records(

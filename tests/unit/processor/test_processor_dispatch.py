@@ -355,10 +355,12 @@ def test_rpc_errors_map_to_outcomes(status: grpc.StatusCode, code: str, retryabl
 class FakeSender:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], dict[str, Any]]] = []
+        self.finals: list[bool] = []
 
-    async def send_many(self, connection_ids: Any, message: Any) -> Any:
+    async def send_many(self, connection_ids: Any, message: Any, *, final: bool = False) -> Any:
         ids = list(connection_ids)
         self.calls.append((ids, dict(message)))
+        self.finals.append(final)
         return type("R", (), {"delivered": len(ids)})()
 
 
@@ -389,6 +391,7 @@ async def test_fanout_reaches_owner_and_same_tenant_subscribers_once() -> None:
     assert subs.queries == 1, "the subscriber list is cached between progress frames"
     await fan.publish(rec, {"type": "complete"}, final=True)
     assert subs.queries == 2, "the terminal frame re-reads the subscribers"
+    assert sender.finals == [False, False, True], "only the terminal frame may bypass a breaker"
 
 
 def test_start_seq_continues_and_jumps_after_a_recovery() -> None:
