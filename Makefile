@@ -19,7 +19,7 @@ help:
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	touch $(STAMP)
 
 tools:
@@ -39,7 +39,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy streamer services operator/streamer_operator examples scripts
+	$(VENV)/bin/mypy streamer services operator/streamer_operator examples scripts bench
 	$(VENV)/bin/lint-imports
 
 demo: setup

@@ -1,0 +1,1 @@
+"""The baselines: bare servers built from the same libraries as Streamer, doing only the floor."""
