@@ -46,7 +46,7 @@ from streamer import protocol, rpc
 from streamer.api.v1 import connections_pb2, connections_pb2_grpc
 from streamer.config import Settings
 from streamer.metrics import counter
-from streamer.store import ConnectionRecord, Store, StoreError
+from streamer.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -196,13 +196,13 @@ class Delivery:
 
     async def to_user(self, *, tenant_id: str, user_id: str, message: Mapping[str, Any]) -> PublishResult:
         """Send to every connection of one user within one tenant."""
-        records = await self.store.connections.by_user(user_id, tenant_id=tenant_id)
-        return await self._to_records(records, message)
+        pairs = await self.store.connections.endpoints_by_user(user_id, tenant_id=tenant_id)
+        return await self._to_pairs(pairs, message)
 
     async def to_tenant(self, tenant_id: str, message: Mapping[str, Any]) -> PublishResult:
         """Send to every connection of one tenant."""
-        records = await self.store.connections.by_tenant(tenant_id)
-        return await self._to_records(records, message)
+        pairs = await self.store.connections.endpoints_by_tenant(tenant_id)
+        return await self._to_pairs(pairs, message)
 
     async def disconnect(self, connection_id: str, *, code: int = 1000, reason: str = "") -> bool:
         """Close a connection wherever it is; False when it was not found (stale record removed)."""
@@ -291,18 +291,17 @@ class Delivery:
         sends_total.labels("delivered" if response.delivered else "failed").inc()
         return bool(response.delivered)
 
-    async def _to_records(
-        self, records: Sequence[ConnectionRecord], message: Mapping[str, Any]
-    ) -> PublishResult:
+    async def _to_pairs(self, pairs: Sequence[tuple[str, str]], message: Mapping[str, Any]) -> PublishResult:
+        """Broadcast to (connection_id, endpoint) pairs, grouped by pod."""
         now = time.monotonic()
         groups: dict[str, list[str]] = {}
-        for record in records:
-            self._remember(record.connection_id, record.endpoint, now)
-            groups.setdefault(record.endpoint, []).append(record.connection_id)
-        if not records:
+        for connection_id, endpoint in pairs:
+            self._remember(connection_id, endpoint, now)
+            groups.setdefault(endpoint, []).append(connection_id)
+        if not pairs:
             return PublishResult(matched=0, delivered=0, failed=0)
         delivered = await self._broadcast(groups, protocol.encode_bytes(message))
-        return PublishResult(matched=len(records), delivered=delivered, failed=len(records) - delivered)
+        return PublishResult(matched=len(pairs), delivered=delivered, failed=len(pairs) - delivered)
 
     async def _broadcast(self, groups: Mapping[str, list[str]], frame: bytes, *, final: bool = False) -> int:
         """One SendMany per pod, pods in parallel, each bounded by ``pod_timeout``."""

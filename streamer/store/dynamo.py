@@ -88,6 +88,10 @@ def client_config(*, settings: Settings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "region_name": settings.aws_region,
         "config": AioConfig(
+            # Our stores build every request from typed records; botocore re-validating
+            # each one against the service model was a measurable share of a call's CPU
+            # (docs/benchmarks.md). DynamoDB still validates server-side.
+            parameter_validation=False,
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=2,
             read_timeout=10,
