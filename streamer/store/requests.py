@@ -212,8 +212,28 @@ class RequestStore(TableStore):
 
     _OWNED = "#status = :processing AND #owner = :owner AND attempt = :attempt"
 
-    def _owned(self, owner: str, attempt: int) -> dict[str, Any]:
-        return {"processing": PROCESSING, "owner": owner, "attempt": attempt}
+    async def _owned_update(
+        self,
+        request_id: str,
+        *,
+        owner: str,
+        attempt: int,
+        set_values: dict[str, Any],
+        remove: tuple[str, ...] = (),
+        add: dict[str, int] | None = None,
+        also: str = "",
+        values: dict[str, Any] | None = None,
+    ) -> RequestRecord:
+        """An update only the claim holder may make: PROCESSING, this owner, this attempt."""
+        return await self._update(
+            request_id,
+            condition=self._OWNED + (f" AND {also}" if also else ""),
+            expected=f"PROCESSING by {owner} at attempt {attempt}" + (f" ({also})" if also else ""),
+            set_values=set_values,
+            remove=remove,
+            add=add,
+            values={"processing": PROCESSING, "owner": owner, "attempt": attempt, **(values or {})},
+        )
 
     async def claim(
         self, request_id: str, *, owner: str, attempt: int, claim_seconds: float
@@ -242,24 +262,22 @@ class RequestStore(TableStore):
     ) -> RequestRecord:
         """Extend the claim; the returned record tells whether a cancel was requested."""
         t = now()
-        return await self._update(
+        return await self._owned_update(
             request_id,
-            condition=self._OWNED,
-            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            owner=owner,
+            attempt=attempt,
             set_values={"claim_expires_at": t + claim_seconds},
-            values=self._owned(owner, attempt),
         )
 
     async def save_progress(
         self, request_id: str, *, owner: str, attempt: int, progress: dict[str, Any]
     ) -> RequestRecord:
         """Persist the latest progress (the processor throttles how often)."""
-        return await self._update(
+        return await self._owned_update(
             request_id,
-            condition=self._OWNED,
-            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            owner=owner,
+            attempt=attempt,
             set_values={"progress": progress, "updated_at": now()},
-            values=self._owned(owner, attempt),
         )
 
     async def complete(
@@ -276,13 +294,12 @@ class RequestStore(TableStore):
         sets: dict[str, Any] = {"status": COMPLETED, "result": result, "finished_at": t, "updated_at": t}
         if progress is not None:
             sets["progress"] = progress
-        return await self._update(
+        return await self._owned_update(
             request_id,
-            condition=self._OWNED,
-            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            owner=owner,
+            attempt=attempt,
             set_values=sets,
             remove=("claim_expires_at",),
-            values=self._owned(owner, attempt),
         )
 
     async def fail(
@@ -290,13 +307,12 @@ class RequestStore(TableStore):
     ) -> RequestRecord:
         """PROCESSING → FAILED with an error ``{code, message, ...}``."""
         t = now()
-        return await self._update(
+        return await self._owned_update(
             request_id,
-            condition=self._OWNED,
-            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            owner=owner,
+            attempt=attempt,
             set_values={"status": FAILED, "error": error, "finished_at": t, "updated_at": t},
             remove=("claim_expires_at",),
-            values=self._owned(owner, attempt),
         )
 
     async def retry(
@@ -323,13 +339,12 @@ class RequestStore(TableStore):
         }
         if progress is not None:
             sets["progress"] = progress
-        return await self._update(
+        return await self._owned_update(
             request_id,
-            condition=self._OWNED,
-            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            owner=owner,
+            attempt=attempt,
             set_values=sets,
             remove=("owner", "claim_expires_at"),
-            values=self._owned(owner, attempt),
         )
 
     async def release(
@@ -344,22 +359,21 @@ class RequestStore(TableStore):
         sets: dict[str, Any] = {"status": PENDING, "updated_at": now()}
         if progress is not None:
             sets["progress"] = progress
-        return await self._update(
+        return await self._owned_update(
             request_id,
-            condition=self._OWNED,
-            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            owner=owner,
+            attempt=attempt,
             set_values=sets,
             remove=("owner", "claim_expires_at", "not_before"),
-            values=self._owned(owner, attempt),
         )
 
     async def finish_cancel(self, request_id: str, *, owner: str, attempt: int) -> RequestRecord:
         """PROCESSING (cancel requested) → CANCELLED, by the owner that stopped the handler."""
         t = now()
-        return await self._update(
+        return await self._owned_update(
             request_id,
-            condition=self._OWNED,
-            expected=f"PROCESSING by {owner} at attempt {attempt}",
+            owner=owner,
+            attempt=attempt,
             set_values={
                 "status": CANCELLED,
                 "error": {"code": "CANCELLED", "message": "Request was cancelled"},
@@ -367,7 +381,6 @@ class RequestStore(TableStore):
                 "updated_at": t,
             },
             remove=("claim_expires_at",),
-            values=self._owned(owner, attempt),
         )
 
     async def release_expired(self, request_id: str, *, owner: str, attempt: int) -> RequestRecord:
@@ -378,14 +391,15 @@ class RequestStore(TableStore):
         a live owner that just renewed keeps its claim.
         """
         t = now()
-        return await self._update(
+        return await self._owned_update(
             request_id,
-            condition=self._OWNED + " AND claim_expires_at < :now",
-            expected=f"PROCESSING by {owner} at attempt {attempt} with an expired claim",
+            owner=owner,
+            attempt=attempt,
             set_values={"status": PENDING, "updated_at": t},
             remove=("owner", "claim_expires_at", "not_before"),
             add={"recoveries": 1},
-            values={**self._owned(owner, attempt), "now": t},
+            also="claim_expires_at < :now",
+            values={"now": t},
         )
 
     async def cancel(self, request_id: str, *, tenant_id: str) -> RequestRecord:
