@@ -14,6 +14,7 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import sys
 from types import TracebackType
 
 from streamer.local.ports import free_port
@@ -61,7 +62,13 @@ class DynamoDBLocal:
         java = shutil.which("java")
         if java is None:
             raise DynamoDBLocalError("java not found: install a Java 17 runtime (openjdk-17-jre-headless)")
+        # setpriv (util-linux) arms PR_SET_PDEATHSIG before exec without running Python in
+        # the child: if whatever started DynamoDB Local is killed outright (a test run
+        # stopped with SIGKILL), the JVM goes with it instead of holding its port forever.
+        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+        prefix = [setpriv, "--pdeathsig", "TERM"] if setpriv else []
         cmd = [
+            *prefix,
             java,
             "-Xms64m",
             "-Xmx512m",
