@@ -276,6 +276,10 @@ class _SystemCall:
     future: asyncio.Future[dict[str, Any]]
 
 
+#: Times an automatic ``$resume`` refused with a retryable error is sent again.
+MAX_RESUME_RETRIES = 8
+
+
 class StreamerClient:
     """An async client: ``async with StreamerClient(url, token=...) as client: ...``.
 
@@ -339,6 +343,8 @@ class StreamerClient:
         self._calls: dict[str, _SystemCall] = {}
         self._send_lock = asyncio.Lock()
         self._resume_sink: list[dict[str, Any]] | None = None
+        #: ids of automatic ``$resume`` frames in flight -> retry count
+        self._auto_resumes: dict[str, int] = {}
         #: How many times the connection was re-established (for tests and metrics).
         self.reconnects = 0
         self.last_close_code: int | None = None
@@ -521,6 +527,13 @@ class StreamerClient:
             if kind == "error":
                 self._orphan_error(msg)
             return
+        if rid in self._auto_resumes:  # only a refusal names the $resume frame itself
+            retry = self._auto_resumes.pop(rid)
+            error = msg.get("error")
+            retryable = isinstance(error, dict) and bool(error.get("retryable"))
+            if kind == "error" and retryable and retry < MAX_RESUME_RETRIES:
+                self._spawn(self._retry_resume(retry + 1))
+            return
         call = self._calls.pop(rid, None)
         if call is not None:  # the answer names the system frame itself
             if not call.future.done():
@@ -608,7 +621,7 @@ class StreamerClient:
             if handle.frame is not None and not handle.acknowledged:
                 await self._send(handle.frame)
         if any(h.frame is not None and h.acknowledged for h in pending):
-            await self._send({"action": protocol.RESUME, "id": self._new_id("resume"), "payload": {}})
+            await self._send_auto_resume(0)
         for handle in pending:
             if handle.frame is None and handle.subscribed:
                 await self._send(
@@ -621,6 +634,23 @@ class StreamerClient:
         for call in list(self._calls.values()):
             if not call.future.done():
                 await self._send(call.frame)
+
+    async def _send_auto_resume(self, retry: int) -> None:
+        rid = self._new_id("resume")
+        self._auto_resumes[rid] = retry
+        await self._send({"action": protocol.RESUME, "id": rid, "payload": {}})
+
+    async def _retry_resume(self, retry: int) -> None:
+        """Send ``$resume`` again after a retryable refusal (the router restarting too).
+
+        Without it, a reconnect that races a router restart never re-attaches the
+        requests, and their results go to the dead connection (found by the chaos run).
+        """
+        await asyncio.sleep(min(5.0, 0.25 * 2**retry))
+        if self._closing or self._closed_error is not None:
+            return
+        with contextlib.suppress(StreamerError):
+            await self._send_auto_resume(retry)
 
     # ------------------------------------------------------------------ sending
     async def _send(self, frame: Mapping[str, Any]) -> None:

@@ -61,6 +61,7 @@ class FakeStreamer:
         self.drop_after_ack: set[str] = set()  # request ids: abort the socket right after the ack
         self.swallow_once: set[str] = set()  # request ids: drop the socket without answering, once
         self.silent = False  # stop answering anything (a dead peer)
+        self.refuse_resumes = 0  # answer this many $resume with SERVICE_UNAVAILABLE (router restarting)
         self.step = 0.02
         self.frame_limit = 10_000
         self.runner: web.AppRunner | None = None
@@ -199,6 +200,12 @@ class FakeStreamer:
 
     async def system(self, ws: web.WebSocketResponse, action: str, rid: str, payload: dict[str, Any]) -> None:
         if action == "$resume":
+            if self.refuse_resumes > 0:
+                self.refuse_resumes -= 1
+                await self.send(
+                    ws, protocol.error_message(protocol.SERVICE_UNAVAILABLE, "router down", request_id=rid)
+                )
+                return
             for req in self.requests.values():
                 if req.status in ("PENDING", "PROCESSING"):
                     req.ws = ws
@@ -327,6 +334,18 @@ async def test_reconnect_resumes_an_acknowledged_request(fake: FakeStreamer) -> 
     assert fake.connections == 2
     assert any(f["action"] == "$resume" for f in fake.frames)
     assert seen == sorted(seen) and len(seen) == len(set(seen))
+
+
+async def test_a_refused_resume_is_sent_again(fake: FakeStreamer) -> None:
+    # The reconnect races a router restart: $resume is refused (retryable) twice. Without a
+    # retry the request is never re-attached and its result is lost (found by the chaos run).
+    fake.drop_after_ack.add("rr-1")
+    fake.refuse_resumes = 2
+    async with client(fake) as c:
+        result = await c.request("slow", {"steps": 5}, request_id="rr-1", timeout=20)
+    assert result == {"echo": {"steps": 5}}
+    assert sum(f["action"] == "$resume" for f in fake.frames) == 3
+    assert fake.refuse_resumes == 0
 
 
 async def test_reconnect_resends_a_frame_the_server_never_answered(fake: FakeStreamer) -> None:
