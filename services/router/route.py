@@ -33,7 +33,7 @@ from services.router.call import Call, RouteContext
 from services.router.invoke import HandlerChannels, invoke_sync, validate_remote
 from services.router.middleware import Frames, Next, authorize, chain, observe
 from services.router.states import outcome_frame
-from services.router.system_actions import SystemActions
+from services.router.system_actions import SystemActions, attach
 from streamer.config import Settings
 from streamer.protocol import (
     DUPLICATE_REQUEST,
@@ -262,10 +262,5 @@ class Router:
         if existing is None or (existing.tenant_id, existing.user_id) != (call.tenant_id, call.user_id):
             return _duplicate(call)
         if not existing.terminal and existing.connection_id != call.connection_id:
-            await self.store.subscriptions.subscribe(
-                request_id=existing.request_id,
-                connection_id=call.connection_id,
-                user_id=call.user_id,
-                tenant_id=call.tenant_id,
-            )
+            existing = await attach(self.store, existing, call)
         return outcome_frame(existing)

@@ -52,6 +52,26 @@ def _target(call: Call) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+async def attach(store: Store, record: RequestRecord, call: Call) -> RequestRecord:
+    """Subscribe ``call``'s connection to ``record``, then read the record again.
+
+    The processor writes the outcome *before* it reads the subscribers, and we write the
+    subscription *before* this re-read: so either it sees our subscription and delivers
+    the outcome here, or we see the outcome and answer with it (possibly both — clients
+    drop the duplicate). Without the re-read, a request finishing between our first read
+    and the subscription was reported as still running and its result never arrived
+    (found by the chaos run).
+    """
+    await store.subscriptions.subscribe(
+        request_id=record.request_id,
+        connection_id=call.connection_id,
+        user_id=call.user_id,
+        tenant_id=call.tenant_id,
+    )
+    fresh = await store.requests.get(record.request_id)
+    return fresh if fresh is not None else record
+
+
 class SystemActions:
     """Answers the ``$`` actions from the store."""
 
@@ -129,12 +149,7 @@ class SystemActions:
         if record is None:
             return _not_found(call, target)
         if not record.terminal:
-            await self.store.subscriptions.subscribe(
-                request_id=target,
-                connection_id=call.connection_id,
-                user_id=call.user_id,
-                tenant_id=call.tenant_id,
-            )
+            record = await attach(self.store, record, call)
         return [status_frame(record, subscribed=not record.terminal)]
 
     async def unsubscribe(self, call: Call, target: str) -> Frames:
@@ -167,12 +182,7 @@ class SystemActions:
         for record in wanted:
             attached = False
             if not record.terminal and record.connection_id != call.connection_id:
-                await self.store.subscriptions.subscribe(
-                    request_id=record.request_id,
-                    connection_id=call.connection_id,
-                    user_id=call.user_id,
-                    tenant_id=call.tenant_id,
-                )
-                attached = True
+                record = await attach(self.store, record, call)
+                attached = not record.terminal
             frames.append(status_frame(record, resumed=True, subscribed=attached or None))
         return frames

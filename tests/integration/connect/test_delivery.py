@@ -297,8 +297,8 @@ async def test_a_slow_pod_does_not_delay_the_others(
     for ws in clients:
         assert await receive_json(ws) == MESSAGE
     assert not broadcast.done()  # still waiting for the hung pod, yet the others have it
-    assert pod.calls == 1
     result = await broadcast
+    assert pod.calls == 1  # the hung pod was called (its call may land after the fast pods')
     assert result == PublishResult(matched=3, delivered=2, failed=1)
     assert await store.connections.get(hung) is not None  # slow is not gone
     for ws in clients:
