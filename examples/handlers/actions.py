@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamer.protocol import timestamp
@@ -47,6 +47,15 @@ async def _step() -> None:
     pause = step_seconds()
     if pause > 0:
         await asyncio.sleep(pause)
+
+
+async def _stages(
+    progress: ProgressFn, stages: Iterable[tuple[float, str]], details: Mapping[str, Any] | None = None
+) -> None:
+    """Report each (percentage, message) stage, pausing a step after each one."""
+    for pct, message in stages:
+        await progress(pct, message, details)
+        await _step()
 
 
 def _stable_int(*parts: Any, modulo: int) -> int:
@@ -143,9 +152,7 @@ class EchoAsync(Action):
     }
 
     async def process(self, request: Request, progress: ProgressFn) -> Any:
-        for pct in (0, 25, 50, 75):
-            await progress(pct, f"Echoing ({pct}%)")
-            await _step()
+        await _stages(progress, [(pct, f"Echoing ({pct}%)") for pct in (0, 25, 50, 75)])
         await progress(100, "Done")
         result: dict[str, Any] = {"message": request.payload["message"], "processed_at": timestamp()}
         if "timestamp" in request.payload:
@@ -220,9 +227,7 @@ class GenerateReport(Action):
             (60, f"Rendering {fmt.upper()}"),
             (80, "Storing the report"),
         ]
-        for pct, message in steps:
-            await progress(pct, message)
-            await _step()
+        await _stages(progress, steps)
         rows = days * (10 + _stable_int(report_type, modulo=90))
         report_id = f"rpt-{_stable_int(request.request_id, p, modulo=16**12):012x}"
         await progress(100, "Report ready")
@@ -259,14 +264,13 @@ class ProcessData(Action):
         dataset_id = request.payload["dataset_id"]
         operation = request.payload["operation"]
         records = 1000 + _stable_int(dataset_id, modulo=99000)
-        for pct, message in (
+        stages = [
             (0, "Loading dataset"),
             (25, "Reading records"),
             (50, f"Running {operation}"),
             (75, "Writing output"),
-        ):
-            await progress(pct, message, {"records": records})
-            await _step()
+        ]
+        await _stages(progress, stages, {"records": records})
         await progress(100, "Done", {"records": records})
         return {
             "dataset_id": dataset_id,
@@ -300,9 +304,7 @@ class KnowledgeQuery(Action):
         query = request.payload["query"].strip()
         kb = request.payload.get("knowledge_base_id", "default")
         limit = int(request.payload.get("max_results", 5))
-        for pct, message in ((0, "Parsing the query"), (30, "Searching"), (70, "Ranking matches")):
-            await progress(pct, message)
-            await _step()
+        await _stages(progress, [(0, "Parsing the query"), (30, "Searching"), (70, "Ranking matches")])
         matches = [
             {
                 "document_id": f"doc-{_stable_int(kb, query, i, modulo=16**8):08x}",
