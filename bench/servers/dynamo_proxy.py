@@ -4,6 +4,8 @@ Every DynamoDB and DynamoDB Streams call is an HTTP POST whose ``X-Amz-Target`` 
 the operation (``DynamoDB_20120810.UpdateItem``). The proxy forwards each call
 unchanged and counts it by operation (batch and transaction writes also by item), so
 the harness can measure — not estimate — the writes Streamer spends per request.
+It is :class:`streamer.local.faultproxy.FaultProxy` (the tests' fault proxy) with a
+counting hook: faults such as added latency are that class's options.
 It adds latency, so it is used only in a separate counting run, never in a timed one.
 
 ``python -m bench.servers.dynamo_proxy --upstream URL``: ``ready`` with the port; the
@@ -17,12 +19,9 @@ import collections
 import json
 import re
 
-import aiohttp
-from aiohttp import web
-
 from bench.child import emit, next_command, run_child, stdin_lines
+from streamer.local.faultproxy import FaultProxy
 
-HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 _SET = re.compile(r"(#?\w+)\s*=")
 
 
@@ -47,15 +46,8 @@ async def main(args: argparse.Namespace) -> None:
     calls: collections.Counter[str] = collections.Counter()
     items: collections.Counter[str] = collections.Counter()
     details: collections.Counter[str] = collections.Counter()
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0),
-        auto_decompress=False,
-        timeout=aiohttp.ClientTimeout(total=60),
-    )
 
-    async def forward(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        op = request.headers.get("X-Amz-Target", "?").rsplit(".", 1)[-1]
+    def count(op: str, body: bytes) -> None:
         calls[op] += 1
         if op in ("PutItem", "UpdateItem", "DeleteItem", "Query", "GetItem"):
             details[describe(op, body)] += 1
@@ -68,21 +60,12 @@ async def main(args: argparse.Namespace) -> None:
                     items[op] += len(doc.get("TransactItems", []))
             except ValueError:
                 pass
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with session.request(
-            request.method, args.upstream + request.path_qs, data=body, headers=headers
-        ) as upstream:
-            payload = await upstream.read()
-            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            return web.Response(status=upstream.status, body=payload, headers=out_headers)
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    emit("ready", port=runner.addresses[0][1])
+    # The one DynamoDB proxy of the repository (the tests' and chaos runs' fault proxy),
+    # here with no fault: it only counts.
+    proxy = FaultProxy(args.upstream, on_call=count)
+    await proxy.start()
+    emit("ready", port=proxy.port)
     try:
         while True:
             cmd = await next_command(commands, timeout=args.max_seconds)
@@ -91,8 +74,7 @@ async def main(args: argparse.Namespace) -> None:
             else:
                 break
     finally:
-        await session.close()
-        await runner.cleanup()
+        await proxy.stop()
 
 
 def cli() -> None:
