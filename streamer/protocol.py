@@ -72,6 +72,7 @@ CLOSE_HEARTBEAT: Final = 4000  # missed pongs
 CLOSE_DISCONNECTED: Final = 4001  # closed through Connections.Disconnect
 CLOSE_TOKEN_EXPIRED: Final = 4002  # the connection's JWT expired: reconnect with a fresh one
 
+#: Matched with ``fullmatch``: ``$`` alone would let a trailing newline through.
 ACTION_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_ID_LENGTH: Final = 128
 _ID_RE: Final = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
@@ -163,7 +164,7 @@ def _encodable(obj: Any) -> bool:
 def _valid_id(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ProtocolError(VALIDATION_ERROR, f"'{field}' must be a string")
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise ProtocolError(
             VALIDATION_ERROR,
             f"'{field}' must be 1-{MAX_ID_LENGTH} printable ASCII characters without spaces",
@@ -227,7 +228,7 @@ def parse_client_frame(data: str | bytes, *, max_bytes: int | None = None) -> Cl
                 request_id=request_id,
                 details={"system_actions": sorted(SYSTEM_ACTIONS)},
             )
-    elif not ACTION_RE.match(action):
+    elif not ACTION_RE.fullmatch(action):
         raise ProtocolError(
             VALIDATION_ERROR, "'action' must match [A-Za-z0-9._-]{1,128}", request_id=request_id
         )
@@ -268,7 +269,7 @@ def peek_request_id(data: str | bytes, *, max_bytes: int) -> str | None:
         return None
     for key in ("id", "request_id"):
         value = obj.get(key)
-        if isinstance(value, str) and _ID_RE.match(value):
+        if isinstance(value, str) and _ID_RE.fullmatch(value):
             return value
     return None
 
