@@ -9,6 +9,7 @@ from streamer import rpc
 from streamer.api.v1 import router_pb2
 from streamer.protocol import MAX_DEPTH, UNAUTHORIZED, VALIDATION_ERROR, ProtocolError, new_request_id
 from streamer.registry import ActionSpec
+from streamer.store import RequestRecord
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,8 +31,10 @@ class Call:
         return self.action.startswith("$")
 
     @classmethod
-    def from_pb(cls, msg: router_pb2.RouteRequest, *, deadline: float | None = None) -> Call:
-        """Decode a RouteRequest; :class:`ProtocolError` when it is unusable."""
+    def from_pb(
+        cls, msg: router_pb2.RouteRequest | router_pb2.SubmitRequest, *, deadline: float | None = None
+    ) -> Call:
+        """Decode a RouteRequest (or a SubmitRequest: no connection); :class:`ProtocolError` when unusable."""
         request_id = msg.request_id or new_request_id()
         if not msg.principal.user_id or not msg.principal.tenant_id:
             raise ProtocolError(UNAUTHORIZED, "The caller has no user or tenant", request_id=request_id)
@@ -47,7 +50,7 @@ class Call:
         if not isinstance(metadata, dict):
             raise ProtocolError(VALIDATION_ERROR, "'metadata' must be a JSON object", request_id=request_id)
         return cls(
-            connection_id=msg.connection_id,
+            connection_id=msg.connection_id if isinstance(msg, router_pb2.RouteRequest) else "",
             user_id=msg.principal.user_id,
             tenant_id=msg.principal.tenant_id,
             permissions=tuple(msg.principal.permissions),
@@ -67,3 +70,9 @@ class RouteContext:
     spec: ActionSpec | None = None
     #: ``sync``, ``async``, ``system`` or ``unknown`` (a metric label).
     mode: str = "unknown"
+    #: A backend's ``Submit`` (no connection; async actions only), not a client's ``Route``.
+    submitted: bool = False
+    #: The request this call stored, when it stored a new one.
+    record: RequestRecord | None = None
+    #: The answer (set by :meth:`Router.submit`).
+    frames: list[dict[str, Any]] = dataclasses.field(default_factory=list)

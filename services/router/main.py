@@ -19,6 +19,7 @@ import sys
 from services.router.publish import Publisher
 from services.router.route import Router
 from services.router.servicer import SERVICE_NAME, RouterServicer
+from services.router.submit import Submitter
 from streamer import rpc
 from streamer.api.v1 import router_pb2_grpc
 from streamer.config import ConfigError, Settings, load_settings
@@ -77,7 +78,11 @@ class RouterService:
             self._stack.push_async_callback(delivery.close)
             self.router = Router(registry=self.registry, store=store, settings=self.settings)
             self._stack.push_async_callback(self.router.close)
-            servicer = RouterServicer(router=self.router, publisher=Publisher(delivery=delivery, store=store))
+            servicer = RouterServicer(
+                router=self.router,
+                publisher=Publisher(delivery=delivery, store=store),
+                submitter=Submitter(router=self.router, store=store, delivery=delivery),
+            )
             server = rpc.create_server(max_message_bytes=self.settings.grpc_max_message_bytes)
             router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
             health_servicer = rpc.finish_server(server, service_names=[SERVICE_NAME])

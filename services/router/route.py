@@ -168,10 +168,25 @@ class Router:
         self.replay = replay or SyncReplay()
         self.system = SystemActions(store=store)
         self._pipeline = chain([observe, self._resolve, authorize, self._validate], self._dispatch)
+        self._submit_pipeline = chain(
+            [observe, self._submittable, self._resolve, self._async_only, authorize, self._validate],
+            self._dispatch,
+        )
 
     async def route(self, call: Call) -> Frames:
         """The frames answering ``call``, in order; never raises for a client's mistake."""
         return await self._pipeline(RouteContext(call=call))
+
+    async def submit(self, call: Call) -> RouteContext:
+        """A backend's ``Submit``: the same checks as ``Route``, then the request is queued.
+
+        Only async actions can be submitted (nobody waits on a connection for a sync
+        answer). The answer is ``ctx.frames[0]``; ``ctx.record`` is the request stored,
+        when a new one was.
+        """
+        ctx = RouteContext(call=call, submitted=True)
+        ctx.frames = await self._submit_pipeline(ctx)
+        return ctx
 
     async def close(self) -> None:
         await self.channels.close()
@@ -192,6 +207,26 @@ class Router:
             ]
         ctx.spec = spec
         ctx.mode = "async" if spec.is_async(threshold=self.settings.async_threshold_seconds) else "sync"
+        return await nxt(ctx)
+
+    async def _submittable(self, ctx: RouteContext, nxt: Next) -> Frames:
+        if ctx.call.is_system:
+            return [
+                error_message(
+                    INVALID_ACTION, "System actions cannot be submitted", request_id=ctx.call.request_id
+                )
+            ]
+        return await nxt(ctx)
+
+    async def _async_only(self, ctx: RouteContext, nxt: Next) -> Frames:
+        if ctx.mode != "async":
+            return [
+                error_message(
+                    INVALID_ACTION,
+                    f"Action {ctx.call.action[:128]!r} is synchronous; only async actions can be submitted",
+                    request_id=ctx.call.request_id,
+                )
+            ]
         return await nxt(ctx)
 
     async def _validate(self, ctx: RouteContext, nxt: Next) -> Frames:
@@ -224,7 +259,7 @@ class Router:
     async def _queue(self, ctx: RouteContext) -> dict[str, Any]:
         spec, call = ctx.spec, ctx.call
         assert spec is not None
-        if not call.connection_id:
+        if not call.connection_id and not ctx.submitted:
             return error_message(
                 VALIDATION_ERROR, "An async request needs a connection", request_id=call.request_id
             )
@@ -250,6 +285,7 @@ class Router:
                 await self.store.requests.create(record)
             except AlreadyExists as exc:
                 return await self._resent(call, exc.existing)
+            ctx.record = record
         except StoreError as exc:
             log.warning("could not store request: %s", exc)
             return error_message(
@@ -261,6 +297,6 @@ class Router:
         """The same id again: its state for the same user, DUPLICATE_REQUEST for anyone else."""
         if existing is None or (existing.tenant_id, existing.user_id) != (call.tenant_id, call.user_id):
             return _duplicate(call)
-        if not existing.terminal and existing.connection_id != call.connection_id:
+        if call.connection_id and not existing.terminal and existing.connection_id != call.connection_id:
             existing = await attach(self.store, existing, call)
         return outcome_frame(existing)

@@ -1,4 +1,5 @@
-"""The gRPC ``Router`` service: decodes calls and hands them to :class:`Router` / :class:`Publisher`."""
+"""The gRPC ``Router`` service: decodes calls and hands them to :class:`Router`, :class:`Publisher`
+and :class:`Submitter`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from grpc import aio
 from services.router.call import Call
 from services.router.publish import Publisher
 from services.router.route import Router
+from services.router.submit import Submitter
 from streamer.api.v1 import router_pb2, router_pb2_grpc
 from streamer.protocol import ProtocolError, encode_bytes
 
@@ -14,9 +16,10 @@ SERVICE_NAME = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
-    def __init__(self, *, router: Router, publisher: Publisher) -> None:
+    def __init__(self, *, router: Router, publisher: Publisher, submitter: Submitter) -> None:
         self.router = router
         self.publisher = publisher
+        self.submitter = submitter
 
     async def Route(
         self, request: router_pb2.RouteRequest, context: aio.ServicerContext
@@ -32,3 +35,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self, request: router_pb2.PublishRequest, context: aio.ServicerContext
     ) -> router_pb2.PublishResponse:
         return await self.publisher.serve(request, context)
+
+    async def Submit(
+        self, request: router_pb2.SubmitRequest, context: aio.ServicerContext
+    ) -> router_pb2.SubmitResponse:
+        return await self.submitter.serve(request, context)

@@ -126,6 +126,9 @@ class RequestRecord:
             item[name] = json.dumps(item[name], separators=(",", ":")) if item[name] is not None else None
         item["user_key"] = self.user_key
         item["permissions"] = list(self.permissions)
+        # A request submitted by a backend (Router.Submit) has no connection of its
+        # own; an empty string cannot be a connection-index key, so it is left out.
+        item["connection_id"] = self.connection_id or None
         return item
 
     @classmethod
@@ -135,6 +138,7 @@ class RequestRecord:
             if isinstance(values.get(name), str):
                 values[name] = json.loads(values[name])
         values["permissions"] = tuple(values.get("permissions") or ())
+        values.setdefault("connection_id", "")
         return cls(**values)
 
 

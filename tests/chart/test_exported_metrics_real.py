@@ -19,6 +19,7 @@ MODULES = [
     "services.connect.app",
     "services.router.middleware",
     "services.router.publish",
+    "services.router.submit",
     "services.processor.metrics",
     "streamer.delivery",
     "streamer.auth",

@@ -143,7 +143,9 @@ class InvokeRequest(_message.Message):
     attempt: _builtins.int
     """1 for the first attempt, 2 for the first retry, and so on."""
     connection_id: _builtins.str
-    """The connection that sent the request (informational)."""
+    """The connection that sent the request (informational; empty for a request
+    a backend submitted on the user's behalf).
+    """
     @_builtins.property
     def principal(self) -> _common_pb2.Principal:
         """The caller."""

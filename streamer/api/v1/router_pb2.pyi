@@ -189,3 +189,83 @@ class PublishResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishResponse: _TypeAlias = PublishResponse  # noqa: Y015
+
+@_typing.final
+class SubmitRequest(_message.Message):
+    """An async request a backend starts for a user (see docs/backends.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    action: _builtins.str
+    """The action: an async action some handler serves (not a system action)."""
+    request_id: _builtins.str
+    """Optional id; the router makes one when empty. Re-submitting an id for the
+    same user is idempotent (the answer is the request's current state).
+    """
+    payload: _builtins.bytes
+    """The action's payload: a JSON object."""
+    metadata: _builtins.bytes
+    """Free-form metadata: a JSON object (e.g. {"priority": 5}), as a client's."""
+    @_builtins.property
+    def principal(self) -> _common_pb2.Principal:
+        """The user the request is for: user_id and tenant_id are required; the
+        permissions are checked against the action's requiredPermissions.
+        """
+
+    def __init__(
+        self,
+        *,
+        principal: _common_pb2.Principal | None = ...,
+        action: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        metadata: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "metadata", b"metadata", "payload", b"payload", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitRequest: _TypeAlias = SubmitRequest  # noqa: Y015
+
+@_typing.final
+class SubmitResponse(_message.Message):
+    """How a submission went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FRAME_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The request's id (the one given, or the one the router made)."""
+    frame: _builtins.bytes
+    """The answer as one JSON object: `acknowledgment` for a new request; for an id
+    the same user already has, its state (`status`, `complete` or `error`); an
+    `error` frame (INVALID_ACTION, FORBIDDEN, VALIDATION_ERROR,
+    DUPLICATE_REQUEST, SERVICE_UNAVAILABLE) when it was refused.
+    """
+    connections: _builtins.int
+    """Connections of the user that were attached to the request (each got the
+    acknowledgment and gets progress and the outcome).
+    """
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        frame: _builtins.bytes = ...,
+        connections: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connections", b"connections", "frame", b"frame", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitResponse: _TypeAlias = SubmitResponse  # noqa: Y015

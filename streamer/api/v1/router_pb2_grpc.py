@@ -46,6 +46,11 @@ class RouterStub:
                 request_serializer=streamer_dot_v1_dot_router__pb2.PublishRequest.SerializeToString,
                 response_deserializer=streamer_dot_v1_dot_router__pb2.PublishResponse.FromString,
                 _registered_method=True)
+        self.Submit = channel.unary_unary(
+                '/streamer.v1.Router/Submit',
+                request_serializer=streamer_dot_v1_dot_router__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=streamer_dot_v1_dot_router__pb2.SubmitResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -69,6 +74,16 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Submit(self, request, context):
+        """Start an async request on behalf of a user, as if the user had sent it: it
+        is stored like one sent on a WebSocket, every connection the user has open
+        gets its acknowledgment, progress and outcome, and `$status`/`$resume` find
+        it. Client-caused refusals come back as an `error` frame, as with Route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +96,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Publish,
                     request_deserializer=streamer_dot_v1_dot_router__pb2.PublishRequest.FromString,
                     response_serializer=streamer_dot_v1_dot_router__pb2.PublishResponse.SerializeToString,
+            ),
+            'Submit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Submit,
+                    request_deserializer=streamer_dot_v1_dot_router__pb2.SubmitRequest.FromString,
+                    response_serializer=streamer_dot_v1_dot_router__pb2.SubmitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +158,33 @@ class Router:
             '/streamer.v1.Router/Publish',
             streamer_dot_v1_dot_router__pb2.PublishRequest.SerializeToString,
             streamer_dot_v1_dot_router__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Submit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamer.v1.Router/Submit',
+            streamer_dot_v1_dot_router__pb2.SubmitRequest.SerializeToString,
+            streamer_dot_v1_dot_router__pb2.SubmitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,12 @@ class RouterStub:
     """Push one message to a connection, every connection of a user, or every
     connection of a tenant (the API Gateway Management API's job).
     """
+    Submit: _grpc.UnaryUnaryMultiCallable[_router_pb2.SubmitRequest, _router_pb2.SubmitResponse]
+    """Start an async request on behalf of a user, as if the user had sent it: it
+    is stored like one sent on a WebSocket, every connection the user has open
+    gets its acknowledgment, progress and outcome, and `$status`/`$resume` find
+    it. Client-caused refusals come back as an `error` frame, as with Route.
+    """
 
 @_typing.type_check_only
 class RouterAsyncStub(RouterStub):
@@ -57,6 +63,12 @@ class RouterAsyncStub(RouterStub):
     Publish: _aio.UnaryUnaryMultiCallable[_router_pb2.PublishRequest, _router_pb2.PublishResponse]  # type: ignore[assignment]
     """Push one message to a connection, every connection of a user, or every
     connection of a tenant (the API Gateway Management API's job).
+    """
+    Submit: _aio.UnaryUnaryMultiCallable[_router_pb2.SubmitRequest, _router_pb2.SubmitResponse]  # type: ignore[assignment]
+    """Start an async request on behalf of a user, as if the user had sent it: it
+    is stored like one sent on a WebSocket, every connection the user has open
+    gets its acknowledgment, progress and outcome, and `$status`/`$resume` find
+    it. Client-caused refusals come back as an `error` frame, as with Route.
     """
 
 class RouterServicer(metaclass=_abc_1.ABCMeta):
@@ -81,6 +93,18 @@ class RouterServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_router_pb2.PublishResponse, _abc.Awaitable[_router_pb2.PublishResponse]]:
         """Push one message to a connection, every connection of a user, or every
         connection of a tenant (the API Gateway Management API's job).
+        """
+
+    @_abc_1.abstractmethod
+    def Submit(
+        self,
+        request: _router_pb2.SubmitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.SubmitResponse, _abc.Awaitable[_router_pb2.SubmitResponse]]:
+        """Start an async request on behalf of a user, as if the user had sent it: it
+        is stored like one sent on a WebSocket, every connection the user has open
+        gets its acknowledgment, progress and outcome, and `$status`/`$resume` find
+        it. Client-caused refusals come back as an `error` frame, as with Route.
         """
 
 def add_RouterServicer_to_server(servicer: RouterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
