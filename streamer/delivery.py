@@ -61,7 +61,6 @@ breaker_open_total = counter(
     "streamer_delivery_breaker_open_total", "Times a connect pod's circuit breaker opened."
 )
 
-_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 #: Connection ids per SendMany call (keeps each request far below the gRPC size cap).
 SEND_MANY_CHUNK = 500
 #: Parallel record reads/deletes of one broadcast.
@@ -150,12 +149,12 @@ class Delivery:
         self.final_attempts = max(attempts, final_attempts)
         self.final_pod_timeout = max(pod_timeout, final_pod_timeout)
         self._cache: dict[str, tuple[str, float]] = {}
-        self._channels: dict[str, aio.Channel] = {}
-        self._stubs: dict[str, connections_pb2_grpc.ConnectionsAsyncStub] = {}
+        self._channels: rpc.ChannelPool[connections_pb2_grpc.ConnectionsAsyncStub] = rpc.ChannelPool(
+            connections_pb2_grpc.ConnectionsStub,  # type: ignore[arg-type]  # async over an aio channel
+            max_message_bytes=settings.grpc_max_message_bytes,
+        )
         self._breakers: dict[str, _Breaker] = {}
-        self._background: set[asyncio.Task[Any]] = set()
         self._random = random.Random()
-        self._closed = False
 
     # ------------------------------------------------------------------ public API
 
@@ -228,13 +227,7 @@ class Delivery:
 
     async def close(self) -> None:
         """Close every channel; the object is unusable afterwards."""
-        self._closed = True
-        channels = list(self._channels.values())
-        self._channels.clear()
-        self._stubs.clear()
-        await asyncio.gather(*(ch.close(None) for ch in channels), return_exceptions=True)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._channels.close()
 
     # ------------------------------------------------------------------ lookups
 
@@ -352,33 +345,6 @@ class Delivery:
 
     # ------------------------------------------------------------------ gRPC with retries
 
-    def _stub(self, endpoint: str) -> connections_pb2_grpc.ConnectionsAsyncStub:
-        stub = self._stubs.get(endpoint)
-        if stub is None:
-            if self._closed:
-                raise RuntimeError("Delivery is closed")
-            channel = rpc.channel(endpoint, max_message_bytes=self.settings.grpc_max_message_bytes)
-            stub = connections_pb2_grpc.ConnectionsStub(channel)
-            self._channels[endpoint] = channel
-            self._stubs[endpoint] = stub
-        return stub
-
-    def _evict(self, endpoint: str) -> None:
-        """Forget the channel to a pod that is gone (pods come and go; channels must not pile up)."""
-        channel = self._channels.pop(endpoint, None)
-        self._stubs.pop(endpoint, None)
-        if channel is not None:
-            task = asyncio.create_task(channel.close(1.0))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    def _down(self, endpoint: str) -> bool:
-        """Whether the channel to ``endpoint`` is not connected (the pod is unreachable)."""
-        channel = self._channels.get(endpoint)
-        if channel is None:
-            return True
-        return channel.get_state(try_to_connect=False) != grpc.ChannelConnectivity.READY
-
     def backoff(self, attempt: int) -> float:
         """Delay before retry number ``attempt + 1``: base·2^attempt capped, ±25 % jitter."""
         delay = min(self.max_delay, self.base_delay * (2**attempt))
@@ -396,7 +362,7 @@ class Delivery:
         for attempt in range(attempts):
             if not final and not breaker.allows(time.monotonic()):
                 raise _BreakerOpen(endpoint)
-            stub = self._stub(endpoint)
+            stub = self._channels.stub(endpoint)
             try:
                 result = await call(stub, self.call_timeout)
             except aio.AioRpcError as exc:
@@ -404,7 +370,7 @@ class Delivery:
                 if code == grpc.StatusCode.NOT_FOUND:
                     breaker.succeeded()  # the pod answered
                     raise _NotHere(endpoint) from None
-                if code not in _RETRYABLE:
+                if code not in rpc.RETRY_IN_PLACE:
                     breaker.succeeded()
                     logger.warning(
                         "connect pod refused a call", extra={"endpoint": endpoint, "code": code.name}
@@ -416,9 +382,9 @@ class Delivery:
                     breaker_open_total.inc()
                     logger.warning("circuit breaker opened", extra={"endpoint": endpoint, "code": code.name})
                 if attempt + 1 >= attempts:
-                    down = self._down(endpoint)
+                    down = not self._channels.connected(endpoint)
                     if down:
-                        self._evict(endpoint)
+                        self._channels.evict(endpoint)
                     raise _CallFailed(code, down=down) from None
                 await asyncio.sleep(self.backoff(attempt))
             else:

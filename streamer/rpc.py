@@ -7,11 +7,12 @@ bytes: :func:`dumps` / :func:`loads` are the one place that encodes them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterable
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, Literal, TypeVar
 
 import grpc
 from grpc import aio
@@ -24,6 +25,21 @@ from streamer.config import ConfigError, Settings
 from streamer.protocol import json_depth
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+#: The one classification of failed gRPC calls. A call that failed with one of
+#: ``RETRY_IN_PLACE`` may succeed if sent again at once on the same channel (the peer
+#: was not reached or did not answer in time): delivery to connect pods retries these.
+RETRY_IN_PLACE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+#: A handler call that ended with one of these is worth another attempt: the handler
+#: was unreachable, overloaded, late, or died mid-call. Anything else (UNIMPLEMENTED,
+#: INVALID_ARGUMENT, ...) would fail the same way again.
+RETRYABLE = RETRY_IN_PLACE | {
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+}
 
 #: Who is on the other end: Streamer's own services, or a handler pod (user code).
 Peer = Literal["service", "handler"]
@@ -174,6 +190,62 @@ def channel(
     return aio.insecure_channel(target, options=options)
 
 
+StubT = TypeVar("StubT")
+
+
+class ChannelPool(Generic[StubT]):
+    """One long-lived channel (and stub) per endpoint, opened on first use.
+
+    Every caller of a fleet of pods shares one: the router and the processor for
+    handler pods, delivery for connect pods. :meth:`evict` forgets a pod that is gone
+    so channels do not pile up as pods come and go.
+    """
+
+    def __init__(
+        self,
+        make_stub: Callable[[aio.Channel], StubT],
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        peer: Peer = "service",
+    ) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._make_stub = make_stub
+        self._peer: Peer = peer
+        self._open: dict[str, tuple[aio.Channel, StubT]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def stub(self, endpoint: str) -> StubT:
+        found = self._open.get(endpoint)
+        if found is None:
+            if self._closed:
+                raise RuntimeError("the channel pool is closed")
+            ch = channel(endpoint, max_message_bytes=self.max_message_bytes, peer=self._peer)
+            found = self._open[endpoint] = (ch, self._make_stub(ch))
+        return found[1]
+
+    def connected(self, endpoint: str) -> bool:
+        """Whether the channel to ``endpoint`` is open and READY (without trying to connect)."""
+        found = self._open.get(endpoint)
+        return (
+            found is not None and found[0].get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+        )
+
+    def evict(self, endpoint: str, *, grace: float = 1.0) -> None:
+        """Forget the channel to ``endpoint``, closing it in the background."""
+        found = self._open.pop(endpoint, None)
+        if found is not None:
+            task = asyncio.create_task(found[0].close(grace))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Close every channel; the pool is unusable afterwards."""
+        self._closed = True
+        found, self._open = list(self._open.values()), {}
+        await asyncio.gather(*(ch.close(None) for ch, _ in found), *self._closing, return_exceptions=True)
+
+
 def dumps(value: Any) -> bytes:
     """A JSON value as the bytes a contract field carries."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -205,8 +277,3 @@ def error_pb(code: str, message: str, *, details: Any = None, retryable: bool = 
         details=dumps(details) if details is not None else b"",
         retryable=retryable,
     )
-
-
-TRANSIENT_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)

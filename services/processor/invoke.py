@@ -49,16 +49,14 @@ from collections.abc import Awaitable
 from typing import Any
 
 import grpc
-from grpc import aio
 
 from services.processor import metrics
 from services.processor.claims import ClaimKeeper
 from services.processor.fanout import Fanout
 from services.processor.jobs import Job, StopReason
 from services.processor.progress import ProgressReporter
-from streamer import rpc
-from streamer.api.v1 import common_pb2, handler_pb2, handler_pb2_grpc
 from streamer.config import Settings
+from streamer.handler_client import Failure, HandlerClient, Invocation, Progress, Result
 from streamer.logs import log_context
 from streamer.protocol import (
     CANCELLED,
@@ -76,19 +74,6 @@ from streamer.store.errors import StoreError, TransitionRefused
 
 log = logging.getLogger(__name__)
 
-#: gRPC codes worth another attempt: the handler was unreachable, overloaded, or
-#: died mid-call. Anything else (UNIMPLEMENTED, INVALID_ARGUMENT, ...) will fail
-#: the same way again.
-RETRYABLE_STATUS = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.CANCELLED,
-    }
-)
 #: Handler error codes passed through to the client as they are when final.
 PASS_THROUGH_CODES = frozenset({VALIDATION_ERROR})
 
@@ -135,33 +120,13 @@ class Outcome:
         return self.kind is Kind.ERROR and self.code == TIMEOUT
 
 
-def outcome_from_error(error: common_pb2.Error) -> Outcome:
-    details = None
-    if error.details:
-        with contextlib.suppress(ValueError):
-            details = rpc.loads(error.details)
+def outcome_from_failure(failure: Failure) -> Outcome:
     return Outcome(
         kind=Kind.ERROR,
-        code=error.code or PROCESSING_FAILED,
-        message=error.message or "Handler failed",
-        details=details,
-        retryable=bool(error.retryable) or error.code == TIMEOUT,
-    )
-
-
-def outcome_from_rpc_error(exc: aio.AioRpcError, *, timeout: float) -> Outcome:
-    code = exc.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Outcome(
-            kind=Kind.ERROR, code=TIMEOUT, message=f"Request timed out after {timeout:g}s", retryable=True
-        )
-    retryable = code in RETRYABLE_STATUS
-    return Outcome(
-        kind=Kind.ERROR,
-        code=SERVICE_UNAVAILABLE if code == grpc.StatusCode.UNAVAILABLE else INTERNAL_ERROR,
-        message=f"Handler call failed: {code.name}",
-        details={"grpc_status": code.name},
-        retryable=retryable,
+        code=failure.code,
+        message=failure.message,
+        details=failure.details,
+        retryable=failure.retryable,
     )
 
 
@@ -198,29 +163,6 @@ def start_seq(progress: dict[str, Any] | None, *, recoveries: int) -> int:
     return saved + (SEQ_GAP_AFTER_RECOVERY if recoveries else 0)
 
 
-class ChannelPool:
-    """One gRPC channel per handler endpoint, shared by every call to it."""
-
-    def __init__(self, *, max_message_bytes: int) -> None:
-        self.max_message_bytes = max_message_bytes
-        self._stubs: dict[str, handler_pb2_grpc.HandlerStub] = {}
-        self._channels: dict[str, aio.Channel] = {}
-
-    def stub(self, endpoint: str) -> handler_pb2_grpc.HandlerStub:
-        stub = self._stubs.get(endpoint)
-        if stub is None:
-            channel = rpc.channel(endpoint, max_message_bytes=self.max_message_bytes, peer="handler")
-            self._channels[endpoint] = channel
-            stub = self._stubs[endpoint] = handler_pb2_grpc.HandlerStub(channel)
-        return stub
-
-    async def close(self) -> None:
-        channels = list(self._channels.values())
-        self._channels.clear()
-        self._stubs.clear()
-        await asyncio.gather(*(ch.close(None) for ch in channels), return_exceptions=True)
-
-
 class Invoker:
     """Runs jobs (the dispatcher's ``run``): handler call, progress, the ending's writes and frames."""
 
@@ -234,7 +176,7 @@ class Invoker:
         settings: Settings,
         worker_id: str,
         backoff: Backoff | None = None,
-        channels: ChannelPool | None = None,
+        handlers: HandlerClient | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -243,7 +185,7 @@ class Invoker:
         self.settings = settings
         self.worker_id = worker_id
         self.backoff = backoff or Backoff()
-        self.channels = channels or ChannelPool(max_message_bytes=settings.grpc_max_message_bytes)
+        self.handlers = handlers or HandlerClient(max_message_bytes=settings.grpc_max_message_bytes)
 
     async def run(self, job: Job) -> None:
         with log_context(request_id=job.request_id, connection_id=job.record.connection_id or None):
@@ -305,49 +247,19 @@ class Invoker:
                 message=f"No ready handler serves action {job.action!r}",
                 retryable=True,
             )
-        record = job.record
-        request = handler_pb2.InvokeRequest(
-            request_id=record.request_id,
-            action=record.action,
-            payload=rpc.dumps(record.payload if record.payload is not None else {}),
-            metadata=rpc.dumps(record.metadata if record.metadata is not None else {}),
-            principal=common_pb2.Principal(
-                user_id=record.user_id, tenant_id=record.tenant_id, permissions=list(record.permissions)
-            ),
-            attempt=record.attempt,
-            connection_id=record.connection_id,
-        )
-        # grpc-stubs types the sync API; over a grpc.aio channel this is an async stream call.
-        call: Any = self.channels.stub(spec.endpoint).Invoke(request, timeout=spec.timeout)
+        request = Invocation.of(job.record, attempt=job.record.attempt)
 
         async def consume() -> Outcome:
-            async for event in call:
-                kind = event.WhichOneof("event")
-                if kind == "progress":
-                    details = None
-                    if event.progress.details:
-                        with contextlib.suppress(ValueError):
-                            details = rpc.loads(event.progress.details)
-                    reporter.report(
-                        event.progress.percentage,
-                        event.progress.message,
-                        details if isinstance(details, dict) else None,
-                    )
-                elif kind == "result":
-                    try:
-                        return Outcome(kind=Kind.RESULT, result=rpc.loads(event.result.data))
-                    except ValueError:
-                        return Outcome(
-                            kind=Kind.ERROR, code=PROCESSING_FAILED, message="Handler returned invalid JSON"
-                        )
-                elif kind == "error":
-                    return outcome_from_error(event.error)
-            return Outcome(
-                kind=Kind.ERROR,
-                code=INTERNAL_ERROR,
-                message="Handler stream ended without a result",
-                retryable=True,
-            )
+            async for event in self.handlers.invoke(spec.endpoint, request, timeout=spec.timeout):
+                if isinstance(event, Progress):
+                    reporter.report(event.percentage, event.message, event.details)
+                elif isinstance(event, Result):
+                    return Outcome(kind=Kind.RESULT, result=event.data)
+                else:
+                    if job.stop_reason is not None and event.grpc_status == grpc.StatusCode.CANCELLED.name:
+                        return Outcome(kind=Kind.STOPPED)
+                    return outcome_from_failure(event)
+            raise AssertionError("an invocation always ends with a result or a failure")  # pragma: no cover
 
         consumer = asyncio.create_task(consume(), name=f"invoke-{job.request_id}")
         stopper = asyncio.create_task(job.stopped.wait())
@@ -356,20 +268,14 @@ class Invoker:
         finally:
             stopper.cancel()
             if not consumer.done():
-                call.cancel()
-                consumer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aio.AioRpcError):
+                consumer.cancel()  # closes the invocation, which cancels the call
+                with contextlib.suppress(asyncio.CancelledError):
                     await consumer
         if not consumer.done() or consumer.cancelled():
             return Outcome(kind=Kind.STOPPED)
         exc = consumer.exception()
         if exc is None:
-            call.cancel()  # we have the ending; nothing more to read
             return consumer.result()
-        if isinstance(exc, aio.AioRpcError):
-            if job.stop_reason is not None and exc.code() == grpc.StatusCode.CANCELLED:
-                return Outcome(kind=Kind.STOPPED)
-            return outcome_from_rpc_error(exc, timeout=spec.timeout)
         log.error("handler call failed", exc_info=exc)
         return Outcome(kind=Kind.ERROR, code=INTERNAL_ERROR, message="Handler call failed", retryable=True)
 

@@ -42,10 +42,11 @@ from services.processor.claims import (
 from services.processor.coordinator import LeaseCoordinator, PollPolicy
 from services.processor.dispatch import Dispatcher
 from services.processor.fanout import Fanout, Sender
-from services.processor.invoke import Backoff, ChannelPool, Invoker
+from services.processor.invoke import Backoff, Invoker
 from services.processor.jobs import Job, JobState, StopReason
 from services.processor.sweeper import Sweeper
 from streamer.config import Settings
+from streamer.handler_client import HandlerClient
 from streamer.metrics import Health
 from streamer.registry import Registry
 from streamer.store import Store
@@ -132,7 +133,7 @@ class Processor:
             on_claimed=self._on_claimed,
         )
         self.fanout = Fanout(sender=self._delivery, subscriptions=store.subscriptions)
-        self.channels = ChannelPool(max_message_bytes=self.settings.grpc_max_message_bytes)
+        self.handlers = HandlerClient(max_message_bytes=self.settings.grpc_max_message_bytes)
         self.invoker = Invoker(
             store=store,
             registry=self.registry,
@@ -141,7 +142,7 @@ class Processor:
             settings=self.settings,
             worker_id=self.worker_id,
             backoff=self.backoff,
-            channels=self.channels,
+            handlers=self.handlers,
         )
         self.dispatcher = Dispatcher(
             registry=self.registry, default_limit=self.settings.handler_concurrency, run=self.invoker.run
@@ -206,7 +207,7 @@ class Processor:
         await self._close()
 
     async def _close(self) -> None:
-        await self.channels.close()
+        await self.handlers.close()
         if self._owned_delivery is not None:
             await self._owned_delivery.close()
         await self._stack.aclose()

@@ -30,11 +30,11 @@ import time
 from typing import Any
 
 from services.router.call import Call, RouteContext
-from services.router.invoke import HandlerChannels, invoke_sync, validate_remote
 from services.router.middleware import Frames, Next, authorize, chain, observe
 from services.router.states import outcome_frame
 from services.router.system_actions import SystemActions, attach
 from streamer.config import Settings
+from streamer.handler_client import Failure, HandlerClient, Invocation, Result
 from streamer.protocol import (
     DUPLICATE_REQUEST,
     INVALID_ACTION,
@@ -43,8 +43,9 @@ from streamer.protocol import (
     acknowledgment_message,
     encode_bytes,
     error_message,
+    response_message,
 )
-from streamer.registry import Registry
+from streamer.registry import ActionSpec, Registry
 from streamer.schema import payload_errors
 from streamer.store import AlreadyExists, RequestRecord, Store, StoreError
 
@@ -55,6 +56,9 @@ SYNC_REPLAY_MAX_ENTRIES = 10_000
 SYNC_REPLAY_MAX_FRAME_BYTES = 64 * 1024
 #: Clients may set ``metadata.priority`` within this range (higher runs first).
 PRIORITY_RANGE = (0, 10)
+#: The longest the router waits for a handler's Validate answer before queuing an
+#: async request anyway (the processor validates again when it invokes).
+VALIDATE_DEADLINE_SECONDS = 1.0
 
 
 def _duplicate(call: Call) -> dict[str, Any]:
@@ -141,6 +145,16 @@ class SyncReplay:
             future.set_result(frame)
 
 
+def _failure_frame(call: Call, failure: Failure) -> dict[str, Any]:
+    return error_message(
+        failure.code,
+        failure.message,
+        request_id=call.request_id,
+        details=failure.details,
+        retryable=failure.retryable,
+    )
+
+
 def _priority(call: Call, default: int) -> int:
     value = call.metadata.get("priority")
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
@@ -158,13 +172,13 @@ class Router:
         registry: Registry,
         store: Store,
         settings: Settings,
-        channels: HandlerChannels | None = None,
+        handlers: HandlerClient | None = None,
         replay: SyncReplay | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.settings = settings
-        self.channels = channels or HandlerChannels(max_message_bytes=settings.grpc_max_message_bytes)
+        self.handlers = handlers or HandlerClient(max_message_bytes=settings.grpc_max_message_bytes)
         self.replay = replay or SyncReplay()
         self.system = SystemActions(store=store)
         self._pipeline = chain([observe, self._resolve, authorize, self._validate], self._dispatch)
@@ -189,7 +203,7 @@ class Router:
         return ctx
 
     async def close(self) -> None:
-        await self.channels.close()
+        await self.handlers.close()
 
     # --- middleware steps -------------------------------------------------------------
 
@@ -253,8 +267,55 @@ class Router:
     # --- the two paths ----------------------------------------------------------------
 
     async def _invoke(self, ctx: RouteContext) -> Frames:
-        assert ctx.spec is not None
-        return [await invoke_sync(self.channels, ctx.spec, ctx.call)]
+        """Run a sync action: its result as ``response``, or an ``error`` frame.
+
+        The deadline is the action's timeout, cut to what is left of the caller's own.
+        Progress events of a sync action are not forwarded: a sync answer is one frame.
+        """
+        spec, call = ctx.spec, ctx.call
+        assert spec is not None
+        if not spec.endpoint:
+            return [
+                _failure_frame(
+                    call,
+                    Failure(
+                        code=SERVICE_UNAVAILABLE,
+                        message=f"The handler of {call.action!r} has no endpoint yet",
+                        retryable=True,
+                    ),
+                )
+            ]
+        deadline = spec.timeout
+        if call.deadline is not None:
+            deadline = max(0.001, min(deadline, call.deadline))
+        async for event in self.handlers.invoke(spec.endpoint, Invocation.of(call), timeout=deadline):
+            if isinstance(event, Result):
+                return [response_message(call.request_id, event.data)]
+            if isinstance(event, Failure):
+                return [_failure_frame(call, event)]
+        raise AssertionError("an invocation always ends with a result or a failure")  # pragma: no cover
+
+    async def _validate_remote(self, spec: ActionSpec, call: Call) -> dict[str, Any] | None:
+        """Ask the handler to check the payload (its own rules beyond the schema).
+
+        Returns a ``VALIDATION_ERROR`` frame when the handler refuses it; None when it
+        accepts it *or cannot be asked* — an async request must be queued even while its
+        handler is down or scaling, and the processor's Invoke validates again.
+        """
+        if not spec.endpoint:
+            return None
+        refused = await self.handlers.validate(
+            spec.endpoint, Invocation.of(call), timeout=VALIDATE_DEADLINE_SECONDS
+        )
+        if refused is not None and refused.grpc_status:
+            log.info(
+                "handler validation skipped",
+                extra={"handler": spec.handler, "grpc_status": refused.grpc_status},
+            )
+            return None
+        if refused is None or refused.code != VALIDATION_ERROR:
+            return None
+        return _failure_frame(call, refused)
 
     async def _queue(self, ctx: RouteContext) -> dict[str, Any]:
         spec, call = ctx.spec, ctx.call
@@ -263,7 +324,7 @@ class Router:
             return error_message(
                 VALIDATION_ERROR, "An async request needs a connection", request_id=call.request_id
             )
-        refused = await validate_remote(self.channels, spec, call)
+        refused = await self._validate_remote(spec, call)
         if refused is not None:
             return refused
         record = RequestRecord.new(

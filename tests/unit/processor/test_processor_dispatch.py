@@ -6,9 +6,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
-import grpc
 import pytest
-from grpc import aio
 
 from services.processor.claims import Candidate, cancel_from_record, candidate_from_record, dedupe
 from services.processor.dispatch import Dispatcher, Lane
@@ -19,7 +17,6 @@ from services.processor.invoke import (
     Kind,
     Outcome,
     final_error,
-    outcome_from_rpc_error,
     start_seq,
 )
 from services.processor.jobs import Job, JobState, StopReason
@@ -332,21 +329,6 @@ def test_final_error_codes() -> None:
     unavailable = Outcome(kind=Kind.ERROR, code="SERVICE_UNAVAILABLE", message="down", retryable=True)
     err = final_error(unavailable, attempt=2, max_attempts=2)
     assert err["code"] == "PROCESSING_FAILED" and err["details"]["cause"] == "SERVICE_UNAVAILABLE"
-
-
-@pytest.mark.parametrize(
-    ("status", "code", "retryable"),
-    [
-        (grpc.StatusCode.DEADLINE_EXCEEDED, "TIMEOUT", True),
-        (grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE", True),
-        (grpc.StatusCode.INTERNAL, "INTERNAL_ERROR", True),
-        (grpc.StatusCode.UNIMPLEMENTED, "INTERNAL_ERROR", False),
-    ],
-)
-def test_rpc_errors_map_to_outcomes(status: grpc.StatusCode, code: str, retryable: bool) -> None:
-    exc = aio.AioRpcError(status, aio.Metadata(), aio.Metadata(), details="x", debug_error_string="")
-    outcome = outcome_from_rpc_error(exc, timeout=2.0)
-    assert (outcome.code, outcome.retryable) == (code, retryable)
 
 
 # --- fan-out (with a tiny fake sender: unit test only) ------------------------------------------------
