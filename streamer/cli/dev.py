@@ -119,6 +119,13 @@ async def _run(args: argparse.Namespace) -> int:
                 '  Try it:       streamer request echo --payload \'{"message": "hello"}\''
                 + (f" --url {stack.ws_url}" if port != DEFAULT_WS_PORT else "")
             )
+        router = stack.services.get("router")
+        if router is not None and router.grpc_address:
+            _info(
+                f"Backends: the router is at {router.grpc_address}; try\n"
+                f'  streamer publish \'{{"text": "hi"}}\' --user {DEV_USER} --tenant {DEV_TENANT}'
+                f" --router {router.grpc_address}   (docs/backends.md)"
+            )
         for url in stack.ws_urls[1:]:
             _info(f"Also listening: {url}")
         print(ready_line(stack.ws_url), flush=True)

@@ -25,6 +25,8 @@ LOCAL_COMMANDS = {
     "dev": "streamer.cli.dev",
     "token": "streamer.cli.token",
     "request": "streamer.cli.request",
+    "publish": "streamer.cli.publish",
+    "submit": "streamer.cli.submit",
     "tables": "streamer.cli.tables",
 }
 

@@ -100,7 +100,7 @@ def add_parser(sub: Any) -> None:
     )
 
 
-def _parse_object(raw: str | None, *, what: str) -> dict[str, Any] | None:
+def parse_object(raw: str | None, *, what: str) -> dict[str, Any] | None:
     if raw is None:
         return None
     text = raw
@@ -180,8 +180,8 @@ class _Display:
 
 async def _request(args: argparse.Namespace) -> int:
     try:
-        payload = _parse_object(args.payload, what="payload") or {}
-        metadata = _parse_object(args.metadata, what="metadata")
+        payload = parse_object(args.payload, what="payload") or {}
+        metadata = parse_object(args.metadata, what="metadata")
     except (ValueError, OSError) as exc:
         print(f"streamer request: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,9 +1,13 @@
-"""Backends on the real stack (two connect pods): publish to a connection, a user and a
-tenant, and a request submitted on a user's behalf reaching that user's sockets."""
+"""Backends on the real stack (two connect pods), through the backend SDK and the CLI:
+publish to a connection, a user and a tenant, and a request submitted on a user's
+behalf reaching that user's sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,9 +15,8 @@ from typing import Any
 import pytest
 from e2e_helpers import Recorder, eventually, running_stack
 
-from streamer import rpc
-from streamer.api.v1 import common_pb2, router_pb2, router_pb2_grpc
-from streamer.client import StreamerClient
+from streamer.backend import AsyncBackend, Backend
+from streamer.client import InvalidActionError, StreamerClient, ValidationError
 from streamer.local.stack import LocalStack
 from streamer.store import COMPLETED, Store
 
@@ -35,10 +38,72 @@ def client(stack: LocalStack, *, pod: int = 0, user: str, tenant: str, **kw: Any
     return StreamerClient(stack.ws_urls[pod], token=stack.token(user=user, tenant=tenant), **kw)
 
 
-def router(stack: LocalStack) -> router_pb2_grpc.RouterStub:
-    address = stack.service("router").grpc_address
-    assert address
-    return router_pb2_grpc.RouterStub(rpc.channel(address))
+def backend(stack: LocalStack) -> AsyncBackend:
+    return AsyncBackend(stack.service("router").grpc_address, settings=stack.settings, timeout=30)
+
+
+async def cli(stack: LocalStack, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, **stack.env}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamer.cli.main",
+        *args,
+        "--router",
+        str(stack.service("router").grpc_address),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _connections(store: Store, tenant: str, count: int) -> list[Any]:
+    found = await store.connections.by_tenant(tenant)
+    return found if len(found) == count else []
+
+
+async def test_publish_to_a_connection_a_user_and_a_tenant_across_two_pods(stack2: LocalStack) -> None:
+    tenant, alice = rid("t"), rid("alice")
+    a0, a1, bob = Recorder(), Recorder(), Recorder()
+    async with (
+        client(stack2, pod=0, user=alice, tenant=tenant, on_message=a0),
+        client(stack2, pod=1, user=alice, tenant=tenant, on_message=a1),
+        client(stack2, pod=1, user=rid("bob"), tenant=tenant, on_message=bob),
+        client(stack2, pod=0, user=alice, tenant=rid("elsewhere")) as outsider,
+        backend(stack2) as b,
+    ):
+        async with Store.open(settings=stack2.settings) as store:
+            # every socket is registered (connect may write its record after the upgrade)
+            conns = await eventually(lambda: _connections(store, tenant, 3))
+        (bob_conn,) = [c.connection_id for c in conns if c.user_id != alice]
+
+        def got(rec: Recorder, marker: str) -> list[dict[str, Any]]:
+            return [m for m in rec.messages if m.get("marker") == marker]
+
+        sent = await b.publish({"type": "notice", "marker": "user"}, to_user=alice, tenant=tenant)
+        assert (sent.matched, sent.delivered, sent.failed) == (2, 2, 0)
+        await eventually(lambda: got(a0, "user") and got(a1, "user"))
+        assert not got(bob, "user")
+
+        sent = await b.publish({"marker": "tenant"}, to_tenant=tenant)
+        assert (sent.matched, sent.delivered) == (3, 3)
+        await eventually(lambda: got(a0, "tenant") and got(a1, "tenant") and got(bob, "tenant"))
+        assert got(bob, "tenant")[0]["type"] == "message"  # a message without type gets one
+
+        sent = await b.publish({"type": "notice", "marker": "one"}, to_connection=bob_conn)
+        assert (sent.matched, sent.delivered) == (1, 1)
+        await eventually(lambda: got(bob, "one"))
+        assert not got(a0, "one") and not got(a1, "one")
+        assert outsider.connected
+
+    # The CLI: counts with --json, exit 0; a connection that does not exist is 15.
+    code, out, _ = await cli(stack2, "publish", '{"text": "hi"}', "--tenant", tenant, "--json")
+    assert code == 0 and json.loads(out) == {"matched": 0, "delivered": 0, "failed": 0}
+    code, _, err = await cli(stack2, "publish", "{}", "--connection", "no-such-connection")
+    assert code == 15 and "NOT_FOUND" in err
 
 
 async def test_submitted_request_reaches_every_socket_of_the_user_and_resume_finds_it(
@@ -51,18 +116,12 @@ async def test_submitted_request_reaches_every_socket_of_the_user_and_resume_fin
         client(stack2, pod=0, user=user, tenant=tenant, on_message=first),
         client(stack2, pod=1, user=user, tenant=tenant, on_message=second),
         client(stack2, pod=1, user=rid("other"), tenant=tenant, on_message=stranger),
+        backend(stack2) as b,
     ):
-        answer = await router(stack2).Submit(
-            router_pb2.SubmitRequest(
-                principal=common_pb2.Principal(user_id=user, tenant_id=tenant),
-                action="echo_async",
-                request_id=request_id,
-                payload=rpc.dumps({"message": "for you"}),
-            ),
-            timeout=30,
+        job = await b.submit(
+            "echo_async", {"message": "for you"}, user=user, tenant=tenant, request_id=request_id
         )
-        assert json.loads(answer.frame)["type"] == "acknowledgment"
-        assert answer.request_id == request_id and answer.connections == 2
+        assert (job.request_id, job.status, job.connections) == (request_id, "PENDING", 2)
         for rec in (first, second):
             await eventually(lambda rec=rec: rec.of(request_id, "complete"), timeout=60)
             kinds = [m["type"] for m in rec.of(request_id)]
@@ -71,16 +130,10 @@ async def test_submitted_request_reaches_every_socket_of_the_user_and_resume_fin
             assert rec.of(request_id, "complete")[-1]["result"]["message"] == "for you"
         assert stranger.of(request_id) == []
         # Re-submitting the id is idempotent: its state, no second request.
-        again = await router(stack2).Submit(
-            router_pb2.SubmitRequest(
-                principal=common_pb2.Principal(user_id=user, tenant_id=tenant),
-                action="echo_async",
-                request_id=request_id,
-                payload=rpc.dumps({"message": "for you"}),
-            ),
-            timeout=30,
+        again = await b.submit(
+            "echo_async", {"message": "for you"}, user=user, tenant=tenant, request_id=request_id
         )
-        assert json.loads(again.frame)["type"] == "complete"
+        assert again.status == COMPLETED and again.frame["type"] == "complete"
     # A socket opened later finds it with $resume and $status.
     late_frames = Recorder()
     async with client(stack2, pod=0, user=user, tenant=tenant, on_message=late_frames) as late:
@@ -94,22 +147,28 @@ async def test_submitted_request_reaches_every_socket_of_the_user_and_resume_fin
     assert record.connection_id == "" and record.user_id == user
 
 
-async def test_submit_refusals_are_error_frames(stack2: LocalStack) -> None:
-    stub = router(stack2)
-    principal = common_pb2.Principal(user_id="u", tenant_id="t")
-    cases = {
-        "echo": "INVALID_ACTION",  # sync actions cannot be submitted
-        "$status": "INVALID_ACTION",
-        "no_such_action": "INVALID_ACTION",
-    }
-    for action, code in cases.items():
-        out = await stub.Submit(router_pb2.SubmitRequest(principal=principal, action=action), timeout=30)
-        assert json.loads(out.frame)["error"]["code"] == code, action
-    bad = await stub.Submit(
-        router_pb2.SubmitRequest(
-            principal=principal, action="generate_report", payload=rpc.dumps({"start_date": "x"})
-        ),
-        timeout=30,
+async def test_submit_refusals_are_typed_errors_and_exit_statuses(stack2: LocalStack) -> None:
+    router = stack2.service("router").grpc_address
+    with Backend(router, settings=stack2.settings, timeout=30) as b:  # the synchronous client
+        for action in ("echo", "$status", "no_such_action"):  # sync, system, unknown
+            with pytest.raises(InvalidActionError):
+                b.submit(action, {}, user="u", tenant="t")
+        with pytest.raises(ValidationError) as err:
+            b.submit("generate_report", {"start_date": "x"}, user="u", tenant="t")
+        assert err.value.details
+    code, out, _ = await cli(
+        stack2,
+        "submit",
+        "generate_report",
+        "--payload",
+        '{"start_date": "x"}',
+        "--user",
+        "u",
+        "--tenant",
+        "t",
     )
-    assert json.loads(bad.frame)["error"]["code"] == "VALIDATION_ERROR"
-    assert bad.connections == 0
+    assert code == 10
+    code, out, _ = await cli(
+        stack2, "submit", "echo_async", "--payload", '{"message": "cli"}', "--id", rid("cli"), "--json"
+    )
+    assert code == 0 and json.loads(out)["status"] == "PENDING"
