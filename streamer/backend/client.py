@@ -63,8 +63,6 @@ _GRPC_ERRORS: dict[grpc.StatusCode, type[StreamerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: ValidationError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: PayloadTooLargeError,
 }
-#: gRPC failures after which an idempotent call is sent again.
-_RETRY_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 def grpc_error(exc: grpc.aio.AioRpcError, *, request_id: str | None = None) -> StreamerError:
@@ -74,7 +72,7 @@ def grpc_error(exc: grpc.aio.AioRpcError, *, request_id: str | None = None) -> S
     return cls(
         exc.details() or code.name,
         details={"grpc_status": code.name},
-        retryable=code in _RETRY_ON,
+        retryable=code in rpc.RETRY_IN_PLACE,
         request_id=request_id,
     )
 
@@ -192,7 +190,7 @@ class AsyncBackend:
             try:
                 return await call()
             except grpc.aio.AioRpcError as exc:
-                if not retry or exc.code() not in _RETRY_ON or attempt >= self.attempts:
+                if not retry or exc.code() not in rpc.RETRY_IN_PLACE or attempt >= self.attempts:
                     raise grpc_error(exc, request_id=request_id) from None
             delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
             await asyncio.sleep(random.uniform(delay / 2, delay))
