@@ -244,6 +244,19 @@ class Settings:
     pending_grace_seconds: float = _field(
         "STREAMER_PENDING_GRACE_SECONDS", _positive(float), 10.0, "PENDING age the sweeper re-dispatches."
     )
+    offer_grace_seconds: float = _field(
+        "STREAMER_OFFER_GRACE_SECONDS",
+        _positive(float),
+        2.0,
+        "How long the stream reader leaves an offered request to the processor it was offered to.",
+    )
+    processor_addresses: tuple[str, ...] = _field(
+        "STREAMER_PROCESSOR_ADDRESSES",
+        _parse_list,
+        (),
+        "router: processors' gRPC host:port list for direct dispatch (a name may resolve to many; "
+        "empty: stream only).",
+    )
     progress_interval_seconds: float = _field(
         "STREAMER_PROGRESS_INTERVAL_SECONDS", _non_negative(float), 0.1, "Least time between progress frames."
     )

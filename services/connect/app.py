@@ -457,6 +457,16 @@ class ConnectService:
 
     async def _route(self, conn: ClientConnection, message: protocol.ClientMessage, request_id: str) -> None:
         assert self._router is not None
+        conn.routing_started(request_id)
+        try:
+            await self._route_once(conn, message, request_id)
+        finally:
+            conn.routing_done(request_id)
+
+    async def _route_once(
+        self, conn: ClientConnection, message: protocol.ClientMessage, request_id: str
+    ) -> None:
+        assert self._router is not None
         with log_context(request_id=request_id):
             started = time.perf_counter()
             try:

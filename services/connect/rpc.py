@@ -45,7 +45,7 @@ class ConnectionsServicer(connections_pb2_grpc.ConnectionsServicer):
         if conn is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "connection is not held by this pod")
         assert conn is not None and text is not None
-        return connections_pb2.SendResponse(delivered=conn.send_text(text))
+        return connections_pb2.SendResponse(delivered=conn.push_text(text))
 
     async def SendMany(
         self, request: connections_pb2.SendManyRequest, context: aio.ServicerContext
@@ -59,7 +59,7 @@ class ConnectionsServicer(connections_pb2_grpc.ConnectionsServicer):
             conn = self._connections.get(cid)
             if conn is None:
                 out.not_found.append(cid)
-            elif conn.send_text(text):
+            elif conn.push_text(text):
                 out.delivered.append(cid)
             else:
                 out.failed.append(cid)

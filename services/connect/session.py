@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Coroutine
 from typing import Any, Final
@@ -65,6 +66,9 @@ class ClientConnection:
             asyncio.Queue()
         )  # bounded by hand: the flush marker skips the bound
         self.inflight: set[asyncio.Task[None]] = set()
+        #: Request ids whose Route answer is still on its way → frames pushed for them
+        #: meanwhile (see :meth:`push_text`).
+        self.routing: dict[str, tuple[str, list[str]]] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self.loop = asyncio.get_running_loop()
         self.opened_at = self.loop.time()
@@ -159,6 +163,30 @@ class ClientConnection:
             return False
         self.queue.put_nowait(text)
         return True
+
+    def push_text(self, text: str) -> bool:
+        """A frame pushed by another service (``Connections.Send``): like :meth:`send_text`,
+        except that a frame of a request whose Route answer has not been written yet waits
+        for it. With direct dispatch a processor can start a request — and send its first
+        progress — before the router's ``acknowledgment`` is back here; the client must
+        still see the acknowledgment first.
+        """
+        if self.routing:
+            for needle, held in self.routing.values():
+                if needle in text:
+                    held.append(text)
+                    return not self.closing
+        return self.send_text(text)
+
+    def routing_started(self, request_id: str) -> None:
+        # As protocol.encode writes it: compact JSON.
+        self.routing.setdefault(request_id, ('"request_id":' + json.dumps(request_id), []))
+
+    def routing_done(self, request_id: str) -> None:
+        """The Route answer was queued: release the frames held for it, in order."""
+        entry = self.routing.pop(request_id, None)
+        for text in entry[1] if entry is not None else ():
+            self.send_text(text)
 
     def send_message(self, message: dict[str, Any]) -> bool:
         return self.send_text(protocol.encode(message))

@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.processor import metrics
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: Added to ``not_before`` when scheduling, so the claim's ``not_before <= now``
 #: condition (evaluated with the same wall clock) holds when the timer fires.
 SCHEDULE_SLACK_SECONDS = 0.005
-_IMAGE_FIELDS = ("request_id", "status", "attempt", "not_before", "owner", "cancel_requested")
+_IMAGE_FIELDS = ("request_id", "status", "attempt", "not_before", "owner", "cancel_requested", "offer_until")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,6 +51,9 @@ class Candidate:
     request_id: str
     attempt: int
     not_before: float | None = None
+    #: A new request the router offered to a processor directly: the stream reader
+    #: claims it only if no claim shows up on the stream before this wall-clock time.
+    offer_until: float | None = None
     source: str = "stream"
 
 
@@ -82,11 +85,33 @@ def candidate_from_record(record: Mapping[str, Any]) -> Candidate | None:
     if old and old.get("status") == PENDING and int(old.get("attempt", 1)) == attempt:
         return None
     not_before = new.get("not_before")
+    # Only the INSERT was offered; a later PENDING record (retry, release) keeps the
+    # attribute on the item but was not offered to anyone.
+    offer_until = new.get("offer_until") if old is None else None
     return Candidate(
         request_id=str(new["request_id"]),
         attempt=attempt,
         not_before=float(not_before) if not_before is not None else None,
+        offer_until=float(offer_until) if offer_until is not None else None,
     )
+
+
+def settled_from_record(record: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(request, attempt) a record shows leaving PENDING at that attempt (claimed, cancelled), or None.
+
+    How the stream reader tells an offered request from an orphan: the claim that
+    the offered processor made is itself a stream record of the same item, hence on
+    the same shard right after the INSERT; seeing it, the reader drops its held
+    candidate without a claim attempt of its own (pure).
+    """
+    old = _image(record, "OldImage")
+    if not old or old.get("status") != PENDING or "request_id" not in old:
+        return None
+    attempt = int(old.get("attempt", 1))
+    new = _image(record, "NewImage")
+    if new and new.get("status") == PENDING and int(new.get("attempt", 1)) == attempt:
+        return None
+    return str(old["request_id"]), attempt
 
 
 def cancel_from_record(record: Mapping[str, Any]) -> CancelSignal | None:
@@ -108,14 +133,6 @@ def candidate_from_request(record: RequestRecord, *, source: str) -> Candidate:
     return Candidate(
         request_id=record.request_id, attempt=record.attempt, not_before=record.not_before, source=source
     )
-
-
-def dedupe(candidates: Iterable[Candidate]) -> list[Candidate]:
-    """One candidate per (request, attempt), keeping the last (latest not_before)."""
-    out: dict[tuple[str, int], Candidate] = {}
-    for cand in candidates:
-        out[(cand.request_id, cand.attempt)] = cand
-    return list(out.values())
 
 
 class Claimer:
@@ -143,8 +160,13 @@ class Claimer:
             return False
         now = time.time()
         if cand.not_before is not None and cand.not_before > now:
-            self.schedule(cand, at=cand.not_before)
+            self.schedule(cand, at=max(cand.not_before, cand.offer_until or 0.0))
             return False
+        if cand.offer_until is not None and cand.offer_until > now:
+            self.schedule(cand, at=cand.offer_until, why="held")
+            return False
+        # A claim attempt of ours now (an offer, say) supersedes a held or scheduled one.
+        self.settle(cand.request_id, cand.attempt)
         try:
             record = await self.requests.claim(
                 cand.request_id, owner=self.worker_id, attempt=cand.attempt, claim_seconds=self.claim_seconds
@@ -172,16 +194,28 @@ class Claimer:
         self.on_claimed(record)
         return True
 
-    def schedule(self, cand: Candidate, *, at: float) -> None:
-        """Offer ``cand`` again at wall-clock time ``at`` (once per request and attempt)."""
+    def schedule(self, cand: Candidate, *, at: float, why: str = "deferred") -> None:
+        """Offer ``cand`` again at wall-clock time ``at`` (once per request and attempt).
+
+        ``why``: ``deferred`` (its ``not_before`` is ahead) or ``held`` (offered to a
+        processor directly; claimed here only if :meth:`settle` is not called first).
+        """
         key = (cand.request_id, cand.attempt)
         if key in self._timers or not self.accepting:
             return
-        metrics.CLAIMS.labels("deferred").inc()
+        metrics.CLAIMS.labels(why).inc()
         delay = max(0.0, at - time.time()) + SCHEDULE_SLACK_SECONDS
-        retry = dataclasses.replace(cand, not_before=None, source="timer")
+        retry = dataclasses.replace(cand, not_before=None, offer_until=None, source="timer")
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(delay, self._fire, key, retry)
+
+    def settle(self, request_id: str, attempt: int) -> bool:
+        """The request left PENDING at ``attempt`` (seen on the stream): drop its timer, if any."""
+        handle = self._timers.pop((request_id, attempt), None)
+        if handle is None:
+            return False
+        handle.cancel()
+        return True
 
     def _fire(self, key: tuple[str, int], cand: Candidate) -> None:
         self._timers.pop(key, None)

@@ -25,6 +25,9 @@ from streamer.registry import ActionSpec, Registry
 log = logging.getLogger(__name__)
 
 RunJob = Callable[[Job], Awaitable[None]]
+#: A lane refuses direct offers (backpressure) once running + waiting reach this many
+#: times its limit; the stream path still queues (it has nowhere else to send them).
+OFFER_BACKLOG_FACTOR = 2
 _UNKNOWN_LANE = "?"
 
 
@@ -68,6 +71,11 @@ class Lane:
     def __len__(self) -> int:
         return sum(1 for entry in self._heap if entry[3].state is JobState.QUEUED)
 
+    @property
+    def full(self) -> bool:
+        """Running at the limit with as many again waiting (waiting counted from above, in O(1))."""
+        return self.running + len(self._heap) >= OFFER_BACKLOG_FACTOR * self.limit
+
 
 class Dispatcher:
     """Routes claimed jobs into lanes and starts them as slots free up."""
@@ -89,6 +97,11 @@ class Dispatcher:
         lane.limit = limit  # follow registry changes
         lane.push(job)
         self._pump(lane)
+
+    def saturated(self, action: str) -> bool:
+        """Whether the lane of ``action`` is full (see :attr:`Lane.full`): refuse offers for it."""
+        lane = self.lanes.get(lane_key(self.registry.lookup(action), action))
+        return lane is not None and lane.full
 
     def _pump(self, lane: Lane) -> None:
         while lane.running < lane.limit:
@@ -139,6 +152,11 @@ class Dispatcher:
     @property
     def queued(self) -> int:
         return sum(len(lane) for lane in self.lanes.values())
+
+    @property
+    def backlog(self) -> int:
+        """Waiting jobs, counted from above in O(lanes) (entries removed while queued included)."""
+        return sum(len(lane._heap) for lane in self.lanes.values())
 
     @property
     def running(self) -> int:

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Every setting also comes from STREAMER_* variables; flags win.",
     )
     parser.add_argument("--http-port", type=int, help="/metrics, /healthz, /readyz port (STREAMER_HTTP_PORT)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="Processor.Offer port for direct dispatch (STREAMER_GRPC_PORT)"
+    )
     parser.add_argument("--registry", help="YAML file of StreamerHandler documents (STREAMER_REGISTRY_FILE)")
     parser.add_argument("--worker-id", help="lease owner name (STREAMER_WORKER_ID; default host-pid-random)")
     return parser
@@ -77,7 +80,9 @@ async def serve(settings: Settings, *, registry: Registry) -> int:
     processor: Processor | None = None
     try:
         await registry.start()
-        processor = Processor(settings=settings, registry=registry, health=health)
+        processor = Processor(
+            settings=settings, registry=registry, health=health, grpc_port=settings.grpc_port
+        )
         await processor.start()
         await stop.wait()
         log.info("stop signal received; draining", extra={"drain_seconds": settings.drain_seconds})
@@ -99,7 +104,10 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(
-            http_port=args.http_port, registry_file=args.registry, worker_id=args.worker_id
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            registry_file=args.registry,
+            worker_id=args.worker_id,
         )
         rpc.configure_tls(settings)
     except ConfigError as exc:

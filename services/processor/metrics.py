@@ -40,11 +40,18 @@ STREAM_LAG = gauge(
 CLAIMS = counter(
     "streamer_processor_claims_total",
     "Claim attempts: won, refused (someone else has it or it is no longer PENDING), deferred "
-    "(scheduled for its not_before), error.",
+    "(scheduled for its not_before), held (offered to a processor directly: claimed from the stream "
+    "only if no claim shows up within the offer grace), error.",
     ["result"],
 )
 SWEEPER_RECOVERED = counter(
     "streamer_processor_sweeper_recovered_total",
     "Requests the sweeper recovered: expired_claim (owner died) or pending (stream record missed).",
     ["kind"],
+)
+OFFERS = counter(
+    "streamer_processor_offers_total",
+    "Direct-dispatch offers from the router, by outcome: accepted (claimed here), saturated "
+    "(handler lane full: refused), draining, not_claimed (claim refused or failed).",
+    ["outcome"],
 )

@@ -37,14 +37,17 @@ from services.processor.claims import (
     ClaimKeeper,
     cancel_from_record,
     candidate_from_record,
-    dedupe,
+    settled_from_record,
 )
 from services.processor.coordinator import LeaseCoordinator, PollPolicy
 from services.processor.dispatch import Dispatcher
 from services.processor.fanout import Fanout, Sender
 from services.processor.invoke import Backoff, Invoker
 from services.processor.jobs import Job, JobState, StopReason
+from services.processor.offers import SERVICE_NAME, OfferServicer
 from services.processor.sweeper import Sweeper
+from streamer import rpc
+from streamer.api.v1 import processor_pb2_grpc
 from streamer.config import Settings
 from streamer.handler_client import HandlerClient
 from streamer.metrics import Health
@@ -86,6 +89,7 @@ class Processor:
         backoff: Backoff | None = None,
         poll: PollPolicy | None = None,
         initial_position: str = TRIM_HORIZON,
+        grpc_port: int | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -101,6 +105,9 @@ class Processor:
         self._stack = contextlib.AsyncExitStack()
         self.stream_arn = ""
         self.started = False
+        #: Port of the ``Processor`` gRPC service (direct dispatch); None: not served.
+        self.grpc_port = grpc_port
+        self._server: rpc.aio.Server | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,8 +174,30 @@ class Processor:
         await self.coordinator.start()
         self.sweeper.start()
         self.started = True
+        if self.grpc_port is not None:
+            await self._serve_offers(self.grpc_port)
         self.health.set_ready()
         log.info("processor started", extra={"worker_id": self.worker_id, "stream": self.stream_arn})
+
+    async def _serve_offers(self, port: int) -> None:
+        server = rpc.create_server(max_message_bytes=self.settings.grpc_max_message_bytes)
+        servicer = OfferServicer(
+            claimer=self.claimer,
+            dispatcher=self.dispatcher,
+            accepting=lambda: self.started,
+            capacity=self.settings.handler_concurrency,
+        )
+        processor_pb2_grpc.add_ProcessorServicer_to_server(servicer, server)
+        health = rpc.finish_server(server, service_names=[SERVICE_NAME])
+        self.grpc_port = rpc.bind(server, host=self.settings.host, port=port)
+        await server.start()
+        await rpc.set_serving(health, service_names=[SERVICE_NAME], serving=True)
+        self._server = server
+
+    async def _stop_offers(self, grace: float | None) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace)
 
     async def stop(self, *, drain: float | None = None) -> None:
         """Graceful stop (see the module docstring); ``drain`` defaults to ``drain_seconds``."""
@@ -180,6 +209,7 @@ class Processor:
         drain = self.settings.drain_seconds if drain is None else drain
         self.health.set_not_ready("draining")
         log.info("processor draining", extra={"drain_seconds": drain})
+        await self._stop_offers(1.0)  # offers now answer DRAINING; stop listening
         await self.sweeper.stop()
         await self.coordinator.stop(release=True)
         self.claimer.stop()
@@ -198,6 +228,7 @@ class Processor:
     async def abort(self) -> None:
         """Stop at once with no writes at all — what a killed process leaves behind (tests)."""
         self.started = False
+        await self._stop_offers(None)
         self.claimer.stop()
         self.sweeper.abort()
         await self.coordinator.abort()
@@ -207,6 +238,7 @@ class Processor:
         await self._close()
 
     async def _close(self) -> None:
+        await self._stop_offers(None)
         await self.handlers.close()
         if self._owned_delivery is not None:
             await self._owned_delivery.close()
@@ -227,16 +259,27 @@ class Processor:
         self.dispatcher.submit(job)
 
     async def _on_records(self, shard_id: str, records: list[dict[str, Any]]) -> None:
-        """A batch from a shard: claim what needs claiming (the checkpoint follows)."""
-        candidates: list[Candidate] = []
+        """A batch from a shard: claim what needs claiming (the checkpoint follows).
+
+        Records of one item come in order on one shard, so a request's claim record
+        follows its INSERT: a candidate the router offered (``offer_until``) is held
+        until then and dropped when its claim shows up — here in the same batch, or
+        in a later one through :meth:`Claimer.settle` — with no claim attempt of ours.
+        """
+        pending: dict[tuple[str, int], Candidate] = {}
         for record in records:
+            settled = settled_from_record(record)
+            if settled is not None:
+                pending.pop(settled, None)
+                self.claimer.settle(*settled)
             cand = candidate_from_record(record)
             if cand is not None:
-                candidates.append(cand)
+                pending[(cand.request_id, cand.attempt)] = cand  # the last one wins
                 continue
             signal = cancel_from_record(record)
             if signal is not None:
                 self._cancel_signal(signal)
+        candidates = list(pending.values())
         if not candidates:
             return
         sem = asyncio.Semaphore(CLAIM_CONCURRENCY)
@@ -245,7 +288,7 @@ class Processor:
             async with sem:
                 await self.claimer.offer(cand)
 
-        await asyncio.gather(*(offer(c) for c in dedupe(candidates)))
+        await asyncio.gather(*(offer(c) for c in candidates))
 
     def _cancel_signal(self, signal: CancelSignal) -> None:
         self.keeper.signal_cancel(signal)

@@ -31,6 +31,7 @@ from typing import Any
 
 from services.router.call import Call, RouteContext
 from services.router.middleware import Frames, Next, authorize, chain, observe
+from services.router.offers import Offers
 from services.router.states import outcome_frame
 from services.router.system_actions import SystemActions, attach
 from streamer.config import Settings
@@ -174,12 +175,14 @@ class Router:
         settings: Settings,
         handlers: HandlerClient | None = None,
         replay: SyncReplay | None = None,
+        offers: Offers | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
         self.settings = settings
         self.handlers = handlers or HandlerClient(max_message_bytes=settings.grpc_max_message_bytes)
         self.replay = replay or SyncReplay()
+        self.offers = offers or Offers(settings=settings)
         self.system = SystemActions(store=store)
         self._pipeline = chain([observe, self._resolve, authorize, self._validate], self._dispatch)
         self._submit_pipeline = chain(
@@ -203,6 +206,7 @@ class Router:
         return ctx
 
     async def close(self) -> None:
+        await self.offers.close()
         await self.handlers.close()
 
     # --- middleware steps -------------------------------------------------------------
@@ -340,6 +344,7 @@ class Router:
             max_attempts=spec.max_attempts,
             timeout=spec.timeout,
             permissions=call.permissions,
+            offer_grace=self.settings.offer_grace_seconds if self.offers.enabled else None,
         )
         try:
             try:
@@ -352,6 +357,7 @@ class Router:
             return error_message(
                 SERVICE_UNAVAILABLE, "Request storage is unavailable; try again", request_id=call.request_id
             )
+        self.offers.submit(record)  # direct dispatch; the stream is the safety net
         return acknowledgment_message(call.request_id)
 
     async def _resent(self, call: Call, existing: RequestRecord | None) -> dict[str, Any]:

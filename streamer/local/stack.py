@@ -70,6 +70,7 @@ _OWNED = frozenset(
         "STREAMER_ROUTER_ADDRESS",
         "STREAMER_ADVERTISE_ADDRESS",
         "STREAMER_WORKER_ID",
+        "STREAMER_PROCESSOR_ADDRESSES",
         "POD_IP",
     }
 )
@@ -367,6 +368,20 @@ class LocalStack:
             http=http,
             grpc=handler_port,
         )
+        # Processors first (their Offer ports go into the router's environment for
+        # direct dispatch); the router is still started before them (see _start).
+        offer_targets: list[str] = []
+        for i in range(1, self.processors + 1):
+            pname = "processor" if i == 1 else f"processor-{i}"
+            phttp, pgrpc = free_port(HOST), free_port(HOST)
+            offer_targets.append(f"{HOST}:{pgrpc}")
+            add(
+                pname,
+                "processor",
+                ["processor", "--http-port", str(phttp), "--grpc-port", str(pgrpc), "--registry", registry],
+                http=phttp,
+                grpc=pgrpc,
+            )
         router_grpc, router_http = free_port(HOST), free_port(HOST)
         add(
             "router",
@@ -374,16 +389,14 @@ class LocalStack:
             ["router", "--port", str(router_grpc), "--http-port", str(router_http), "--registry", registry],
             http=router_http,
             grpc=router_grpc,
+            # A caller's own STREAMER_PROCESSOR_ADDRESSES wins (tests point it elsewhere;
+            # an empty value turns direct dispatch off).
+            extra=(
+                {}
+                if "STREAMER_PROCESSOR_ADDRESSES" in self.extra_env
+                else {"STREAMER_PROCESSOR_ADDRESSES": ",".join(offer_targets)}
+            ),
         )
-        for i in range(1, self.processors + 1):
-            pname = "processor" if i == 1 else f"processor-{i}"
-            phttp = free_port(HOST)
-            add(
-                pname,
-                "processor",
-                ["processor", "--http-port", str(phttp), "--registry", registry],
-                http=phttp,
-            )
         for i in range(1, self.connects + 1):
             cname = "connect" if i == 1 else f"connect-{i}"
             ws = self.requested_ws_port if (i == 1 and self.requested_ws_port) else free_port(HOST)

@@ -73,6 +73,9 @@ class RequestRecord:
     cancel_requested: bool = False
     recoveries: int = 0
     permissions: tuple[str, ...] = ()
+    #: Set by a router that offers the request to a processor right after writing it
+    #: (direct dispatch): until then the stream reader leaves it to that offer.
+    offer_until: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -99,6 +102,7 @@ class RequestRecord:
         timeout: float = 30.0,
         ttl_seconds: float = REQUEST_TTL_SECONDS,
         permissions: tuple[str, ...] | list[str] = (),
+        offer_grace: float | None = None,
     ) -> RequestRecord:
         t = now()
         return cls(
@@ -118,6 +122,7 @@ class RequestRecord:
             max_attempts=max_attempts,
             timeout=timeout,
             permissions=tuple(permissions),
+            offer_until=t + offer_grace if offer_grace is not None else None,
         )
 
     def to_item(self) -> dict[str, Any]:

@@ -147,6 +147,15 @@ def test_service_probes_and_ports_follow_the_conventions(render: Render) -> None
     assert "STREAMER_DYNAMODB_ENDPOINT" not in config  # AWS unless told otherwise
     router_svc = by_kind(render(), "Service")[name("router")]
     assert {p["name"]: p["port"] for p in router_svc["spec"]["ports"]}["grpc"] == 50052
+    # Direct dispatch: the router offers to every ready processor pod behind a headless Service.
+    offers_svc = by_kind(render(), "Service")[f"{name('processor')}-offers"]
+    assert offers_svc["spec"]["clusterIP"] == "None"
+    assert {p["name"]: p["port"] for p in offers_svc["spec"]["ports"]}["grpc"] == 50053
+    assert (
+        env_of(router)["STREAMER_PROCESSOR_ADDRESSES"] == f"{name('processor')}-offers.{NAMESPACE}.svc:50053"
+    )
+    (processor,) = containers(deployments[name("processor")])
+    assert env_of(processor)["STREAMER_GRPC_PORT"] == "50053"
 
 
 def test_secrets_and_existing_secrets(render: Render) -> None:
@@ -240,7 +249,7 @@ def test_only_streamer_pods_reach_grpc_ports(render: Render) -> None:
         for rule in policy["spec"]["ingress"]
         if any(port["port"] == "grpc" for port in rule.get("ports", []))
     }
-    assert set(grpc_rules) == {name("connect"), name("router"), name("handlers")}
+    assert set(grpc_rules) == {name("connect"), name("router"), name("handlers"), name("processor")}
     for pname, rule in grpc_rules.items():
         assert rule.get("from") and _release_pods(rule["from"]), pname
     components = {
@@ -250,6 +259,7 @@ def test_only_streamer_pods_reach_grpc_ports(render: Render) -> None:
     assert components[name("connect")] == {"router", "processor"}
     assert components[name("router")] == {"connect", "processor"}
     assert components[name("handlers")] == {"router", "processor"}
+    assert components[name("processor")] == {"router"}  # Processor.Offer (direct dispatch)
     # Every policy covers exactly one workload and only restricts ingress.
     for policy in policies.values():
         assert policy["spec"]["policyTypes"] == ["Ingress"]

@@ -71,6 +71,11 @@ app.kubernetes.io/part-of: streamer
 {{- printf "%s.%s.svc:%d" (include "streamer.componentName" (dict "root" . "component" "router")) .Release.Namespace (int .Values.router.grpcPort) -}}
 {{- end -}}
 
+{{- /* The processors' headless Service: its name resolves to every ready processor pod. */ -}}
+{{- define "streamer.processorOfferAddress" -}}
+{{- printf "%s-offers.%s.svc:%d" (include "streamer.componentName" (dict "root" . "component" "processor")) .Release.Namespace (int .Values.processor.grpcPort) -}}
+{{- end -}}
+
 {{- define "streamer.jwtSecretName" -}}
 {{- default (include "streamer.componentName" (dict "root" . "component" "jwt")) .Values.jwt.existingSecret -}}
 {{- end -}}

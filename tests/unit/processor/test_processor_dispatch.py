@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import pytest
 
-from services.processor.claims import Candidate, cancel_from_record, candidate_from_record, dedupe
+from services.processor.claims import (
+    Candidate,
+    Claimer,
+    cancel_from_record,
+    candidate_from_record,
+    settled_from_record,
+)
 from services.processor.dispatch import Dispatcher, Lane
 from services.processor.fanout import Fanout
 from services.processor.invoke import (
@@ -302,16 +309,59 @@ def test_cancel_signal_only_on_the_change() -> None:
     assert cancel_from_record(again) is None
 
 
-def test_dedupe_keeps_one_per_request_and_attempt() -> None:
-    cands = [
-        Candidate(request_id="a", attempt=1),
-        Candidate(request_id="a", attempt=1, not_before=5.0),
-        Candidate(request_id="a", attempt=2),
-    ]
-    assert dedupe(cands) == [
-        Candidate(request_id="a", attempt=1, not_before=5.0),
-        Candidate(request_id="a", attempt=2),
-    ]
+def test_an_offered_insert_is_held_until_offer_until_but_a_later_pending_record_is_not() -> None:
+    insert = stream_record("INSERT", {"status": "PENDING", "attempt": 1, "offer_until": 50.0}, None)
+    assert candidate_from_record(insert) == Candidate(request_id="r1", attempt=1, offer_until=50.0)
+    # A retry keeps the attribute on the item, but nobody offered the retry.
+    retry = stream_record(
+        "MODIFY",
+        {"status": "PENDING", "attempt": 2, "offer_until": 50.0},
+        {"status": "PROCESSING", "attempt": 1, "offer_until": 50.0},
+    )
+    assert candidate_from_record(retry) == Candidate(request_id="r1", attempt=2)
+
+
+def test_settled_is_a_request_leaving_pending_at_an_attempt() -> None:
+    claimed = stream_record(
+        "MODIFY", {"status": "PROCESSING", "attempt": 1}, {"status": "PENDING", "attempt": 1}
+    )
+    assert settled_from_record(claimed) == ("r1", 1)
+    cancelled = stream_record(
+        "MODIFY", {"status": "CANCELLED", "attempt": 1}, {"status": "PENDING", "attempt": 1}
+    )
+    assert settled_from_record(cancelled) == ("r1", 1)
+    assert settled_from_record(stream_record("INSERT", {"status": "PENDING", "attempt": 1}, None)) is None
+    edit = stream_record("MODIFY", {"status": "PENDING", "attempt": 1}, {"status": "PENDING", "attempt": 1})
+    assert settled_from_record(edit) is None
+    released = stream_record(
+        "MODIFY", {"status": "PENDING", "attempt": 1}, {"status": "PROCESSING", "attempt": 1}
+    )
+    assert settled_from_record(released) is None
+
+
+class _CountingRequests:
+    """Counts claims (a unit fake: the Claimer's scheduling is the point here)."""
+
+    def __init__(self) -> None:
+        self.claims: list[str] = []
+
+    async def claim(self, request_id: str, **_: Any) -> RequestRecord:
+        self.claims.append(request_id)
+        return record(request_id)
+
+
+async def test_a_held_candidate_is_claimed_after_the_grace_unless_settled_first() -> None:
+    store = _CountingRequests()
+    won: list[RequestRecord] = []
+    claimer = Claimer(requests=store, worker_id="w", claim_seconds=5, on_claimed=won.append)  # type: ignore[arg-type]
+    soon = time.time() + 0.05
+    assert not await claimer.offer(Candidate(request_id="kept", attempt=1, offer_until=soon))
+    assert not await claimer.offer(Candidate(request_id="taken", attempt=1, offer_until=soon))
+    assert claimer.scheduled == 2 and store.claims == []
+    assert claimer.settle("taken", 1)  # its claim's record showed up on the stream
+    await asyncio.sleep(0.2)
+    assert store.claims == ["kept"] and [r.request_id for r in won] == ["kept"]
+    claimer.stop()
 
 
 # --- outcomes ------------------------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""Direct dispatch: offer each new async request to a processor right after storing it.
+
+The request is already durable (the conditional create wrote it PENDING with
+``offer_until``), so an offer is a shortcut, not a hand-over of responsibility: if
+it is lost, refused or its processor dies, the stream reader claims the request
+once ``offer_until`` has passed, and the sweeper after that. Offers therefore run
+in the background — the client's ``acknowledgment`` never waits for one.
+
+Which processors: ``STREAMER_PROCESSOR_ADDRESSES``, a list of ``host:port``. A
+name may resolve to several addresses — in the cluster it is the processors'
+headless Service, whose DNS name answers with every ready pod's IP — so names are
+re-resolved every :data:`RESOLVE_SECONDS` and each address is one replica. The
+local stack lists every processor's port.
+
+Which replica: power of two choices on the load each processor reported in its
+last answer (running + queued, over its capacity); a replica that failed is
+skipped for :data:`DOWN_SECONDS`. A refusal (``SATURATED``, ``DRAINING``) or an
+error moves on to the other choice; at most :data:`MAX_TRIES` replicas are asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import socket
+import time
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from streamer import rpc
+from streamer.api.v1 import processor_pb2, processor_pb2_grpc
+from streamer.config import Settings
+from streamer.metrics import counter
+from streamer.store import RequestRecord
+
+log = logging.getLogger(__name__)
+
+RESOLVE_SECONDS = 5.0
+DOWN_SECONDS = 2.0
+MAX_TRIES = 2
+_Outcome = processor_pb2.OfferResponse.Outcome
+
+OFFERS = counter(
+    "streamer_router_offers_total",
+    "Direct-dispatch offers to processors, by outcome: accepted, saturated, draining, not_claimed, "
+    "error (no answer), unplaced (no processor took it: the stream takes it after the offer grace).",
+    ["outcome"],
+)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port); ValueError when malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _target(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Replica:
+    __slots__ = ("channel", "down_until", "load", "stub", "target")
+
+    def __init__(self, target: str, max_message_bytes: int) -> None:
+        self.target = target
+        self.channel = rpc.channel(target, max_message_bytes=max_message_bytes)
+        self.stub = processor_pb2_grpc.ProcessorStub(self.channel)
+        self.load = 0.0
+        self.down_until = 0.0
+
+
+class Offers:
+    """The router's side of ``Processor.Offer`` (see the module docstring)."""
+
+    def __init__(self, *, settings: Settings, addresses: tuple[str, ...] | None = None) -> None:
+        self.settings = settings
+        self.addresses = tuple(settings.processor_addresses if addresses is None else addresses)
+        self.grace = settings.offer_grace_seconds
+        self.timeout = min(1.0, self.grace / 2)
+        self.replicas: dict[str, _Replica] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._resolver: asyncio.Task[None] | None = None
+        self._resolved_at = float("-inf")
+        for address in self.addresses:
+            split_address(address)  # fail at start on a malformed entry
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.addresses)
+
+    # ------------------------------------------------------------------ replicas
+
+    async def _resolve(self) -> None:
+        loop = asyncio.get_running_loop()
+        targets: set[str] = set()
+        for address in self.addresses:
+            host, port = split_address(address)
+            if _is_ip(host):
+                targets.add(_target(host, port))
+                continue
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                log.warning(
+                    "processor address does not resolve", extra={"address": address, "error": str(exc)}
+                )
+                targets.update(t for t in self.replicas if t.endswith(f":{port}"))  # keep what we had
+                continue
+            targets.update(_target(str(info[4][0]), port) for info in infos)
+        for target in targets - set(self.replicas):
+            self.replicas[target] = _Replica(target, self.settings.grpc_max_message_bytes)
+        for target in set(self.replicas) - targets:
+            gone = self.replicas.pop(target)
+            await gone.channel.close(None)
+        self._resolved_at = time.monotonic()
+
+    def _maybe_resolve(self) -> None:
+        if time.monotonic() - self._resolved_at < RESOLVE_SECONDS:
+            return
+        if self._resolver is None or self._resolver.done():
+            self._resolver = asyncio.create_task(self._resolve(), name="resolve-processors")
+
+    def _choices(self) -> list[_Replica]:
+        now = time.monotonic()
+        up = [r for r in self.replicas.values() if r.down_until <= now] or list(self.replicas.values())
+        if len(up) <= MAX_TRIES:
+            return sorted(up, key=lambda r: r.load)
+        return sorted(random.sample(up, MAX_TRIES), key=lambda r: r.load)
+
+    # ------------------------------------------------------------------ offering
+
+    def submit(self, record: RequestRecord) -> None:
+        """Offer ``record`` in the background (the caller answers the client meanwhile)."""
+        if not self.enabled:
+            return
+        task = asyncio.create_task(self.offer(record), name=f"offer-{record.request_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def offer(self, record: RequestRecord) -> bool:
+        """Offer until a replica accepts (at most :data:`MAX_TRIES`); True when one did."""
+        if not self.replicas:
+            await self._resolve()
+        else:
+            self._maybe_resolve()
+        request = processor_pb2.OfferRequest(
+            request_id=record.request_id,
+            attempt=record.attempt,
+            action=record.action,
+            tenant_id=record.tenant_id,
+        )
+        for replica in self._choices():
+            try:
+                answer = await replica.stub.Offer(request, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, aio.AioRpcError) else None
+                log.info(
+                    "offer failed",
+                    extra={"request_id": record.request_id, "target": replica.target, "grpc_code": str(code)},
+                )
+                replica.down_until = time.monotonic() + DOWN_SECONDS
+                OFFERS.labels("error").inc()
+                continue
+            except asyncio.CancelledError:
+                raise
+            if answer.capacity > 0:
+                replica.load = answer.load / answer.capacity
+            replica.down_until = 0.0
+            OFFERS.labels(_Outcome.Name(answer.outcome).lower()).inc()
+            if answer.accepted:
+                return True
+            if answer.outcome == _Outcome.NOT_CLAIMED:
+                return False  # someone else holds it already, or the store erred: the stream decides
+        OFFERS.labels("unplaced").inc()
+        return False
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.timeout)
+        for task in self._tasks:
+            task.cancel()
+        if self._resolver is not None:
+            self._resolver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resolver
+        replicas, self.replicas = self.replicas, {}
+        for replica in replicas.values():
+            await replica.channel.close(None)
