@@ -74,12 +74,10 @@ def _target(host: str, port: int) -> str:
 
 
 class _Replica:
-    __slots__ = ("channel", "down_until", "load", "stub", "target")
+    __slots__ = ("down_until", "load", "target")
 
-    def __init__(self, target: str, max_message_bytes: int) -> None:
+    def __init__(self, target: str) -> None:
         self.target = target
-        self.channel = rpc.channel(target, max_message_bytes=max_message_bytes)
-        self.stub = processor_pb2_grpc.ProcessorStub(self.channel)
         self.load = 0.0
         self.down_until = 0.0
 
@@ -93,6 +91,10 @@ class Offers:
         self.grace = settings.offer_grace_seconds
         self.timeout = min(1.0, self.grace / 2)
         self.replicas: dict[str, _Replica] = {}
+        self.channels: rpc.ChannelPool[processor_pb2_grpc.ProcessorAsyncStub] = rpc.ChannelPool(
+            processor_pb2_grpc.ProcessorStub,  # type: ignore[arg-type]  # async over an aio channel
+            max_message_bytes=settings.grpc_max_message_bytes,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resolver: asyncio.Task[None] | None = None
         self._resolved_at = float("-inf")
@@ -123,10 +125,10 @@ class Offers:
                 continue
             targets.update(_target(str(info[4][0]), port) for info in infos)
         for target in targets - set(self.replicas):
-            self.replicas[target] = _Replica(target, self.settings.grpc_max_message_bytes)
+            self.replicas[target] = _Replica(target)
         for target in set(self.replicas) - targets:
-            gone = self.replicas.pop(target)
-            await gone.channel.close(None)
+            del self.replicas[target]
+            self.channels.evict(target)
         self._resolved_at = time.monotonic()
 
     def _maybe_resolve(self) -> None:
@@ -166,7 +168,7 @@ class Offers:
         )
         for replica in self._choices():
             try:
-                answer = await replica.stub.Offer(request, timeout=self.timeout)
+                answer = await self.channels.stub(replica.target).Offer(request, timeout=self.timeout)
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, aio.AioRpcError) else None
                 log.info(
@@ -199,6 +201,5 @@ class Offers:
             self._resolver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resolver
-        replicas, self.replicas = self.replicas, {}
-        for replica in replicas.values():
-            await replica.channel.close(None)
+        self.replicas = {}
+        await self.channels.close()
