@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup tools proto proto-check test lint demo dev bench chaos clean help
+.PHONY: setup tools js-tools js proto proto-check test lint demo dev bench chaos clean help
 
 help:
 	@echo "make setup   - venv, Python packages (pinned by constraints.txt), test tools, code generation"
 	@echo "make demo    - start the local stack, run a scripted session, stop everything"
 	@echo "make test    - the whole test suite (DynamoDB Local, gRPC, WebSockets, kopf+kmock, helm)"
 	@echo "make lint    - ruff, mypy, import-linter, generated-code freshness"
+	@echo "make js      - regenerate the TypeScript client's types and build clients/js/dist"
 	@echo "make bench   - benchmarks (writes bench/results/ and prints a table)"
 	@echo "make chaos   - long chaos and soak runs"
 
@@ -25,9 +26,17 @@ $(STAMP): pyproject.toml constraints.txt
 tools:
 	bash scripts/install-tools.sh
 
+js-tools:
+	bash scripts/install-js.sh
+
+# The TypeScript client: types generated from protocol/streamer.schema.json, then tsc into
+# clients/js/dist (committed, like the generated gRPC code; a test fails when either is stale).
+js: js-tools
+	cd clients/js && node scripts/gen-types.mjs && node node_modules/typescript/bin/tsc -p tsconfig.json
+
 # Generated gRPC code is committed (reviewable, importable from a plain checkout); setup only
 # generates it when missing. `make proto` regenerates; a test fails when it is stale.
-setup: $(STAMP) tools
+setup: $(STAMP) tools js-tools
 	@test -f streamer/api/v1/router_pb2.py || $(PY) scripts/genproto.py
 
 proto: $(STAMP)
@@ -55,4 +64,4 @@ chaos: setup
 	$(PY) -m pytest -q -m slow tests/chaos tests/security $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules

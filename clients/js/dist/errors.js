@@ -1,0 +1,87 @@
+const RETRYABLE = new Set(["RATE_LIMITED", "SERVICE_UNAVAILABLE", "TIMEOUT", "INTERNAL_ERROR"]);
+/** Every error of the client: `code` is the protocol's error code. */
+export class StreamerError extends Error {
+    code;
+    details;
+    retryable;
+    requestId;
+    constructor(code, message, options = {}) {
+        super(message, options.cause === undefined ? undefined : { cause: options.cause });
+        this.name = new.target.name;
+        this.code = code;
+        this.details = options.details;
+        this.retryable = options.retryable ?? RETRYABLE.has(code);
+        this.requestId = options.requestId;
+    }
+}
+function sub(code) {
+    return class extends StreamerError {
+        constructor(message, options = {}) {
+            super(code, message, options);
+        }
+    };
+}
+// Named classes (not anonymous), so `instanceof` and `error.name` read well.
+export class ValidationError extends sub("VALIDATION_ERROR") {
+}
+export class InvalidActionError extends sub("INVALID_ACTION") {
+}
+export class PayloadTooLargeError extends sub("PAYLOAD_TOO_LARGE") {
+}
+export class UnauthorizedError extends sub("UNAUTHORIZED") {
+}
+export class ForbiddenError extends sub("FORBIDDEN") {
+}
+export class NotFoundError extends sub("NOT_FOUND") {
+}
+export class DuplicateRequestError extends sub("DUPLICATE_REQUEST") {
+}
+export class RateLimitedError extends sub("RATE_LIMITED") {
+}
+/** The server's TIMEOUT, or the client's own `timeoutMs` running out. */
+export class RequestTimeoutError extends sub("TIMEOUT") {
+}
+/** CANCELLED: by `$cancel`, by an `AbortSignal`, or by the server. */
+export class RequestCancelledError extends sub("CANCELLED") {
+}
+export class ProcessingFailedError extends sub("PROCESSING_FAILED") {
+}
+export class ServiceUnavailableError extends sub("SERVICE_UNAVAILABLE") {
+}
+export class InternalError extends sub("INTERNAL_ERROR") {
+}
+/** The connection is gone for good (closed, refused, or the client gave up reconnecting). */
+export class ConnectionClosedError extends ServiceUnavailableError {
+}
+const BY_CODE = {
+    VALIDATION_ERROR: ValidationError,
+    INVALID_ACTION: InvalidActionError,
+    PAYLOAD_TOO_LARGE: PayloadTooLargeError,
+    UNAUTHORIZED: UnauthorizedError,
+    FORBIDDEN: ForbiddenError,
+    NOT_FOUND: NotFoundError,
+    DUPLICATE_REQUEST: DuplicateRequestError,
+    RATE_LIMITED: RateLimitedError,
+    TIMEOUT: RequestTimeoutError,
+    CANCELLED: RequestCancelledError,
+    PROCESSING_FAILED: ProcessingFailedError,
+    SERVICE_UNAVAILABLE: ServiceUnavailableError,
+    INTERNAL_ERROR: InternalError,
+};
+/** The class of an error code (StreamerError itself for a code this client does not know). */
+export function errorClass(code) {
+    return BY_CODE[code];
+}
+/** The typed error of an `error` message (or of a terminal status's `error` object). */
+export function errorFromMessage(msg) {
+    const err = msg.error ?? { code: "INTERNAL_ERROR", message: "error without details" };
+    const options = {
+        details: err.details,
+        requestId: typeof msg.request_id === "string" ? msg.request_id : undefined,
+    };
+    if (typeof err.retryable === "boolean")
+        options.retryable = err.retryable;
+    const cls = errorClass(String(err.code));
+    const message = typeof err.message === "string" ? err.message : String(err.code);
+    return cls ? new cls(message, options) : new StreamerError(String(err.code), message, options);
+}

@@ -1,0 +1,50 @@
+"""The TypeScript client (clients/js) against the real local stack, with Node's test runner.
+
+The Node tests (clients/js/test/*.test.mjs) import the built ES module (clients/js/dist,
+proven fresh by tests/unit/test_js_client_build.py) and talk to this module's stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import re
+import shutil
+
+import pytest
+
+from streamer.local.stack import LocalStack
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+JS = ROOT / "clients" / "js"
+
+
+def node() -> str:
+    found = shutil.which("node")
+    assert found, "node is needed (>= 20); make setup installs what the JS client needs"
+    return found
+
+
+async def test_the_js_client_passes_its_node_tests_against_the_stack(stack: LocalStack) -> None:
+    assert stack.jwt_secret
+    tests = sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.mjs"))
+    assert tests
+    proc = await asyncio.create_subprocess_exec(
+        node(),
+        "--experimental-websocket",
+        "--test",
+        "--test-reporter=spec",
+        "--test-timeout=60000",
+        *tests,
+        cwd=JS,
+        env={**os.environ, "STREAMER_URL": stack.ws_url, "STREAMER_JWT_SECRET": stack.jwt_secret},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=150)
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        pytest.fail(f"node --test failed ({proc.returncode}):\n{text}")
+    assert re.search(r"^\S* ?(# )?fail 0$", text, re.MULTILINE), text
+    assert not re.search(r"^\S* ?(# )?pass 0$", text, re.MULTILINE), text
