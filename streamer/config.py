@@ -177,6 +177,18 @@ class Settings:
     grpc_max_message_bytes: int = _field(
         "STREAMER_GRPC_MAX_MESSAGE_BYTES", _positive(int), 4 * 1024 * 1024, "gRPC message size cap."
     )
+    grpc_max_connection_age_seconds: float = _field(
+        "STREAMER_GRPC_MAX_CONNECTION_AGE_SECONDS",
+        _non_negative(float),
+        30.0,
+        "Servers send GOAWAY after this (±10 %): clients re-resolve and find new pods. 0: never.",
+    )
+    grpc_max_connection_age_grace_seconds: float = _field(
+        "STREAMER_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        _non_negative(float),
+        0.0,
+        "Then calls still open get this long before the close; 0: until they end (long Invokes).",
+    )
 
     tls_cert_file: str | None = _field(
         "STREAMER_TLS_CERT_FILE", _text, None, "PEM certificate for gRPC mTLS between the services."

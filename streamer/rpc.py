@@ -105,6 +105,52 @@ def reset_tls() -> None:
     _tls = None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConnectionAge:
+    """How long a client may keep one connection to a server before it is asked to move.
+
+    gRPC clients keep a channel's connections for as long as they work, so a pod that
+    a Deployment or an HPA adds gets no calls until something breaks an existing
+    connection. Servers therefore send GOAWAY after ``max_seconds`` (gRPC adds ±10 %
+    jitter); the client re-resolves its target (every address of a headless Service)
+    and round-robins new calls over what it finds. Calls already running are not cut:
+    with ``grace_seconds`` 0 the old connection lives until its last stream ends,
+    which a processor's Invoke of a long action needs.
+    """
+
+    max_seconds: float = 30.0
+    grace_seconds: float = 0.0
+
+    def options(self) -> list[tuple[str, Any]]:
+        if self.max_seconds <= 0:
+            return []
+        out: list[tuple[str, Any]] = [("grpc.max_connection_age_ms", int(self.max_seconds * 1000))]
+        if self.grace_seconds > 0:
+            out.append(("grpc.max_connection_age_grace_ms", int(self.grace_seconds * 1000)))
+        return out
+
+
+_age = ConnectionAge()
+
+#: Least time between two DNS re-resolutions of one channel (gRPC's default is 30 s): a
+#: GOAWAY from an aged-out connection then finds new pods within seconds.
+DNS_MIN_RESOLUTION_MS = 5_000
+
+
+def configure(settings: Settings) -> TlsConfig | None:
+    """Apply the settings every gRPC server and channel of this process shares.
+
+    mTLS (see :func:`configure_tls`) and the servers' connection age. Called once by
+    each service at start.
+    """
+    global _age
+    _age = ConnectionAge(
+        max_seconds=settings.grpc_max_connection_age_seconds,
+        grace_seconds=settings.grpc_max_connection_age_grace_seconds,
+    )
+    return configure_tls(settings)
+
+
 def channel_options(*, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -114,6 +160,7 @@ def channel_options(*, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> li
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.enable_retries", 0),
+        ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_RESOLUTION_MS),
     ]
 
 
@@ -125,6 +172,7 @@ def server_options(*, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> lis
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.so_reuseport", 0),
+        *_age.options(),
     ]
 
 
@@ -177,7 +225,9 @@ def channel(
     """A grpc.aio channel with our options; mutual TLS when configured for this peer.
 
     ``round_robin`` spreads calls over every address a (headless) Service name
-    resolves to, instead of pinning one pod.
+    resolves to, instead of pinning one pod; the servers' connection age
+    (:class:`ConnectionAge`) makes the channel re-resolve, so pods added later get
+    their share too.
     """
     options = [*channel_options(max_message_bytes=max_message_bytes), ("grpc.lb_policy_name", "round_robin")]
     if _tls is not None and _tls.applies_to(peer):

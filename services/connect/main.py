@@ -95,7 +95,7 @@ def run(argv: list[str] | None = None) -> int:
             router_address=args.router,
         )
         verifier = TokenVerifier.from_settings(settings)
-        rpc.configure_tls(settings)
+        rpc.configure(settings)
     except ConfigError as exc:
         print(f"streamer connect: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -109,7 +109,7 @@ def run(argv: list[str] | None = None) -> int:
             registry_file=args.registry,
             worker_id=args.worker_id,
         )
-        rpc.configure_tls(settings)
+        rpc.configure(settings)
     except ConfigError as exc:
         print(f"streamer processor: configuration error: {exc}", file=sys.stderr)
         return 2

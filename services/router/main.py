@@ -152,7 +152,7 @@ def run(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = load_settings(host=args.host, http_port=args.http_port, registry_file=args.registry)
-        rpc.configure_tls(settings)
+        rpc.configure(settings)
     except ConfigError as exc:
         print(f"streamer router: configuration error: {exc}", file=sys.stderr)
         return 2

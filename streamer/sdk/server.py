@@ -393,7 +393,7 @@ def serve(
 
     try:
         settings = load_settings()
-        rpc.configure_tls(settings)
+        rpc.configure(settings)
     except ConfigError as exc:
         print(f"streamer handler: {exc}", file=sys.stderr)
         return 2
