@@ -15,8 +15,13 @@ default ``pick_first`` it still works, just without spreading.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 from collections.abc import Mapping
 from typing import Any
+
+from streamer.registry.model import DEFAULT_TIMEOUT_SECONDS, RegistryError, parse_duration
 
 GROUP = "streamer.dev"
 VERSION = "v1alpha1"
@@ -25,6 +30,9 @@ KIND = "StreamerHandler"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+#: Hash of the object the operator last applied, so a spec change (a removed field
+#: included) is applied and an unchanged one costs no write.
+APPLIED_HASH_ANNOTATION = "streamer.dev/applied-hash"
 MANAGER = "streamer-operator"
 HANDLER_LABEL = "streamer.dev/handler"
 
@@ -33,6 +41,12 @@ DEFAULT_METRICS_PORT = 9090
 DEFAULT_REPLICAS = 1
 DEFAULT_MIN_REPLICAS = 1
 DEFAULT_TARGET_CPU = 80
+#: Seconds the handler keeps serving running Invokes after SIGTERM, beyond the longest
+#: action timeout (the SDK's ``STREAMER_DRAIN_SECONDS``), and what the kubelet waits
+#: on top of that before it kills the pod.
+DRAIN_MARGIN_SECONDS = 5
+GRACE_MARGIN_SECONDS = 10
+MIN_GRACE_SECONDS = 30
 RUN_AS_USER = 10001
 CONTAINER_NAME = "handler"
 # Requests the HPA needs (CPU utilization is a percentage of the request) and a memory
@@ -162,6 +176,7 @@ def env(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         {"name": "STREAMER_HANDLER_NAME", "value": name_of(body)},
         {"name": "STREAMER_GRPC_PORT", "value": str(port_of(body))},
         {"name": "STREAMER_HTTP_PORT", "value": str(metrics_port_of(body))},
+        {"name": "STREAMER_DRAIN_SECONDS", "value": str(drain_seconds(body))},
     ]
     if spec.get("concurrency"):
         base.append({"name": "STREAMER_HANDLER_CONCURRENCY", "value": str(spec["concurrency"])})
@@ -174,6 +189,32 @@ def env(body: Mapping[str, Any]) -> list[dict[str, Any]]:
             entry["value"] = str(item.get("value", ""))
         merged[entry["name"]] = entry
     return list(merged.values())
+
+
+def longest_timeout(body: Mapping[str, Any]) -> float:
+    """The longest ``timeout`` among the CR's actions (their default when unset)."""
+    longest = 0.0
+    for action in _spec(body).get("actions") or []:
+        raw = action.get("timeout", DEFAULT_TIMEOUT_SECONDS) if isinstance(action, Mapping) else None
+        try:
+            longest = max(longest, parse_duration(raw, where="timeout"))
+        except RegistryError:
+            longest = max(longest, DEFAULT_TIMEOUT_SECONDS)
+    return longest or DEFAULT_TIMEOUT_SECONDS
+
+
+def drain_seconds(body: Mapping[str, Any]) -> int:
+    """How long a handler pod keeps finishing running Invokes after SIGTERM.
+
+    The SDK stops taking new calls at once and gives running ones this long: the
+    longest action timeout plus a margin, so a rollout never cuts an attempt short.
+    """
+    return math.ceil(longest_timeout(body)) + DRAIN_MARGIN_SECONDS
+
+
+def termination_grace(body: Mapping[str, Any]) -> int:
+    """The pod's ``terminationGracePeriodSeconds``: the drain plus time to shut down."""
+    return max(MIN_GRACE_SECONDS, drain_seconds(body) + GRACE_MARGIN_SECONDS)
 
 
 def _probe(port: int, *, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
@@ -232,7 +273,7 @@ def deployment(body: Mapping[str, Any]) -> dict[str, Any]:
         container["args"] = [str(x) for x in spec["args"]]
     pod_spec: dict[str, Any] = {
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": termination_grace(body),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS_USER,
@@ -378,6 +419,43 @@ def is_subset(wanted: Any, live: Any) -> bool:
             return False
         return all(is_subset(w, v) for w, v in zip(wanted, live, strict=True))
     return bool(wanted == live)
+
+
+def applied_hash(obj: Mapping[str, Any]) -> str:
+    """A stable hash of a wanted object (without the hash annotation itself)."""
+    plain = json.loads(json.dumps(obj, sort_keys=True, default=str))
+    meta = plain.get("metadata") or {}
+    annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(APPLIED_HASH_ANNOTATION, None)
+        if not annotations:
+            del meta["annotations"]
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def with_applied_hash(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` with its own hash in ``metadata.annotations`` (what the operator applies)."""
+    out = json.loads(json.dumps(obj, default=str))
+    meta = out.setdefault("metadata", {})
+    meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = applied_hash(obj)
+    return out  # type: ignore[no-any-return]
+
+
+def needs_apply(wanted: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    """Whether the wanted object must be applied over ``live``.
+
+    Applied when it is missing, when what we want changed since the last apply (the
+    hash differs: this is how a field removed from the spec reaches the object,
+    because server-side apply removes the fields this manager stops sending), or
+    when someone else changed a field we own (``wanted`` is no longer a subset).
+    """
+    if live is None:
+        return True
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(APPLIED_HASH_ANNOTATION) != applied_hash(wanted):
+        return True
+    return not is_subset(with_applied_hash(wanted), live)
 
 
 def owned_by(obj: Mapping[str, Any], body: Mapping[str, Any]) -> bool:

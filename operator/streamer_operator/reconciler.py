@@ -175,8 +175,10 @@ class Reconciler:
                     CHILD_WRITES.labels(ref.kind, "delete").inc()
                     self._post(post, body, "Normal", "Deleted", f"{ref.kind} {name} is no longer needed")
                 continue
-            if live is None or not children.is_subset(wanted, live):
-                applied = await self.kube.apply(ref, wanted)
+            if children.needs_apply(wanted, live):
+                # The whole wanted object, every time: server-side apply removes what
+                # this manager no longer sends and leaves other managers' fields alone.
+                applied = await self.kube.apply(ref, children.with_applied_hash(wanted))
                 op = "create" if live is None else "update"
                 CHILD_WRITES.labels(ref.kind, op).inc()
                 verb = "Created" if live is None else "Updated"

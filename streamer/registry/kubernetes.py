@@ -1,7 +1,7 @@
 """The handler registry in a cluster: a list+watch of ``StreamerHandler`` custom resources.
 
 Router and processor keep an in-memory index of every action served by a CR whose
-``Ready`` condition is ``True`` (so a handler whose pods are not up yet, or that lost
+``Serving`` condition is ``True`` (so a handler whose pods are not up yet, or that lost
 an action conflict, is never called) and whose ``status.endpoint`` is set. The index
 is rebuilt from the documents on every change, with the same parser and the same
 "oldest claimant keeps the action" rule as the local YAML registry and the operator.
@@ -46,14 +46,18 @@ class _Gone(Exception):
 
 
 def is_ready(doc: Mapping[str, Any]) -> bool:
-    """Whether the operator marked the handler Ready and gave it an endpoint."""
+    """Whether the operator says the handler can be routed to, and gave it an endpoint.
+
+    The ``Serving`` condition decides (it stays True during a rollout, while old pods
+    still answer, and while a handler is scaled to zero); a status written by an older
+    operator without it falls back to ``Ready``.
+    """
     status = doc.get("status") or {}
     if not status.get("endpoint"):
         return False
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
+    by_type = {cond.get("type"): cond for cond in status.get("conditions") or []}
+    cond = by_type.get("Serving") or by_type.get("Ready")
+    return bool(cond and cond.get("status") == "True")
 
 
 def _order_key(doc: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -2,7 +2,10 @@
 
 ``cluster`` is a :class:`kmock.KubernetesEmulator` that also does what an API server
 does and kmock does not: it stamps uid, resourceVersion, generation and
-creationTimestamp, and answers a failed JSON-patch ``test`` with 422. Discovery of
+creationTimestamp, answers a failed JSON-patch ``test`` with 422, and plays
+server-side apply for one field manager at a time: a field that a manager applied
+before and leaves out of its next apply is removed (kmock itself treats every
+patch body as a merge patch, which never removes anything that is not sent as null). Discovery of
 the StreamerHandler resource is taken from crds/streamerhandlers.yaml, so the tests
 see the CRD's real names.
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
 import itertools
 import json
@@ -46,8 +50,39 @@ _versions = itertools.count(1)
 KOPF_EXTRA: list[str] = []
 
 
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def removed_fields(before: Any, after: Any) -> dict[str, Any]:
+    """A merge patch that nulls every mapping key in ``before`` that ``after`` lacks."""
+    out: dict[str, Any] = {}
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return out
+    for key, value in before.items():
+        if key not in after:
+            out[key] = None
+        elif isinstance(value, dict) and isinstance(after[key], dict):
+            inner = removed_fields(value, after[key])
+            if inner:
+                out[key] = inner
+    return out
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        elif key not in base:
+            base[key] = value
+
+
 class Cluster(kmock.KubernetesEmulator):
     """The emulator plus the object metadata a real API server maintains."""
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # (resource, namespace, name, field manager) -> the object that manager last applied.
+        self.applied: dict[tuple[Any, str | None, str, str], dict[str, Any]] = {}
 
     async def _handle(self, request: kmock.Request) -> Any:  # type: ignore[override]
         if request.resource is not None:
@@ -56,8 +91,17 @@ class Cluster(kmock.KubernetesEmulator):
 
     def _stamp(self, request: kmock.Request) -> None:
         data = request.data
+        manager = request.params.get("fieldManager")
         if request.action == kmock.action.CREATE and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
+            if manager and meta.get("name"):
+                applied_key = (
+                    request.resource,
+                    request.namespace or meta.get("namespace"),
+                    meta["name"],
+                    manager,
+                )
+                self.applied[applied_key] = copy.deepcopy(data)
             if not meta.get("name") and meta.get("generateName"):  # kopf names its Events so
                 meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:8]}"
             meta.setdefault("uid", str(uuid.uuid4()))
@@ -74,6 +118,12 @@ class Cluster(kmock.KubernetesEmulator):
             if key not in self.objects or self.objects[key].deleted:
                 return  # kmock answers 404 itself
             current = self.objects[key].raw
+            content_type = request.headers.get("Content-Type", "")
+            if content_type.startswith(APPLY_PATCH) and manager and isinstance(data, dict):
+                applied_key = (request.resource, request.namespace, request.name, manager)
+                before = self.applied.get(applied_key, {})
+                self.applied[applied_key] = copy.deepcopy(data)
+                _deep_merge(data, removed_fields(before, data))
             try:
                 if isinstance(data, list):
                     patched = jsonpatch.apply_patch(current, data, in_place=False)
@@ -258,12 +308,20 @@ class Harness:
 
     async def make_available(self, name: str, *, ready: int = 1, namespace: str = "default") -> None:
         """What the Deployment controller would do once the pods pass their readiness probe."""
-        await self.wait_child(children.DEPLOYMENTS, name, namespace)
+        deployment = await self.wait_child(children.DEPLOYMENTS, name, namespace)
         await self.api.patch(
             children.DEPLOYMENTS,
             namespace,
             name,
-            {"status": {"replicas": ready, "readyReplicas": ready, "availableReplicas": ready}},
+            {
+                "status": {
+                    "observedGeneration": deployment["metadata"].get("generation", 1),
+                    "replicas": ready,
+                    "updatedReplicas": ready,
+                    "readyReplicas": ready,
+                    "availableReplicas": ready,
+                }
+            },
             sub="status",
         )
 

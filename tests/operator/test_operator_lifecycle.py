@@ -192,3 +192,74 @@ async def test_an_object_of_someone_else_is_never_taken_over(operator: Harness) 
     assert service is not None and service["spec"]["selector"] == {"app": "theirs"}
     assert "ownerReferences" not in service["metadata"]
     assert await operator.child(children.DEPLOYMENTS, "taken") is None  # nothing half-built
+
+
+async def test_a_field_removed_from_the_spec_disappears_from_the_deployment(operator: Harness) -> None:
+    await operator.create(
+        handler_body(
+            "trim",
+            actions=["trim.a"],
+            command=["python", "-m", "streamer"],
+            resources={"requests": {"cpu": "200m"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        )
+    )
+
+    async def has_command() -> dict[str, Any] | None:
+        dep = await operator.child(children.DEPLOYMENTS, "trim")
+        return dep if dep and "command" in _container(dep) else None
+
+    deployment = await eventually(has_command, what="the command in the pod template")
+    assert _container(deployment)["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+
+    await operator.api.patch(
+        children.HANDLERS,
+        NS,
+        "trim",
+        {"spec": {"command": None, "resources": {"limits": {"cpu": None}}}},  # a merge patch: null removes
+    )
+
+    async def trimmed() -> dict[str, Any] | None:
+        dep = await operator.child(children.DEPLOYMENTS, "trim")
+        if dep is None:
+            return None
+        container = _container(dep)
+        if "command" in container or "cpu" in container["resources"].get("limits", {}):
+            return None
+        return dep
+
+    deployment = await eventually(trimmed, what="command and the CPU limit gone")
+    assert _container(deployment)["args"] == ["handler", "examples"]
+    assert _container(deployment)["resources"]["limits"] == {"memory": "1Gi"}
+
+
+async def test_ready_waits_for_the_new_generation_to_roll_out(operator: Harness) -> None:
+    await operator.create(handler_body("rollout", actions=["rollout.a"], replicas=2))
+    await operator.make_available("rollout", ready=2)
+    await operator.wait_condition("rollout", "Ready", "True")
+
+    await operator.api.patch(children.HANDLERS, NS, "rollout", {"spec": {"image": "streamer:v2"}})
+
+    async def new_template() -> dict[str, Any] | None:
+        dep = await operator.child(children.DEPLOYMENTS, "rollout")
+        return dep if dep and _container(dep)["image"] == "streamer:v2" else None
+
+    deployment = await eventually(new_template, what="the new image in the Deployment")
+    assert deployment["metadata"]["generation"] == 2
+    # The Deployment controller has not caught up: not Ready, but still routed to.
+    pending = await operator.wait_condition("rollout", "Ready", "False", reason="RolloutPending")
+    assert condition(pending, "Serving")["status"] == "True"
+    assert condition(pending, "RolledOut")["status"] == "False"
+
+    # Half-way: one new pod, one old one.
+    await operator.api.patch(
+        children.DEPLOYMENTS,
+        NS,
+        "rollout",
+        {"status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 3}},
+        sub="status",
+    )
+    await operator.wait_condition("rollout", "Ready", "False", reason="RolloutInProgress")
+
+    await operator.make_available("rollout", ready=2)
+    done = await operator.wait_condition("rollout", "Ready", "True", reason="HandlerReady")
+    assert condition(done, "RolledOut")["status"] == "True"

@@ -163,3 +163,35 @@ def test_paths() -> None:
         children.HANDLERS.path("ns", "n", "status")
         == "/apis/streamer.dev/v1alpha1/namespaces/ns/streamerhandlers/n/status"
     )
+
+
+def test_termination_grace_follows_the_longest_action_timeout() -> None:
+    short = children.deployment(body())  # one action, default timeout 30s
+    env = {e["name"]: e.get("value") for e in container(short)["env"]}
+    assert env["STREAMER_DRAIN_SECONDS"] == str(30 + children.DRAIN_MARGIN_SECONDS)
+    assert short["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == (
+        30 + children.DRAIN_MARGIN_SECONDS + children.GRACE_MARGIN_SECONDS
+    )
+    long = children.deployment(
+        body(actions=[{"name": "a", "timeout": "5s"}, {"name": "b", "timeout": "10m"}, {"name": "c"}])
+    )
+    env = {e["name"]: e.get("value") for e in container(long)["env"]}
+    assert env["STREAMER_DRAIN_SECONDS"] == str(600 + children.DRAIN_MARGIN_SECONDS)
+    grace = long["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == 600 + children.DRAIN_MARGIN_SECONDS + children.GRACE_MARGIN_SECONDS
+    # Quick actions still get the kubelet's usual 30 s.
+    quick = children.deployment(body(actions=[{"name": "a", "timeout": "1s"}]))
+    assert quick["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == children.MIN_GRACE_SECONDS
+
+
+def test_an_applied_object_is_applied_again_only_when_it_changes_or_drifts() -> None:
+    wanted = children.deployment(body(command=["python"]))
+    assert children.needs_apply(wanted, None)
+    live = {**children.with_applied_hash(wanted), "status": {"readyReplicas": 1}}
+    assert not children.needs_apply(wanted, live)
+    # A field removed from the spec changes the hash: the whole object is applied again.
+    assert children.needs_apply(children.deployment(body()), live)
+    # Someone edited a field we own: applied again.
+    drifted = {**live, "spec": {**live["spec"], "replicas": 7}}
+    assert children.needs_apply(wanted, drifted)
+    assert children.applied_hash(wanted) == children.applied_hash(children.with_applied_hash(wanted))

@@ -27,8 +27,18 @@ def doc(
     }
 
 
-def ready_deployment(n: int = 1) -> dict[str, Any]:
-    return {"spec": {"replicas": n}, "status": {"replicas": n, "readyReplicas": n}}
+def ready_deployment(n: int = 1, generation: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": n},
+        "status": {
+            "observedGeneration": generation,
+            "replicas": n,
+            "updatedReplicas": n,
+            "readyReplicas": n,
+            "availableReplicas": n,
+        },
+    }
 
 
 def test_ready_when_everything_holds() -> None:
@@ -39,7 +49,13 @@ def test_ready_when_everything_holds() -> None:
     assert st["actions"] == ["x"]
     assert (st["replicas"], st["readyReplicas"], st["observedGeneration"]) == (2, 2, 3)
     conds = {c["type"]: c for c in st["conditions"]}
-    assert [c["type"] for c in st["conditions"]] == ["Ready", "DeploymentAvailable", "TablesReady"]
+    assert [c["type"] for c in st["conditions"]] == [
+        "Ready",
+        "Serving",
+        "DeploymentAvailable",
+        "RolledOut",
+        "TablesReady",
+    ]
     assert conds["Ready"] == {
         "type": "Ready",
         "status": "True",
@@ -73,6 +89,40 @@ def test_reasons_in_order_of_precedence() -> None:
     assert ready(tables=failed) == {**ready(tables=failed), "status": "False", "reason": "TablesNotReady"}
     pending = status.Observation(status=None, reason="Pending")
     assert ready(tables=pending)["status"] == "Unknown"
+
+
+def test_ready_waits_for_the_rollout_while_serving_goes_on() -> None:
+    def conds(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        st = status.compute_status(
+            doc("a", ["x"]), deployment=deployment, tables=OK_TABLES, conflicts=[], now="T"
+        )
+        return {c["type"]: c for c in st["conditions"]}
+
+    assert conds(ready_deployment(2))["Ready"]["status"] == "True"
+    # A new generation the Deployment controller has not seen yet.
+    unseen = ready_deployment(2)
+    unseen["metadata"]["generation"] = 2
+    got = conds(unseen)
+    assert (got["Ready"]["status"], got["Ready"]["reason"]) == ("False", "RolloutPending")
+    assert got["Serving"]["status"] == "True"  # the old pods still answer: keep routing
+    # Seen, half of the pods updated; then all updated but an old one still running.
+    half = ready_deployment(2)
+    half["status"]["updatedReplicas"] = 1
+    assert conds(half)["Ready"]["reason"] == "RolloutInProgress"
+    assert "1 of 2" in conds(half)["RolledOut"]["message"]
+    surge = ready_deployment(2)
+    surge["status"]["replicas"] = 3
+    assert "old pod" in conds(surge)["RolledOut"]["message"]
+    unavailable = ready_deployment(2)
+    unavailable["status"]["availableReplicas"] = 1
+    assert conds(unavailable)["Ready"]["reason"] == "RolloutInProgress"
+    stuck = ready_deployment(2)
+    stuck["status"]["updatedReplicas"] = 1
+    stuck["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "slow"}
+    ]
+    assert conds(stuck)["Ready"]["reason"] == "ProgressDeadlineExceeded"
+    assert conds(stuck)["Serving"]["status"] == "True"
 
 
 def test_deployment_observation_reasons() -> None:

@@ -261,3 +261,26 @@ def test_bad_declarations_are_refused() -> None:
             HandlerServer(actions=[action])
     with pytest.raises(ValueError, match="twice"):
         HandlerServer(actions=[Who(), Who()])
+
+
+async def test_draining_refuses_new_invokes_and_finishes_running_ones(sdk: Any) -> None:
+    """What SIGTERM does to a handler pod (``serve()`` calls ``stop(grace=STREAMER_DRAIN_SECONDS)``,
+    which the operator sets from the longest action timeout): health says NOT_SERVING, a new
+    Invoke is refused, the one running finishes with its result."""
+    stub, server, _ = sdk
+    channel = rpc.channel(f"127.0.0.1:{server.port}")
+    try:
+        running = asyncio.ensure_future(events(stub, invoke_request("t_sleep", {"seconds": 1.0})))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(server.stop(grace=30))
+        await asyncio.sleep(0.2)
+        assert not stopping.done()  # still waiting for the running call
+        late = handler_pb2_grpc.HandlerStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await events(late, invoke_request("t_who"))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        evts = await running
+        assert json.loads(evts[-1].result.data) == {"slept": True}
+        await asyncio.wait_for(stopping, 10)
+    finally:
+        await channel.close(None)
