@@ -6,7 +6,8 @@ progress frames for one request costs one read), calls the pod's ``Connections``
 service, and keeps the table honest:
 
 - **Retries**: ``UNAVAILABLE`` and ``DEADLINE_EXCEEDED`` are retried ``attempts`` times
-  in all, waiting ``base_delay·2^n`` (capped at ``max_delay``) with ±25 % jitter. A
+  in all, waiting ``base_delay·2^n`` (capped at ``max_delay``), shortened by up to 50 %
+  at random (:class:`streamer.retry.Backoff`). A
   retried ``Send`` after a deadline may deliver a frame twice; frames carry a
   ``request_id`` and progress a ``seq``, so clients can drop the duplicate.
 - **Circuit breaker per endpoint**: ``breaker_threshold`` consecutive transient failures
@@ -34,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -46,6 +46,7 @@ from streamer import protocol, rpc
 from streamer.api.v1 import connections_pb2, connections_pb2_grpc
 from streamer.config import Settings
 from streamer.metrics import counter
+from streamer.retry import Backoff
 from streamer.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class Delivery:
             max_message_bytes=settings.grpc_max_message_bytes,
         )
         self._breakers: dict[str, _Breaker] = {}
-        self._random = random.Random()
+        self._backoff = Backoff(base=base_delay, cap=max_delay, jitter=0.5)
 
     # ------------------------------------------------------------------ public API
 
@@ -345,11 +346,6 @@ class Delivery:
 
     # ------------------------------------------------------------------ gRPC with retries
 
-    def backoff(self, attempt: int) -> float:
-        """Delay before retry number ``attempt + 1``: base·2^attempt capped, ±25 % jitter."""
-        delay = min(self.max_delay, self.base_delay * (2**attempt))
-        return delay * self._random.uniform(0.75, 1.25)
-
     async def _call(
         self, endpoint: str, call: Callable[[Any, float], Awaitable[T]], *, final: bool = False
     ) -> T:
@@ -386,7 +382,7 @@ class Delivery:
                     if down:
                         self._channels.evict(endpoint)
                     raise _CallFailed(code, down=down) from None
-                await asyncio.sleep(self.backoff(attempt))
+                await asyncio.sleep(self._backoff.delay(attempt + 1))
             else:
                 breaker.succeeded()
                 return result

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from streamer.api.v1 import common_pb2
 from streamer.config import ConfigError, Settings
 from streamer.protocol import json_depth
+from streamer.tasks import TaskSet
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -262,7 +263,7 @@ class ChannelPool(Generic[StubT]):
         self._make_stub = make_stub
         self._peer: Peer = peer
         self._open: dict[str, tuple[aio.Channel, StubT]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = TaskSet()
         self._closed = False
 
     def stub(self, endpoint: str) -> StubT:
@@ -285,15 +286,14 @@ class ChannelPool(Generic[StubT]):
         """Forget the channel to ``endpoint``, closing it in the background."""
         found = self._open.pop(endpoint, None)
         if found is not None:
-            task = asyncio.create_task(found[0].close(grace))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._closing.spawn(found[0].close(grace))
 
     async def close(self) -> None:
         """Close every channel; the pool is unusable afterwards."""
         self._closed = True
         found, self._open = list(self._open.values()), {}
-        await asyncio.gather(*(ch.close(None) for ch, _ in found), *self._closing, return_exceptions=True)
+        await asyncio.gather(*(ch.close(None) for ch, _ in found), return_exceptions=True)
+        await self._closing.wait()
 
 
 def dumps(value: Any) -> bytes:

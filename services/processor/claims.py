@@ -23,7 +23,6 @@ and the job stops without writing anything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -35,6 +34,7 @@ from services.processor.jobs import Job, StopReason
 from streamer.store.dynamo import deserialize_item
 from streamer.store.errors import StoreError, TransitionRefused
 from streamer.store.requests import PENDING, PROCESSING, RequestRecord, RequestStore
+from streamer.tasks import Background, TaskSet, every
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class Claimer:
         self.on_claimed = on_claimed
         self.accepting = True
         self._timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self._tasks = TaskSet()
 
     async def offer(self, cand: Candidate) -> bool:
         """Try to claim; True when won. Never raises for store trouble (the sweeper retries)."""
@@ -219,9 +219,7 @@ class Claimer:
 
     def _fire(self, key: tuple[str, int], cand: Candidate) -> None:
         self._timers.pop(key, None)
-        task = asyncio.create_task(self.offer(cand))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.offer(cand))
 
     @property
     def scheduled(self) -> int:
@@ -233,8 +231,7 @@ class Claimer:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
 
 
 class ClaimKeeper:
@@ -253,7 +250,7 @@ class ClaimKeeper:
         self.claim_seconds = claim_seconds
         self.on_stop = on_stop
         self.jobs: dict[str, Job] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background(f"claims-{worker_id}")
 
     @property
     def interval(self) -> float:
@@ -307,22 +304,8 @@ class ClaimKeeper:
 
         await asyncio.gather(*(one(job) for job in jobs))
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.renew_all()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("claim renewal round failed")
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name=f"claims-{self.worker_id}")
+        self._loop.start(every(lambda: self.interval, self.renew_all, what="claim renewal round", logger=log))
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()

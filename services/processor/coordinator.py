@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,9 +39,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from services.processor import metrics
 from services.processor.shards import LATEST, Shard, is_checkpoint_sequence, plan_leases, shards_from_pages
 from streamer.config import Settings
+from streamer.retry import Backoff
 from streamer.store.dynamo import error_code
 from streamer.store.errors import AlreadyExists, ConditionFailed, StoreError
 from streamer.store.leases import SHARD_END, TRIM_HORIZON, Lease, LeaseStore
+from streamer.tasks import Background
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class PollPolicy:
         return cls(idle_seconds=max(settings.poll_interval_seconds, 0.25), min_interval_seconds=0.2)
 
 
-def _error_backoff(failures: int) -> float:
-    return float(min(_ERROR_BACKOFF_MAX, 0.1 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0))
+#: Pause after the n-th failed stream read in a row: 0.2 s, 0.4 s, … up to the max, jittered.
+_ERROR_BACKOFF = Backoff(base=0.2, cap=_ERROR_BACKOFF_MAX, jitter=0.5)
 
 
 class HeldLease:
@@ -213,7 +214,7 @@ class ShardReader:
             "stream read failed; backing off",
             extra={"shard": self.shard_id, "error": error_code(exc) or type(exc).__name__},
         )
-        await self._pause(_error_backoff(self._failures))
+        await self._pause(_ERROR_BACKOFF.delay(self._failures))
 
     async def run(self) -> None:
         """Read until stopped, the lease is lost, or the shard ends."""
@@ -354,7 +355,7 @@ class LeaseCoordinator:
         self.shards: list[Shard] = []
         self._lags: dict[str, float] = {}
         self._described_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background(f"leases-{worker_id}")
         self._stopping = asyncio.Event()
 
     @property
@@ -364,9 +365,9 @@ class LeaseCoordinator:
 
     async def start(self) -> None:
         await self.tick()
-        self._task = asyncio.create_task(self._loop(), name=f"leases-{self.worker_id}")
+        self._loop.start(self._run())
 
-    async def _loop(self) -> None:
+    async def _run(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
@@ -512,10 +513,7 @@ class LeaseCoordinator:
         shards up on its next round instead of after ``lease_seconds``.
         """
         self._stopping.set()
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
         for reader, _ in self.readers.values():
             reader.stop()
         tasks = [task for _, task in self.readers.values()]
@@ -536,9 +534,8 @@ class LeaseCoordinator:
     async def abort(self) -> None:
         """Stop everything at once with no writes (tests: a crashed process)."""
         self._stopping.set()
+        await self._loop.stop()
         tasks = [task for _, task in self.readers.values()]
-        if self._task:
-            tasks.append(self._task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

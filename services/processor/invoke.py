@@ -43,7 +43,6 @@ import contextlib
 import dataclasses
 import enum
 import logging
-import random
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -69,6 +68,7 @@ from streamer.protocol import (
     error_message,
 )
 from streamer.registry import ActionSpec, Registry
+from streamer.retry import Backoff
 from streamer.store import Store
 from streamer.store.errors import StoreError, TransitionRefused
 
@@ -76,26 +76,6 @@ log = logging.getLogger(__name__)
 
 #: Handler error codes passed through to the client as they are when final.
 PASS_THROUGH_CODES = frozenset({VALIDATION_ERROR})
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Backoff:
-    """Delay before the next attempt of a retryable failure.
-
-    ``delay(attempt) = min(cap, base · 2^(attempt - 1)) · (1 - jitter · U)``, U uniform
-    in [0, 1): with the defaults 1 s, 2 s, 4 s, … up to 60 s, each shortened by up to
-    20 % so retries of many requests failing together spread out instead of hitting
-    a recovering handler at the same instant. ``attempt`` is the attempt that failed.
-    """
-
-    base: float = 1.0
-    cap: float = 60.0
-    jitter: float = 0.2
-
-    def delay(self, attempt: int, *, rand: float | None = None) -> float:
-        u = random.random() if rand is None else rand
-        raw = min(self.cap, self.base * 2 ** max(0, attempt - 1))
-        return float(raw * (1 - self.jitter * u))
 
 
 class Kind(enum.Enum):

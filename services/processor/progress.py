@@ -38,6 +38,7 @@ from typing import Any
 
 from services.processor import metrics
 from streamer.protocol import progress_message
+from streamer.tasks import Background
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class ProgressReporter:
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._sending = Background(f"progress-{request_id}")
 
     def report(self, percentage: float, message: str = "", details: Mapping[str, Any] | None = None) -> None:
         """Record a progress event (never blocks)."""
@@ -111,8 +112,8 @@ class ProgressReporter:
         if update.final:
             self._urgent.set()
         self._wake.set()
-        if self._task is None:
-            self._task = asyncio.create_task(self._sender(), name=f"progress-{self.request_id}")
+        if not self._sending.running:
+            self._sending.start(self._sender())
 
     async def _sender(self) -> None:
         while True:
@@ -188,14 +189,9 @@ class ProgressReporter:
         self._closing = True
         if not flush:
             self._pending = self._first = None
-            if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            await self._sending.stop()
             return self.last
         self._urgent.set()
         self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._sending.join()
         return self.last

@@ -23,7 +23,6 @@ sweep may see a request a moment late or already taken; both are harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
@@ -33,6 +32,7 @@ from services.processor import metrics
 from services.processor.claims import Claimer, candidate_from_request
 from streamer.store.errors import StoreError, TransitionRefused
 from streamer.store.requests import RequestRecord, RequestStore
+from streamer.tasks import Background, every
 
 log = logging.getLogger(__name__)
 SWEEP_CONCURRENCY = 16
@@ -63,7 +63,7 @@ class Sweeper:
         self.pending_grace = pending_grace
         self.released_total = 0
         self.claimed_total = 0
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("sweeper")
 
     async def sweep_once(self) -> SweepResult:
         now = time.time()
@@ -113,28 +113,17 @@ class Sweeper:
         self.claimed_total += claimed
         return SweepResult(released=released, claimed=claimed)
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval * random.uniform(0.8, 1.2))
-            if not self.claimer.accepting:
-                continue
-            try:
-                await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sweep failed")
+    async def _round(self) -> None:
+        if self.claimer.accepting:
+            await self.sweep_once()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="sweeper")
+        self._loop.start(
+            every(lambda: self.interval * random.uniform(0.8, 1.2), self._round, what="sweep", logger=log)
+        )
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     def abort(self) -> None:
-        if self._task:
-            self._task.cancel()
+        self._loop.abort()

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from streamer.registry.model import ActionSpec, RegistryError, build_index
+from streamer.tasks import Background, every
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class FileRegistry:
         self.poll_interval = poll_interval
         self._index: dict[str, ActionSpec] = {}
         self._stamp: tuple[float, int] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Background(f"registry-poll:{path}")
         #: Bumped on every successful (re)load, so callers can notice changes.
         self.generation = 0
 
@@ -82,34 +83,26 @@ class FileRegistry:
 
     async def start(self) -> None:
         await self.reload()
-        if self._task is None and self.poll_interval > 0:
-            self._task = asyncio.create_task(self._poll(), name=f"registry-poll:{self.path}")
+        if not self._poller.running and self.poll_interval > 0:
+            self._poller.start(every(self.poll_interval, self._poll_once, what="registry reload", logger=log))
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._poller.stop()
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                stamp = await asyncio.to_thread(self._stat)
-                if stamp == self._stamp:
-                    continue
-                await self.reload()
-            except (OSError, RegistryError) as exc:
-                log.error(
-                    "registry reload failed, keeping the last good one: %s",
-                    exc,
-                    extra={"registry": self.path},
-                )
-                with contextlib.suppress(OSError):
-                    self._stamp = await asyncio.to_thread(self._stat)  # do not retry until it changes again
-            except Exception:
-                log.exception("registry reload failed", extra={"registry": self.path})
+    async def _poll_once(self) -> None:
+        try:
+            stamp = await asyncio.to_thread(self._stat)
+            if stamp == self._stamp:
+                return
+            await self.reload()
+        except (OSError, RegistryError) as exc:
+            log.error(
+                "registry reload failed, keeping the last good one: %s",
+                exc,
+                extra={"registry": self.path},
+            )
+            with contextlib.suppress(OSError):
+                self._stamp = await asyncio.to_thread(self._stat)  # do not retry until it changes again
 
     def lookup(self, action: str) -> ActionSpec | None:
         return self._index.get(action)

@@ -17,7 +17,6 @@ last good index keeps serving meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ import aiohttp
 
 from streamer.config import Settings
 from streamer.registry.model import ActionSpec, RegistryError, build_index, parse_handler
+from streamer.retry import Backoff
+from streamer.tasks import Background
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class KubernetesRegistry:
         self.conflicts: list[str] = []
         self.version = 0  # bumped on every index rebuild; lets callers notice changes
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._watcher = Background("kubernetes-registry")
         self._synced = asyncio.Event()
         self._changed = asyncio.Event()
 
@@ -140,7 +141,7 @@ class KubernetesRegistry:
         Raises ``TimeoutError`` (after stopping) when the API server did not answer a
         list within ``timeout``; the caller decides whether to exit or go on.
         """
-        if self._task is not None:
+        if self._watcher.running:
             return
         ssl_ctx: ssl.SSLContext | bool = True
         if self._ca_file:
@@ -149,7 +150,7 @@ class KubernetesRegistry:
             connector=aiohttp.TCPConnector(ssl=ssl_ctx),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
-        self._task = asyncio.create_task(self._run(), name="kubernetes-registry")
+        self._watcher.start(self._run())
         try:
             await asyncio.wait_for(self._synced.wait(), timeout)
         except TimeoutError:
@@ -158,11 +159,7 @@ class KubernetesRegistry:
 
     async def stop(self) -> None:
         """Stop watching; the last index stays readable."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._watcher.stop()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -204,11 +201,12 @@ class KubernetesRegistry:
         return headers
 
     async def _run(self) -> None:
-        delay = self.retry_seconds
+        backoff = Backoff(base=self.retry_seconds, cap=self.max_retry_seconds)
+        failures = 0
         while True:
             try:
                 version = await self._list()
-                delay = self.retry_seconds
+                failures = 0
                 while True:
                     version = await self._watch(version)
             except asyncio.CancelledError:
@@ -217,12 +215,13 @@ class KubernetesRegistry:
                 log.info("StreamerHandler watch expired; listing again")
                 continue
             except Exception as exc:  # the API server is down or refused us: keep the last index
+                failures += 1
+                delay = backoff.delay(failures)
                 log.warning(
                     "watching StreamerHandlers failed; retrying",
-                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in": delay},
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in": round(delay, 3)},
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_retry_seconds)
 
     async def _list(self) -> str:
         assert self._session is not None

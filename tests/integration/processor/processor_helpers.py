@@ -15,12 +15,12 @@ from typing import Any
 
 from grpc import aio
 
-from services.processor.invoke import Backoff
 from services.processor.service import Processor
 from streamer import rpc
 from streamer.api.v1 import connections_pb2, connections_pb2_grpc
 from streamer.config import Settings
 from streamer.registry.static import StaticRegistry
+from streamer.retry import Backoff
 from streamer.sdk import Action, ProgressFn, Request, RetryableError
 from streamer.store import ConnectionRecord, RequestRecord, Store
 

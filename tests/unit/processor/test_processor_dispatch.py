@@ -7,8 +7,6 @@ import dataclasses
 import time
 from typing import Any
 
-import pytest
-
 from services.processor.claims import (
     Candidate,
     Claimer,
@@ -20,7 +18,6 @@ from services.processor.dispatch import Dispatcher, Lane
 from services.processor.fanout import Fanout
 from services.processor.invoke import (
     SEQ_GAP_AFTER_RECOVERY,
-    Backoff,
     Kind,
     Outcome,
     final_error,
@@ -230,19 +227,6 @@ def test_stronger_stop_reason_wins() -> None:
     assert j.stop_reason is StopReason.CANCEL and j.stopped.is_set()
     j.request_stop(StopReason.LOST)
     assert j.stop_reason is StopReason.LOST
-
-
-# --- backoff -------------------------------------------------------------------------------------
-
-
-def test_backoff_doubles_per_attempt_up_to_the_cap() -> None:
-    b = Backoff(base=1.0, cap=10.0, jitter=0.2)
-    assert [b.delay(n, rand=0.0) for n in range(1, 6)] == [1.0, 2.0, 4.0, 8.0, 10.0]
-    assert b.delay(1, rand=0.999) == pytest.approx(0.8, abs=1e-3)
-    for attempt in range(1, 10):
-        d = b.delay(attempt)
-        raw = min(10.0, 2 ** (attempt - 1))
-        assert 0.8 * raw <= d <= raw
 
 
 # --- stream records ------------------------------------------------------------------------------
