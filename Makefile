@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: setup tools js-tools js proto proto-check test lint demo dev bench chaos clean help
 
 help:
-	@echo "make setup   - venv, Python packages (pinned by constraints.txt), test tools, code generation"
+	@echo "make setup   - venv, Python packages (pinned by constraints.txt), test tools (+ Debian prometheus/promtool), code generation"
 	@echo "make demo    - start the local stack, run a scripted session, stop everything"
 	@echo "make test    - the whole test suite (DynamoDB Local, gRPC, WebSockets, kopf+kmock, helm)"
 	@echo "make lint    - ruff, mypy, import-linter, generated-code freshness"
@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 tools:
 	bash scripts/install-tools.sh
+	bash scripts/install-prometheus.sh
 
 js-tools:
 	bash scripts/install-js.sh

@@ -61,6 +61,11 @@ sends_total = counter(
 breaker_open_total = counter(
     "streamer_delivery_breaker_open_total", "Times a connect pod's circuit breaker opened."
 )
+final_dropped_total = counter(
+    "streamer_delivery_final_dropped_total",
+    "Final frames (complete/error) not delivered to a connection whose record named a connect "
+    "pod (the client learns the outcome only by $resume/$status).",
+)
 
 #: Connection ids per SendMany call (keeps each request far below the gRPC size cap).
 SEND_MANY_CHUNK = 500
@@ -168,7 +173,10 @@ class Delivery:
         endpoint = await self._lookup(connection_id)
         if endpoint is None:
             return False
-        return await self._send_one(connection_id, endpoint, protocol.encode_bytes(message), final=final)
+        sent = await self._send_one(connection_id, endpoint, protocol.encode_bytes(message), final=final)
+        if final and not sent:
+            final_dropped_total.inc()
+        return sent
 
     async def send_many(
         self, connection_ids: Iterable[str], message: Mapping[str, Any], *, final: bool = False
@@ -192,6 +200,8 @@ class Delivery:
             if endpoint is not None:
                 groups.setdefault(endpoint, []).append(cid)
         delivered = await self._broadcast(groups, protocol.encode_bytes(message), final=final)
+        if final:
+            final_dropped_total.inc(sum(len(group) for group in groups.values()) - delivered)
         return PublishResult(matched=len(ids), delivered=delivered, failed=len(ids) - delivered)
 
     async def to_user(self, *, tenant_id: str, user_id: str, message: Mapping[str, Any]) -> PublishResult:

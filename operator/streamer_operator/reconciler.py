@@ -10,8 +10,10 @@ per CR keeps two triggers from racing on the same children.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -33,6 +35,14 @@ RECONCILES = metrics.counter(
     "streamer_operator_reconciles_total",
     "Reconciles of StreamerHandlers by trigger and result.",
     ["trigger", "result"],
+)
+RECONCILE_DURATION = metrics.histogram(
+    "streamer_operator_reconcile_duration_seconds", "Time of one reconcile of a StreamerHandler."
+)
+HANDLER_READY = metrics.gauge(
+    "streamer_operator_handler_ready",
+    "1 when a StreamerHandler's Ready condition is True, else 0; handler is namespace/name.",
+    ["handler"],
 )
 CHILD_WRITES = metrics.counter(
     "streamer_operator_child_writes_total",
@@ -110,13 +120,19 @@ class Reconciler:
         """Bring one CR's children and status up to date; None if the CR is gone or going."""
         if key in self._deleting:
             return None
+        started = time.monotonic()
         try:
             async with self._lock(key):
                 result = await self._reconcile(key, others=list(others), post=post)
         except Exception:
             RECONCILES.labels(trigger, "error").inc()
             raise
+        finally:
+            RECONCILE_DURATION.observe(time.monotonic() - started)
         RECONCILES.labels(trigger, "ok" if result is not None else "skipped").inc()
+        if result is not None:
+            ready = (status.get_condition(result, status.READY) or {}).get("status") == "True"
+            HANDLER_READY.labels(f"{key[0]}/{key[1]}").set(1 if ready else 0)
         return result
 
     async def _reconcile(
@@ -210,6 +226,8 @@ class Reconciler:
         finally:
             self._deleting.discard(key)
             self._locks.pop(key, None)
+            with contextlib.suppress(KeyError):
+                HANDLER_READY.remove(f"{key[0]}/{key[1]}")
         return deleted
 
     def _announce(

@@ -134,6 +134,7 @@ class HeldLease:
             self.lost = True
             with contextlib.suppress(ConditionFailed):
                 await store.release(self.lease)
+            metrics.LEASE_CHANGES.labels("released").inc()
 
 
 class ShardReader:
@@ -440,6 +441,7 @@ class LeaseCoordinator:
                 continue
             if lease is plan.steal:
                 log.info("stole lease", extra={"shard": lease.shard_id, "from_worker": lease.owner})
+            metrics.LEASE_CHANGES.labels("stolen" if lease is plan.steal else "taken").inc()
             self._start_reader(taken)
 
     def _start_reader(self, lease: Lease) -> None:
@@ -492,6 +494,7 @@ class LeaseCoordinator:
                 return
             if not ok:
                 log.info("lease taken by another worker", extra={"shard": held.shard_id})
+                metrics.LEASE_CHANGES.labels("lost").inc()
                 entry = self.readers.get(held.shard_id)
                 if entry:
                     entry[0].stop()

@@ -190,6 +190,7 @@ class Invoker:
             persist=lambda progress: self._persist(job, progress),
             interval=self.settings.progress_interval_seconds,
             start_seq=start_seq(job.record.progress, recoveries=job.record.recoveries),
+            created_at=job.record.created_at,
         )
         started = loop.time()
         try:

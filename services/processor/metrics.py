@@ -32,6 +32,11 @@ PROGRESS_UPDATES = counter(
     "Progress events from handlers: sent, coalesced (superseded before sending), failed (not delivered).",
     ["result"],
 )
+FIRST_PROGRESS = histogram(
+    "streamer_processor_first_progress_seconds",
+    "Time from a request being accepted (created_at) to its first progress frame being sent "
+    "(first attempt only; the time-to-first-progress SLO, docs/slo.md).",
+)
 LEASES_HELD = gauge("streamer_processor_leases_held", "Shard leases held by this process.")
 STREAM_LAG = gauge(
     "streamer_processor_stream_lag_seconds",
@@ -54,4 +59,10 @@ OFFERS = counter(
     "Direct-dispatch offers from the router, by outcome: accepted (claimed here), saturated "
     "(handler lane full: refused), draining, not_claimed (claim refused or failed).",
     ["outcome"],
+)
+LEASE_CHANGES = counter(
+    "streamer_processor_lease_changes_total",
+    "Shard lease changes of this process: taken (a free or expired lease), stolen (from a busy "
+    "worker, to balance), lost (renewal refused: another worker has it), released.",
+    ["event"],
 )

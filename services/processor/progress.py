@@ -70,6 +70,7 @@ class ProgressReporter:
         interval: float = 0.1,
         persist_interval: float = PERSIST_INTERVAL_SECONDS,
         start_seq: int = 0,
+        created_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.request_id = request_id
@@ -79,6 +80,8 @@ class ProgressReporter:
         self.persist_interval = persist_interval
         self.seq = start_seq
         self.clock = clock
+        #: When the request was accepted; its first frame (``seq`` 1) is timed from it.
+        self.created_at = created_at
         self.sent = 0
         self.coalesced = 0
         self.failed = 0
@@ -139,6 +142,8 @@ class ProgressReporter:
     async def _send(self, update: Update) -> None:
         self.seq += 1
         at = time.time()
+        if self.seq == 1 and self.created_at is not None:
+            metrics.FIRST_PROGRESS.observe(max(0.0, at - self.created_at))
         self._last_sent_at = self.clock()
         frame = progress_message(
             self.request_id,

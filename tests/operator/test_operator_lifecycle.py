@@ -5,10 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from operator_harness import Harness, condition, eventually, handler_body
+from prometheus_client import REGISTRY
 from streamer_operator import children
 from streamer_operator.handlers import FINALIZER
 
 NS = "default"
+
+
+def _ready_gauge(name: str) -> float | None:
+    """streamer_operator_handler_ready of one handler (the StreamerHandlerNotReady alert's input)."""
+    return REGISTRY.get_sample_value("streamer_operator_handler_ready", {"handler": f"{NS}/{name}"})
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +58,7 @@ async def test_create_builds_owned_children_and_reports_ready(operator: Harness)
     assert pending["status"]["observedGeneration"] == 1
     assert condition(pending, "TablesReady")["status"] == "True"
     first_transition = condition(pending, "Ready")["lastTransitionTime"]
+    await eventually(lambda: _async(_ready_gauge("examples") == 0), what="handler_ready 0")
 
     # The Deployment controller's job, done by hand: pods become ready.
     await operator.make_available("examples", ready=2)
@@ -55,6 +66,7 @@ async def test_create_builds_owned_children_and_reports_ready(operator: Harness)
     assert ready["status"]["readyReplicas"] == 2
     assert condition(ready, "DeploymentAvailable")["status"] == "True"
     assert condition(ready, "Ready")["lastTransitionTime"] >= first_transition
+    await eventually(lambda: _async(_ready_gauge("examples") == 1), what="handler_ready 1")
 
 
 async def test_spec_update_rolls_the_deployment(operator: Harness) -> None:
@@ -175,6 +187,7 @@ async def test_delete_removes_children_and_releases_the_finalizer(operator: Harn
         return all([await operator.child(ref, "gone") is None for ref in children.CHILD_REFS])
 
     await eventually(all_gone, what="the CR and every child deleted")
+    assert _ready_gauge("gone") is None  # no series left for a deleted handler
 
 
 async def test_an_object_of_someone_else_is_never_taken_over(operator: Harness) -> None:

@@ -189,3 +189,29 @@ async def test_failed_deliveries_are_counted(ok: bool) -> None:
     await rep.close()
     assert rep.sent == 1
     assert rep.failed == (0 if ok else 1)
+
+
+def _first_progress() -> tuple[float, float]:
+    from prometheus_client import REGISTRY
+
+    count = REGISTRY.get_sample_value("streamer_processor_first_progress_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("streamer_processor_first_progress_seconds_sum") or 0.0
+    return count, total
+
+
+async def test_the_first_frame_of_a_request_is_timed_from_its_acceptance() -> None:
+    """The time-to-first-progress SLO (docs/slo.md): once per request, from created_at."""
+    before = _first_progress()
+    out = Capture()
+    rep = ProgressReporter(request_id="r1", publish=out, interval=0.0, created_at=time.time() - 2.0)
+    rep.report(10)
+    await settle()
+    rep.report(20)
+    await rep.close()
+    count, total = _first_progress()
+    assert count - before[0] == 1 and total - before[1] >= 2.0
+    # a later attempt continues the numbering: it is not the request's first frame
+    again = ProgressReporter(request_id="r1", publish=out, start_seq=2, created_at=time.time() - 9.0)
+    again.report(30)
+    await again.close()
+    assert _first_progress()[0] == count
