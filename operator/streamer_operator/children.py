@@ -297,12 +297,8 @@ def deployment(body: Mapping[str, Any]) -> dict[str, Any]:
     else:
         # A handler talks gRPC, not to the Kubernetes API: no token unless its own SA asks for one.
         pod_spec["automountServiceAccountToken"] = False
-    deploy_spec: dict[str, Any] = {
-        "revisionHistoryLimit": 5,
-        "selector": {"matchLabels": selector_labels(body)},
-        # Never below the wanted count during a rollout: a handler may hold long requests.
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "template": {
+    pod_template = merge_template(
+        {
             "metadata": {
                 "labels": labels(body),
                 "annotations": {
@@ -313,6 +309,15 @@ def deployment(body: Mapping[str, Any]) -> dict[str, Any]:
             },
             "spec": pod_spec,
         },
+        spec.get("template"),
+        protected_labels=selector_labels(body),
+    )
+    deploy_spec: dict[str, Any] = {
+        "revisionHistoryLimit": 5,
+        "selector": {"matchLabels": selector_labels(body)},
+        # Never below the wanted count during a rollout: a handler may hold long requests.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": pod_template,
     }
     if not uses_autoscaling(body):
         # With an HPA the replica count is the HPA's: leaving it out keeps us from fighting it.
@@ -324,6 +329,68 @@ def deployment(body: Mapping[str, Any]) -> dict[str, Any]:
         "metadata": _object_meta(body),
         "spec": deploy_spec,
     }
+
+
+#: Pod fields the operator builds itself and merges with ``spec.template`` item by item;
+#: every other field of ``spec.template.spec`` replaces the operator's value.
+_MERGED_LISTS = ("containers", "volumes")
+
+
+def _merge_by_name(ours: list[dict[str, Any]], theirs: Any) -> list[dict[str, Any]]:
+    """Items of ``theirs`` merged into ours of the same name, the others appended."""
+    out = [dict(item) for item in ours]
+    index = {item.get("name"): i for i, item in enumerate(out)}
+    for item in theirs or []:
+        if not isinstance(item, Mapping):
+            continue
+        i = index.get(item.get("name"))
+        if i is None:
+            out.append(json.loads(json.dumps(item)))
+            continue
+        merged = dict(out[i])
+        for key, value in item.items():
+            if key in ("env", "volumeMounts", "ports") and isinstance(value, list):
+                merged[key] = _merge_by_name(list(merged.get(key) or []), value)
+            else:
+                merged[key] = json.loads(json.dumps(value))
+        out[i] = merged
+    return out
+
+
+def merge_template(
+    pod_template: dict[str, Any], template: Any, *, protected_labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """The operator's pod template with the CR's ``spec.template`` merged in.
+
+    ``metadata.labels`` and ``annotations`` are added (the selector labels cannot be
+    changed); ``containers`` and ``volumes`` merge by name (a container named
+    ``handler`` adjusts the handler container, e.g. extra ``volumeMounts``; any other
+    is a sidecar); every other pod field (imagePullSecrets, nodeSelector, tolerations,
+    affinity, topologySpreadConstraints, priorityClassName, initContainers, ...)
+    replaces the operator's value.
+    """
+    if not isinstance(template, Mapping):
+        return pod_template
+    out = json.loads(json.dumps(pod_template))
+    meta = template.get("metadata") or {}
+    if isinstance(meta, Mapping):
+        for key in ("labels", "annotations"):
+            extra = meta.get(key)
+            if isinstance(extra, Mapping):
+                merged = {**out["metadata"].get(key, {}), **{str(k): str(v) for k, v in extra.items()}}
+                if key == "labels":
+                    merged.update(protected_labels)
+                out["metadata"][key] = merged
+    pod = template.get("spec") or {}
+    if isinstance(pod, Mapping):
+        for key, value in pod.items():
+            if key in _MERGED_LISTS:
+                out["spec"][key] = _merge_by_name(out["spec"].get(key) or [], value)
+            else:
+                out["spec"][key] = json.loads(json.dumps(value))
+        if pod.get("serviceAccountName") or pod.get("serviceAccount"):
+            out["spec"].pop("automountServiceAccountToken", None)
+    return out  # type: ignore[no-any-return]
 
 
 def service(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,9 @@ def build(
     gate = tables or TablesGate(
         settings=settings, manage=options.manage_tables, retry_seconds=options.tables_retry_seconds
     )
-    reconciler = Reconciler(kube=Kube(api_client, field_manager=options.field_manager), tables=gate)
+    reconciler = Reconciler(
+        kube=Kube(api_client, field_manager=options.field_manager), tables=gate, options=options
+    )
     register(registry, reconciler=reconciler, options=options)
     return registry, reconciler
 

@@ -25,6 +25,12 @@ class OperatorOptions:
     manage_tables: bool = True
     tables_retry_seconds: float = 15.0
     field_manager: str = FIELD_MANAGER
+    # Globs (``name`` or ``namespace/name``) of the Secrets and ServiceAccounts handler
+    # pods may use; a deny always wins. See streamer_operator.policy.
+    allowed_secrets: tuple[str, ...] = ("*",)
+    denied_secrets: tuple[str, ...] = ()
+    allowed_service_accounts: tuple[str, ...] = ("*",)
+    denied_service_accounts: tuple[str, ...] = ()
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -44,6 +50,13 @@ def _positive(env: Mapping[str, str], var: str, default: float) -> float:
     return value
 
 
+def _globs(env: Mapping[str, str], var: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; unset keeps ``default``, set but empty means none."""
+    if var not in env:
+        return default
+    return tuple(item.strip() for item in env[var].split(",") if item.strip())
+
+
 def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
     """Options from ``env`` (default ``os.environ``)."""
     source = os.environ if env is None else env
@@ -56,4 +69,9 @@ def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
         resync_seconds=_positive(source, "STREAMER_OPERATOR_RESYNC_SECONDS", 60.0),
         manage_tables=manage_raw not in _FALSE,
         tables_retry_seconds=_positive(source, "STREAMER_OPERATOR_TABLES_RETRY_SECONDS", 15.0),
+        # Unset: anything (the operator run by hand, as before); the chart always sets them.
+        allowed_secrets=_globs(source, "STREAMER_OPERATOR_ALLOWED_SECRETS", ("*",)),
+        denied_secrets=_globs(source, "STREAMER_OPERATOR_DENIED_SECRETS", ()),
+        allowed_service_accounts=_globs(source, "STREAMER_OPERATOR_ALLOWED_SERVICE_ACCOUNTS", ("*",)),
+        denied_service_accounts=_globs(source, "STREAMER_OPERATOR_DENIED_SERVICE_ACCOUNTS", ()),
     )

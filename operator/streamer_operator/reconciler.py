@@ -19,8 +19,9 @@ from typing import Any
 
 from streamer import metrics
 from streamer.registry.model import RegistryError, parse_handler
-from streamer_operator import children, status
+from streamer_operator import children, policy, status
 from streamer_operator.kube import Kube
+from streamer_operator.options import OperatorOptions
 from streamer_operator.tables import TablesGate
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,17 @@ class ChildConflict(Exception):
 class Reconciler:
     """Reconciles StreamerHandlers through :class:`Kube`; shared by every kopf handler."""
 
-    def __init__(self, *, kube: Kube, tables: TablesGate, clock: Callable[[], str] = status.now_iso) -> None:
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        tables: TablesGate,
+        options: OperatorOptions | None = None,
+        clock: Callable[[], str] = status.now_iso,
+    ) -> None:
         self.kube = kube
         self.tables = tables
+        self.options = options or OperatorOptions()
         self.clock = clock
         self._locks: dict[Key, asyncio.Lock] = {}
         self._deleting: set[Key] = set()
@@ -143,10 +152,18 @@ class Reconciler:
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return None
         problem = spec_problem(body)
+        opts = self.options
+        denied = policy.violations(
+            body,
+            allowed_secrets=opts.allowed_secrets,
+            denied_secrets=opts.denied_secrets,
+            allowed_service_accounts=opts.allowed_service_accounts,
+            denied_service_accounts=opts.denied_service_accounts,
+        )
         conflicts = status.action_conflicts(body, others=others)
         deployment: dict[str, Any] | None = None
         child_conflict: str | None = None
-        if problem is None:
+        if problem is None and denied is None:
             try:
                 deployment = await self._sync_children(body, post=post)
             except ChildConflict as exc:
@@ -164,6 +181,7 @@ class Reconciler:
             conflicts=conflicts,
             invalid=problem,
             child_conflict=child_conflict,
+            denied=denied,
             now=self.clock(),
         )
         if status.status_changed(old, new):

@@ -210,7 +210,9 @@ def test_rbac_is_least_privilege(render: Render) -> None:
             for s in d["subjects"]
         }
         assert name("connect") not in bound  # connect has no API access at all
-    reader = by_kind(render(), "ClusterRole")[f"{RELEASE}-streamer-registry-reader"]
+    reader = by_kind(render(sets=["operator.clusterWide=true"]), "ClusterRole")[
+        f"{RELEASE}-streamer-registry-reader"
+    ]
     assert _rules(reader) == [
         {"apiGroups": ["streamer.dev"], "resources": ["streamerhandlers"], "verbs": ["get", "list", "watch"]}
     ]
@@ -307,3 +309,44 @@ def test_notes_render(helm: str) -> None:
     assert "streamerhandlers" in result.stdout
     bare = run([helm, "install", RELEASE, str(CHART), "--dry-run=client", "-n", NAMESPACE])
     assert "no JWT key is configured" in bare.stdout
+
+
+def test_the_default_scope_is_the_release_namespace(render: Render) -> None:
+    docs = render()
+    roles = by_kind(docs, "Role")
+    assert roles[name("operator")]["metadata"]["namespace"] == NAMESPACE
+    assert roles[f"{RELEASE}-streamer-registry-reader"]["metadata"]["namespace"] == NAMESPACE
+    (cluster_role,) = by_kind(docs, "ClusterRole").values()  # the operator's discovery only
+    for rule in _rules(cluster_role):
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    (op,) = containers(by_kind(docs, "Deployment")[name("operator")])
+    assert op["args"] == ["operator", "--namespace", NAMESPACE]
+    config = by_kind(docs, "ConfigMap")[f"{RELEASE}-streamer"]
+    assert config["data"]["STREAMER_NAMESPACE"] == NAMESPACE
+    # Cluster-wide only when asked.
+    wide = render(sets=["operator.clusterWide=true"])
+    (op,) = containers(by_kind(wide, "Deployment")[name("operator")])
+    assert op["args"] == ["operator"]
+    assert "STREAMER_NAMESPACE" not in by_kind(wide, "ConfigMap")[f"{RELEASE}-streamer"]["data"]
+    assert name("operator") in by_kind(wide, "ClusterRoleBinding")
+
+
+def test_allow_lists_reach_the_operator_and_the_admission_policy(render: Render) -> None:
+    docs = render(sets=["operator.allowedSecrets={handler-*,regcred}", "jwt.secret=x"])
+    (op,) = containers(by_kind(docs, "Deployment")[name("operator")])
+    env = env_of(op)
+    assert env["STREAMER_OPERATOR_ALLOWED_SECRETS"] == "handler-*,regcred"
+    assert env["STREAMER_OPERATOR_ALLOWED_SERVICE_ACCOUNTS"] == ""  # none by default
+    assert f"{NAMESPACE}/{RELEASE}-streamer-jwt" in env["STREAMER_OPERATOR_DENIED_SECRETS"].split(",")
+    assert f"{NAMESPACE}/{name('processor')}" in env["STREAMER_OPERATOR_DENIED_SERVICE_ACCOUNTS"].split(",")
+    (policy,) = by_kind(docs, "ValidatingAdmissionPolicy").values()
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["allowedSecrets"] == '["^handler-.*$","^regcred$"]'
+    assert variables["allowedAccounts"] == "[]"
+    (binding,) = by_kind(docs, "ValidatingAdmissionPolicyBinding").values()
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]
+    assert selector["values"] == [NAMESPACE]
+    off = render(sets=["operator.admissionPolicy.enabled=false"])
+    assert not by_kind(off, "ValidatingAdmissionPolicy")

@@ -195,3 +195,44 @@ def test_an_applied_object_is_applied_again_only_when_it_changes_or_drifts() -> 
     drifted = {**live, "spec": {**live["spec"], "replicas": 7}}
     assert children.needs_apply(wanted, drifted)
     assert children.applied_hash(wanted) == children.applied_hash(children.with_applied_hash(wanted))
+
+
+def test_the_pod_template_is_merged_into_the_handler_pod() -> None:
+    template = {
+        "metadata": {
+            "labels": {"team": "a", "streamer.dev/handler": "hijack"},
+            "annotations": {"sidecar.istio.io/inject": "false"},
+        },
+        "spec": {
+            "imagePullSecrets": [{"name": "regcred"}],
+            "nodeSelector": {"pool": "gpu"},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {}},
+            "topologySpreadConstraints": [
+                {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}
+            ],
+            "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}],
+            "containers": [
+                {"name": "handler", "volumeMounts": [{"name": "models", "mountPath": "/models"}]},
+                {"name": "proxy", "image": "envoy:1"},
+            ],
+        },
+    }
+    dep = children.deployment(body(template=template))
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "a"
+    assert pod["metadata"]["labels"]["streamer.dev/handler"] == "examples"  # the selector stays
+    assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    spec = pod["spec"]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["nodeSelector"] == {"pool": "gpu"}
+    assert spec["tolerations"][0]["key"] == "gpu"
+    assert spec["affinity"] == {"nodeAffinity": {}}
+    assert spec["topologySpreadConstraints"][0]["maxSkew"] == 2
+    assert [v["name"] for v in spec["volumes"]] == ["tmp", "models"]
+    handler, proxy = spec["containers"]
+    assert handler["image"] == "streamer:1"  # still ours, with the extra mount
+    assert [m["mountPath"] for m in handler["volumeMounts"]] == ["/tmp", "/models"]
+    assert proxy == {"name": "proxy", "image": "envoy:1"}
+    assert dep["spec"]["selector"]["matchLabels"]["streamer.dev/handler"] == "examples"

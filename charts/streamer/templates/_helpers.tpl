@@ -218,3 +218,55 @@ topologySpreadConstraints:
       app.kubernetes.io/instance: {{ .root.Release.Name }}
       app.kubernetes.io/component: {{ .component }}
 {{- end -}}
+
+{{/* Scope ------------------------------------------------------------------------------ */}}
+{{- /* Namespaces the operator manages, as a JSON list; [] means every namespace. */ -}}
+{{- define "streamer.operatorNamespaces" -}}
+{{- if .Values.operator.watchNamespaces -}}
+{{- toJson .Values.operator.watchNamespaces -}}
+{{- else if .Values.operator.clusterWide -}}
+[]
+{{- else -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* The namespace router and processor read StreamerHandlers from; empty means all. */ -}}
+{{- define "streamer.handlerNamespace" -}}
+{{- if .Values.config.handlerNamespace -}}
+{{- .Values.config.handlerNamespace -}}
+{{- else if and .Values.operator.enabled (not .Values.operator.clusterWide) (not .Values.operator.watchNamespaces) -}}
+{{- .Release.Namespace -}}
+{{- else if and .Values.operator.enabled (eq (len .Values.operator.watchNamespaces) 1) -}}
+{{- first .Values.operator.watchNamespaces -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* Secrets of the release no handler may use, as namespace/name, comma-separated. */ -}}
+{{- define "streamer.reservedSecrets" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list (include "streamer.jwtSecretName" .) (include "streamer.awsSecretName" .) -}}
+{{- if .Values.tls.existingSecret -}}{{- $names = append $names .Values.tls.existingSecret -}}{{- end -}}
+{{- $out := list -}}
+{{- range $names -}}{{- $out = append $out (printf "%s/%s" $ns .) -}}{{- end -}}
+{{- join "," $out -}}
+{{- end -}}
+
+{{- /* ServiceAccounts of the release no handler may run as, as namespace/name. */ -}}
+{{- define "streamer.reservedServiceAccounts" -}}
+{{- $out := list -}}
+{{- range $component := list "connect" "router" "processor" "operator" -}}
+{{- $out = append $out (printf "%s/%s" $.Release.Namespace (include "streamer.serviceAccountName" (dict "root" $ "component" $component))) -}}
+{{- end -}}
+{{- join "," (without $out (printf "%s/default" $.Release.Namespace)) -}}
+{{- end -}}
+
+{{- /* A glob list as CEL regexes (a JSON list of ^...$ patterns). */ -}}
+{{- define "streamer.globRegexes" -}}
+{{- $out := list -}}
+{{- range . -}}
+{{- $re := regexQuoteMeta . | replace "\\*" ".*" | replace "\\?" "." -}}
+{{- $out = append $out (printf "^%s$" $re) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
