@@ -72,9 +72,9 @@ class Lane:
         return sum(1 for entry in self._heap if entry[3].state is JobState.QUEUED)
 
     @property
-    def full(self) -> bool:
-        """Running at the limit with as many again waiting (waiting counted from above, in O(1))."""
-        return self.running + len(self._heap) >= OFFER_BACKLOG_FACTOR * self.limit
+    def load(self) -> int:
+        """Running plus waiting (waiting counted from above, in O(1))."""
+        return self.running + len(self._heap)
 
 
 class Dispatcher:
@@ -87,10 +87,15 @@ class Dispatcher:
         self.lanes: dict[str, Lane] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
+    def _lane_of(self, action: str) -> tuple[str, int]:
+        """(lane key, concurrency limit) of ``action``, following the registry."""
+        spec = self.registry.lookup(action)
+        return lane_key(spec, action), (
+            spec.concurrency if spec and spec.concurrency else None
+        ) or self.default_limit
+
     def submit(self, job: Job) -> None:
-        spec = self.registry.lookup(job.action)
-        key = lane_key(spec, job.action)
-        limit = (spec.concurrency if spec and spec.concurrency else None) or self.default_limit
+        key, limit = self._lane_of(job.action)
         lane = self.lanes.get(key)
         if lane is None:
             lane = self.lanes[key] = Lane(key, limit)
@@ -98,10 +103,11 @@ class Dispatcher:
         lane.push(job)
         self._pump(lane)
 
-    def saturated(self, action: str) -> bool:
-        """Whether the lane of ``action`` is full (see :attr:`Lane.full`): refuse offers for it."""
-        lane = self.lanes.get(lane_key(self.registry.lookup(action), action))
-        return lane is not None and lane.full
+    def lane_load(self, action: str) -> tuple[str, int, int]:
+        """(lane key, running + waiting, the offer limit: ``OFFER_BACKLOG_FACTOR * limit``) of ``action``."""
+        key, limit = self._lane_of(action)
+        lane = self.lanes.get(key)
+        return key, lane.load if lane is not None else 0, OFFER_BACKLOG_FACTOR * limit
 
     def _pump(self, lane: Lane) -> None:
         while lane.running < lane.limit:

@@ -43,6 +43,9 @@ class OfferServicer(processor_pb2_grpc.ProcessorServicer):
         self.dispatcher = dispatcher
         self.accepting = accepting
         self.capacity = capacity
+        #: Offers between their saturation check and their claim's end, per lane: counted
+        #: with the lane's load, so a burst of offers cannot all pass the check at once.
+        self._claiming: dict[str, int] = {}
 
     def _answer(self, outcome: int) -> processor_pb2.OfferResponse:
         name = _Outcome.Name(outcome).lower()  # type: ignore[arg-type]
@@ -61,9 +64,19 @@ class OfferServicer(processor_pb2_grpc.ProcessorServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id and attempt >= 1 are required")
         if not self.accepting() or not self.claimer.accepting:
             return self._answer(_Outcome.DRAINING)
-        if self.dispatcher.saturated(request.action):
+        lane, load, limit = self.dispatcher.lane_load(request.action)
+        claiming = self._claiming.get(lane, 0)
+        if load + claiming >= limit:
             return self._answer(_Outcome.SATURATED)
-        won = await self.claimer.offer(
-            Candidate(request_id=request.request_id, attempt=request.attempt, source="offer")
-        )
+        self._claiming[lane] = claiming + 1
+        try:
+            won = await self.claimer.offer(
+                Candidate(request_id=request.request_id, attempt=request.attempt, source="offer")
+            )
+        finally:
+            left = self._claiming[lane] - 1
+            if left:
+                self._claiming[lane] = left
+            else:
+                del self._claiming[lane]
         return self._answer(_Outcome.ACCEPTED if won else _Outcome.NOT_CLAIMED)

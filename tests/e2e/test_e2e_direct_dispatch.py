@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -24,7 +25,6 @@ import aiohttp
 import pytest
 from e2e_helpers import Recorder, connect, eventually, running_stack
 
-from streamer.local.ports import free_port
 from streamer.local.stack import LocalStack
 from streamer.store import COMPLETED, RequestRecord, Store
 
@@ -150,19 +150,22 @@ async def test_processor_killed_after_taking_the_offer(stack: LocalStack) -> Non
 async def test_offer_lost_the_stream_claims_after_the_grace(
     dynamodb: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    nowhere = f"127.0.0.1:{free_port('127.0.0.1')}"  # nothing listens there
-    env = {
-        "STREAMER_PROCESSOR_ADDRESSES": nowhere,
-        "STREAMER_OFFER_GRACE_SECONDS": "0.5",
-        "STREAMER_PENDING_GRACE_SECONDS": "120",
-    }
-    async with running_stack(dynamodb, tmp_path_factory.mktemp("lost"), env=env) as stack:
-        claims = await processor_counters(stack, "streamer_processor_claims_total")
-        async with connect(stack) as client:
-            result = await client.request("echo_async", {"message": "lost"}, timeout=60)
-        assert result["message"] == "lost"
-        router = await counters(stack, "router", "streamer_router_offers_total")
-        assert router.get("error", 0) >= 1 and router.get("accepted", 0) == 0
-        claims_after = await processor_counters(stack, "streamer_processor_claims_total")
-        assert delta(claims_after, claims, "held") >= 1  # held for the grace, then claimed
-        assert delta(claims_after, claims, "won") == 1
+    # A port bound but not listening: connections to it are refused, and no service of
+    # the stack can be given it while the test holds it.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as nowhere:
+        nowhere.bind(("127.0.0.1", 0))
+        env = {
+            "STREAMER_PROCESSOR_ADDRESSES": f"127.0.0.1:{nowhere.getsockname()[1]}",
+            "STREAMER_OFFER_GRACE_SECONDS": "0.5",
+            "STREAMER_PENDING_GRACE_SECONDS": "120",
+        }
+        async with running_stack(dynamodb, tmp_path_factory.mktemp("lost"), env=env) as stack:
+            claims = await processor_counters(stack, "streamer_processor_claims_total")
+            async with connect(stack) as client:
+                result = await client.request("echo_async", {"message": "lost"}, timeout=60)
+            assert result["message"] == "lost"
+            router = await counters(stack, "router", "streamer_router_offers_total")
+            assert router.get("error", 0) >= 1 and router.get("accepted", 0) == 0
+            claims_after = await processor_counters(stack, "streamer_processor_claims_total")
+            assert delta(claims_after, claims, "held") >= 1  # held for the grace, then claimed
+            assert delta(claims_after, claims, "won") == 1
