@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup tools js-tools js proto proto-check test lint demo dev bench chaos clean help
+.PHONY: setup tools js-tools browser-tools js proto proto-check test lint demo dev bench chaos clean help
 
 help:
 	@echo "make setup   - venv, Python packages (pinned by constraints.txt), test tools (+ Debian prometheus/promtool), code generation"
@@ -30,6 +30,9 @@ tools:
 js-tools:
 	bash scripts/install-js.sh
 
+browser-tools:
+	bash scripts/install-browser.sh
+
 # The TypeScript client: types generated from protocol/streamer.schema.json, then tsc into
 # clients/js/dist (committed, like the generated gRPC code; a test fails when either is stale).
 js: js-tools
@@ -37,7 +40,7 @@ js: js-tools
 
 # Generated gRPC code is committed (reviewable, importable from a plain checkout); setup only
 # generates it when missing. `make proto` regenerates; a test fails when it is stale.
-setup: $(STAMP) tools js-tools
+setup: $(STAMP) tools js-tools browser-tools
 	@test -f streamer/api/v1/router_pb2.py || $(PY) scripts/genproto.py
 
 proto: $(STAMP)

@@ -9,7 +9,8 @@ request`` command:
 2. an async ``generate_report``, its progress shown as it arrives;
 3. a ``generate_report`` with an impossible date, refused with ``VALIDATION_ERROR``;
 4. ``$status`` of the finished report (answered from DynamoDB);
-5. the same echo through ``streamer request``, as you would type it.
+5. the same echo through ``streamer request``, as you would type it;
+6. the demo page of ``streamer dev`` answers (the page and the TypeScript client).
 
 Every step checks what it got; the exit status is 0 only when all behaved, and the
 stack is stopped (no process left) either way.
@@ -25,8 +26,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
+
 from streamer.client import Progress, StreamerClient, ValidationError
 from streamer.local.dynamodb import DynamoDBLocalError
+from streamer.local.page import DemoPage
 from streamer.local.stack import LocalStack, StackError
 
 REPORT = {"start_date": "2026-01-01", "end_date": "2026-03-31", "format": "pdf", "report_type": "sales"}
@@ -122,6 +126,21 @@ class Session:
         assert proc.returncode == 0, f"exit status {proc.returncode}: {err.decode().strip()}"
         assert json.loads(out)["message"] == "from the command line"
 
+    async def page(self) -> None:
+        page = DemoPage(ws_urls=self.stack.ws_urls, registry_file=self.stack.registry_file, token_maker=None)
+        url = await page.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+                for path in ("", "client/index.js"):
+                    async with http.get(url + path) as resp:
+                        assert resp.status == 200, f"{url}{path}: HTTP {resp.status}"
+                        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+            say(f"    <- {url} serves the page and the TypeScript client (docs/client-js.md)")
+            say("    In a browser: `make dev` (or .venv/bin/streamer dev) prints `Demo page: http://...`;")
+            say("    open it to send requests and watch their progress bars, cancel them, follow them.")
+        finally:
+            await page.stop()
+
 
 async def main() -> int:
     say("Streamer demo: the whole product on this machine, every service its own process.")
@@ -149,6 +168,7 @@ async def main() -> int:
             )
             await session.step(4, "Its status, asked later: $status", session.status)
             await session.step(5, "The same from the command line: streamer request", session.cli)
+            await session.step(6, "The same from a browser: the demo page of streamer dev", session.page)
             failures = session.failures
     except Exception as exc:
         failures.append(f"session: {type(exc).__name__}: {exc}")

@@ -2,13 +2,15 @@
 
 Starts a :class:`~streamer.local.stack.LocalStack` (DynamoDB Local unless
 ``--dynamodb-endpoint``, the tables, connect, router, processor and the example
-handlers, each its own process on loopback) and prints exactly one line on stdout
-once everything is healthy::
+handlers, each its own process on loopback) and, once everything is healthy, prints on
+stdout the ready line and then the demo page's address (:mod:`streamer.local.page`,
+unless ``--no-page``)::
 
     Streamer is ready: ws://127.0.0.1:8080/ws
+    Demo page: http://127.0.0.1:41234/
 
 Everything else (where the logs are, how to get a token) goes to stderr, so scripts
-can wait for that line. Ctrl-C or SIGTERM stops every process; exit status 0 after a
+can wait for the ready line. Ctrl-C or SIGTERM stops every process; exit status 0 after a
 clean stop, 1 when the stack could not start, 2 for a bad flag or setting.
 """
 
@@ -25,9 +27,11 @@ from typing import Any
 from streamer.config import ConfigError, load_settings
 from streamer.local.devauth import DEV_TENANT, DEV_USER
 from streamer.local.dynamodb import DynamoDBLocalError
+from streamer.local.page import DemoPage
 from streamer.local.stack import LocalStack, StackError, ready_line
 
 DEFAULT_WS_PORT = 8080
+PAGE_LINE = "Demo page: "
 
 
 def add_parser(sub: Any) -> None:
@@ -49,6 +53,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--handler", default="examples", help="what `streamer handler` serves (default: examples)")
     p.add_argument("--run-dir", help="directory for logs and the registry file (default: a new temp dir)")
     p.add_argument("-v", "--verbose", action="store_true", help="service logs to stderr instead of files")
+    p.add_argument("--page-port", type=int, default=0, help="port of the demo page (default: a free one)")
+    p.add_argument("--no-page", action="store_true", help="do not serve the demo page")
 
 
 def _port_free(port: int) -> bool:
@@ -87,6 +93,7 @@ async def _run(args: argparse.Namespace) -> int:
         run_dir=args.run_dir,
         log_to_stderr=args.verbose,
     )
+    page: DemoPage | None = None
     starting = asyncio.ensure_future(stack.start())
     stopper = asyncio.ensure_future(stop.wait())
     try:
@@ -128,7 +135,22 @@ async def _run(args: argparse.Namespace) -> int:
             )
         for url in stack.ws_urls[1:]:
             _info(f"Also listening: {url}")
+        page_url = None
+        if not args.no_page:
+            page = DemoPage(
+                ws_urls=stack.ws_urls,
+                registry_file=stack.registry_file,
+                # Development tokens only where the stack signs HS256 itself, as `streamer token`.
+                token_maker=stack.token if stack.jwt_secret else None,
+                port=args.page_port,
+            )
+            try:
+                page_url = await page.start()
+            except OSError as exc:
+                _info(f"streamer dev: the demo page could not start ({exc}); the stack runs without it")
         print(ready_line(stack.ws_url), flush=True)
+        if page_url is not None:
+            print(f"{PAGE_LINE}{page_url}", flush=True)
         # Stay up until a signal, or until a service dies on its own (then say so and stop).
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -148,6 +170,8 @@ async def _run(args: argparse.Namespace) -> int:
         stopper.cancel()
         if not starting.done():
             starting.cancel()
+        if page is not None:
+            await page.stop()
         await stack.stop()
 
 

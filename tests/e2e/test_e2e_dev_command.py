@@ -9,12 +9,14 @@ import signal
 import sys
 import uuid
 
+import aiohttp
 from e2e_helpers import eventually
 
 from streamer.client import StreamerClient
 from streamer.local.devauth import dev_token
 
 READY = re.compile(r"^Streamer is ready: (ws://127\.0\.0\.1:(\d+)/ws)$")
+PAGE = re.compile(r"^Demo page: (http://127\.0\.0\.1:\d+/)$")
 
 
 def descendants(pid: int) -> set[int]:
@@ -54,6 +56,7 @@ class Dev:
         self.args = args
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
+        self.page_url = ""
         self.stdout_lines: list[str] = []
 
     async def start(self) -> Dev:
@@ -79,6 +82,12 @@ class Dev:
             err = await self._stderr()
             raise AssertionError(f"expected the ready line, got {line!r}; stderr:\n{err}")
         self.url = match.group(1)
+        if "--no-page" not in self.args:
+            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=30)).decode().rstrip("\n")
+            self.stdout_lines.append(line)
+            page = PAGE.match(line)
+            assert page is not None, f"expected the demo page line after the ready line, got {line!r}"
+            self.page_url = page.group(1)
         return self
 
     async def _stderr(self) -> str:
@@ -106,6 +115,21 @@ async def echo(url: str, message: str) -> str:
     return str(result["message"])
 
 
+async def check_the_demo_page(page_url: str, ws_url: str) -> None:
+    """The page, the client module and the dev-token endpoint answer (the browser tests do the rest)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(page_url) as resp:
+            assert resp.status == 200 and "Streamer demo" in await resp.text()
+            assert ws_url in resp.headers["Content-Security-Policy"]
+        async with http.get(page_url + "client/index.js") as resp:
+            assert resp.status == 200 and resp.content_type == "text/javascript"
+        async with http.post(page_url + "api/token", json={"user": "ann", "tenant": "acme"}) as resp:
+            token = (await resp.json())["token"]
+    async with StreamerClient(ws_url, token=token) as client:
+        result = await client.request("echo", {"message": "page token"}, timeout=30)
+    assert result["message"] == "page token"
+
+
 async def test_dev_prints_one_ready_line_serves_and_stops_cleanly_on_sigterm() -> None:
     dev = await Dev("--table-prefix", f"dev{uuid.uuid4().hex[:6]}").start()  # its own DynamoDB Local
     try:
@@ -113,11 +137,12 @@ async def test_dev_prints_one_ready_line_serves_and_stops_cleanly_on_sigterm() -
         family = descendants(dev.proc.pid)
         assert len(family) >= 5  # DynamoDB Local, handler, router, processor, connect
         assert await echo(dev.url, "through streamer dev") == "through streamer dev"
+        await check_the_demo_page(dev.page_url, dev.url)
         code = await dev.finish(signal.SIGTERM)
     finally:
         dev.kill_now()
     assert code == 0
-    assert dev.stdout_lines == [dev.stdout_lines[0]]  # exactly one line on stdout
+    assert len(dev.stdout_lines) == 2  # the ready line, the page's address, nothing else on stdout
     await eventually(lambda: not [pid for pid in family if alive(pid)], timeout=15)
 
 
