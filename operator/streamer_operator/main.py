@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 from typing import Any
 
@@ -23,8 +22,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from streamer.config import ConfigError, Settings, load_settings
-from streamer.logs import setup_logging
 from streamer.metrics import Health, start_http
+from streamer.runtime import config_error, prepare
 from streamer_operator.handlers import register
 from streamer_operator.kube import Kube
 from streamer_operator.options import OperatorOptions, load_options
@@ -66,7 +65,7 @@ def _api_client(server: str | None) -> k8s.ApiClient:
     return k8s.ApiClient()
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer operator", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--namespace",
@@ -85,15 +84,21 @@ def run(
     stop_flag: threading.Event | None = None,
     ready_flag: threading.Event | None = None,
 ) -> int:
-    """Run the operator; returns the exit code. ``stop_flag`` stops it from another thread."""
-    args = _parser().parse_args(argv)
+    """Run the operator; returns the exit code. ``stop_flag`` stops it from another thread.
+
+    Flags, settings, logging and exit codes as every service (:mod:`streamer.runtime`);
+    kopf runs its own event loop and signal handling.
+    """
+    prepared = prepare(
+        "operator", argv, parser=build_parser(), settings=lambda _: load_settings(), grpc=False
+    )
+    if isinstance(prepared, int):
+        return prepared
+    args, settings = prepared
     try:
-        settings = load_settings()
         options = load_options()
     except ConfigError as exc:
-        print(f"streamer operator: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(service="operator", level=settings.log_level, json_format=settings.log_json)
+        return config_error("operator", exc)
     api_client = _api_client(args.server)
     registry, _ = build(settings=settings, options=options, api_client=api_client)
     health = Health()

@@ -1,25 +1,17 @@
 """``streamer connect``: run one connect pod until SIGTERM/SIGINT, then drain.
 
-Exit codes: 0 after a clean drain, 2 for a configuration error (the message names the
-variable), 1 for anything else that stops the service.
+Signals, drain and exit codes (0 after a clean drain, 2 for a configuration error
+naming the variable, 1 for anything else): :mod:`streamer.runtime`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
-import sys
-from collections.abc import Callable
 
-from services.connect.app import ConnectService
-from streamer import rpc
+from services.connect.service import ConnectService
 from streamer.auth import TokenVerifier
-from streamer.config import ConfigError, Settings, load_settings
-from streamer.logs import setup_logging
-
-logger = logging.getLogger(__name__)
+from streamer.config import Settings, load_settings
+from streamer.runtime import run_service
 
 
 def _port(raw: str) -> int:
@@ -53,58 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        host=args.host,
+        ws_port=args.port,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        router_address=args.router,
+    )
 
 
-async def serve(settings: Settings, *, verifier: TokenVerifier) -> int:
-    """Run until a stop signal, then drain within ``drain_seconds``."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    service = ConnectService(settings=settings, verifier=verifier)
-    try:
-        await service.start()
-        await stop.wait()
-        logger.info("stop signal received; draining", extra={"drain_seconds": settings.drain_seconds})
-    finally:
-        await service.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    logger.info("connect stopped")
-    return 0
+def _build(settings: Settings, args: argparse.Namespace) -> ConnectService:
+    return ConnectService(settings=settings, verifier=TokenVerifier.from_settings(settings))
 
 
 def run(argv: list[str] | None = None) -> int:
     """Entry point of ``streamer connect`` and ``python -m services.connect``."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad flag (2, message already printed)
-        return int(exc.code or 0)
-    try:
-        settings = load_settings(
-            host=args.host,
-            ws_port=args.port,
-            grpc_port=args.grpc_port,
-            http_port=args.http_port,
-            router_address=args.router,
-        )
-        verifier = TokenVerifier.from_settings(settings)
-        rpc.configure(settings)
-    except ConfigError as exc:
-        print(f"streamer connect: configuration error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(service="connect", level=settings.log_level, json_format=settings.log_json)
-    try:
-        with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
-            return runner.run(serve(settings, verifier=verifier))
-    except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled inside
-        return 0
-    except Exception:
-        logger.exception("connect failed")
-        return 1
+    return run_service("connect", argv, parser=build_parser(), settings=_settings, build=_build)

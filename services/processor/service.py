@@ -50,7 +50,7 @@ from streamer import rpc
 from streamer.api.v1 import processor_pb2_grpc
 from streamer.config import Settings
 from streamer.handler_client import HandlerClient
-from streamer.metrics import Health
+from streamer.metrics import Health, start_http
 from streamer.registry import Registry
 from streamer.store import Store
 from streamer.store.dynamo import open_client
@@ -317,3 +317,40 @@ class Processor:
             "swept_claimed": self.sweeper.claimed_total,
             "time": time.time(),
         }
+
+
+class ProcessorService:
+    """The processor process: /metrics /healthz /readyz, the registry, one :class:`Processor`.
+
+    ``stop()`` marks it not ready, then drains the processor (leases released,
+    running handlers finish for ``STREAMER_DRAIN_SECONDS``, the rest handed back).
+    """
+
+    def __init__(self, *, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.health = Health()
+        self.processor: Processor | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def start(self) -> None:
+        runner, port = await start_http(
+            health=self.health, host=self.settings.host, port=self.settings.http_port
+        )
+        self._stack.push_async_callback(runner.cleanup)
+        log.info("observability endpoints up", extra={"http_port": port})
+        await self.registry.start()
+        self._stack.push_async_callback(self.registry.stop)
+        self.processor = Processor(
+            settings=self.settings,
+            registry=self.registry,
+            health=self.health,
+            grpc_port=self.settings.grpc_port,
+        )
+        await self.processor.start()
+
+    async def stop(self) -> None:
+        self.health.set_not_ready("stopping")
+        if self.processor is not None:
+            await self.processor.stop()
+        await self._stack.aclose()

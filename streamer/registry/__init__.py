@@ -8,11 +8,22 @@ StreamerHandler custom resources, in the cluster).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from streamer.registry.model import ActionSpec, RegistryError, build_index, parse_duration, parse_handler
 
-__all__ = ["ActionSpec", "Registry", "RegistryError", "build_index", "parse_duration", "parse_handler"]
+if TYPE_CHECKING:
+    from streamer.config import Settings
+
+__all__ = [
+    "ActionSpec",
+    "Registry",
+    "RegistryError",
+    "build_index",
+    "make_registry",
+    "parse_duration",
+    "parse_handler",
+]
 
 
 @runtime_checkable
@@ -30,3 +41,14 @@ class Registry(Protocol):
 
     def actions(self) -> list[ActionSpec]:
         """Every action currently served."""
+
+
+def make_registry(settings: Settings) -> Registry:
+    """The registry a service runs with: the YAML file when one is configured, else the cluster watch."""
+    if settings.registry_file:
+        from streamer.registry.file import FileRegistry
+
+        return FileRegistry(settings.registry_file)
+    from streamer.registry.kubernetes import KubernetesRegistry  # only in a cluster
+
+    return KubernetesRegistry.from_settings(settings)

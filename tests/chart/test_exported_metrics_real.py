@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 EXPORTED = pathlib.Path(__file__).resolve().parent / "exported_metrics.txt"
 MODULES = [
     "services.connect.metrics",
-    "services.connect.app",
+    "services.connect.service",
     "services.router.middleware",
     "services.router.publish",
     "services.router.submit",

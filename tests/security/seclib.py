@@ -1,6 +1,6 @@
 """Shared pieces of the security tests: keys, hand-made tokens, an in-process gateway.
 
-The gateway is the real :class:`services.connect.app.ConnectService` on 127.0.0.1 with
+The gateway is the real :class:`services.connect.service.ConnectService` on 127.0.0.1 with
 ports picked free, in front of a small in-test ``Router`` servicer (:class:`EchoRouter`)
 so these tests do not depend on the router's business logic: they are about what the
 gateway and the gRPC servers let through, not about routing.
@@ -30,7 +30,7 @@ from google.protobuf import descriptor as pb_descriptor
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.connect.app import ConnectService
+from services.connect.service import ConnectService
 from streamer import protocol, rpc
 from streamer.api.v1 import router_pb2, router_pb2_grpc
 from streamer.auth import TokenVerifier

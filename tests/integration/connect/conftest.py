@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from connect_helpers import SECRET, ConnectProcess, FakeRouter, StartConnect, process_env
 
-from services.connect.app import ConnectService
+from services.connect.service import ConnectService
 from streamer import rpc
 from streamer.api.v1 import router_pb2_grpc
 from streamer.config import Settings, load_settings

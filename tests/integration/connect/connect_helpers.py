@@ -23,7 +23,7 @@ import aiohttp
 import prometheus_client
 from grpc import aio
 
-from services.connect.app import ConnectService
+from services.connect.service import ConnectService
 from streamer import protocol, rpc
 from streamer.api.v1 import router_pb2, router_pb2_grpc
 from streamer.auth import make_token

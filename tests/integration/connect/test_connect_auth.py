@@ -24,7 +24,7 @@ from connect_helpers import SECRET, StartConnect, sample
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from services.connect.app import ConnectService
+from services.connect.service import ConnectService
 from streamer import protocol
 from streamer.auth import make_token
 from streamer.local.ports import free_port

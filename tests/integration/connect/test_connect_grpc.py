@@ -11,7 +11,7 @@ from connect_helpers import eventually, open_ws, receive_close, receive_json
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.connect.app import ConnectService
+from services.connect.service import ConnectService
 from streamer import protocol, rpc
 from streamer.api.v1 import connections_pb2, connections_pb2_grpc
 from streamer.store import Store

@@ -18,8 +18,8 @@ from connect_helpers import (
     token,
 )
 
-from services.connect.app import ConnectService
 from services.connect.limits import MAX_IN_FLIGHT
+from services.connect.service import ConnectService
 from streamer import protocol
 from streamer.local.ports import free_port
 from streamer.store import Store

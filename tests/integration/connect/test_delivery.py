@@ -19,7 +19,7 @@ import pytest
 from connect_helpers import ConnectProcess, eventually, open_ws, receive_close, receive_json, sample
 from grpc import aio
 
-from services.connect.app import ConnectService
+from services.connect.service import ConnectService
 from streamer import rpc
 from streamer.api.v1 import connections_pb2, connections_pb2_grpc
 from streamer.config import Settings

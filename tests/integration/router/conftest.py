@@ -30,7 +30,7 @@ from router_helpers import (
 )
 
 from examples.handlers import handlers
-from services.router.main import RouterService
+from services.router.service import RouterService
 from streamer import rpc
 from streamer.api.v1 import router_pb2_grpc
 from streamer.config import Settings, load_settings
