@@ -1,8 +1,9 @@
 """Write charts/streamer/rules/streamer.rules.yaml from monitoring/ (a test keeps it current).
 
 - ``monitoring/slos.yaml``: each objective becomes recording rules of its error ratio over
-  every window and two multi-window, multi-burn-rate alerts (``<alert>FastBurn`` pages,
-  ``<alert>SlowBurn`` opens a ticket), as in the Google SRE workbook.
+  every window (and of the objective itself, for the dashboards' burn rate), and two
+  multi-window, multi-burn-rate alerts (``<alert>FastBurn`` pages, ``<alert>SlowBurn`` opens a
+  ticket), as in the Google SRE workbook.
 - ``monitoring/alerts.yaml``: the cause alerts, copied as they are.
 
 Every alert gets ``runbook_url: __RUNBOOK_BASE__#<alert name in lower case>``; the chart
@@ -44,6 +45,13 @@ def slo_groups(spec: dict[str, Any]) -> list[dict[str, Any]]:
     for slo in spec["slos"]:
         name, objective = slo["name"], float(slo["objective"])
         budget = round(1 - objective, 10)
+        recording.append(
+            {
+                "record": "streamer:slo:objective",
+                "expr": f"vector({objective:g})",
+                "labels": {"namespace": "__NAMESPACE__", "slo": name},
+            }
+        )
         for window in WINDOWS:
             errors = _one_line(slo["errors"]).replace("{{window}}", window)
             total = _one_line(slo["total"]).replace("{{window}}", window)
