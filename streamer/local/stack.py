@@ -301,8 +301,7 @@ class LocalStack:
 
     def _plan(self) -> None:
         """Pick ports, write the registry file, and build each service's command line."""
-        from streamer.cli.handler import load_actions
-        from streamer.sdk import registry_document
+        from streamer.sdk import load_actions, registry_document
 
         assert self.run_dir is not None
         cli = [self.python, "-m", "streamer.cli.main"]

@@ -20,10 +20,12 @@ See docs/handlers.md for the whole contract.
 from __future__ import annotations
 
 from streamer.sdk.action import Action, PermanentError, ProgressFn, Request, RetryableError, ValidationError
+from streamer.sdk.loading import HandlerLoadError, load_actions
 from streamer.sdk.server import HandlerServer, HandlerServicer, registry_document, serve
 
 __all__ = [
     "Action",
+    "HandlerLoadError",
     "HandlerServer",
     "HandlerServicer",
     "PermanentError",
@@ -31,6 +33,7 @@ __all__ = [
     "Request",
     "RetryableError",
     "ValidationError",
+    "load_actions",
     "registry_document",
     "serve",
 ]

@@ -14,13 +14,13 @@ from streamer.auth import TokenVerifier
 from streamer.cli import main as cli_main
 from streamer.cli import request as request_cli
 from streamer.cli import token as token_cli
-from streamer.cli.handler import HandlerLoadError, load_actions
 from streamer.client import error_from_message
 from streamer.client.client import Progress, is_terminal
 from streamer.config import load_settings
 from streamer.local.devauth import DEV_JWT_SECRET, dev_token, jwt_secret
 from streamer.local.stack import LocalStack, StackError, ready_line
 from streamer.registry import parse_handler
+from streamer.sdk import HandlerLoadError, load_actions
 
 
 def test_handler_target_by_entry_point_name() -> None:
