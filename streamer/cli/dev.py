@@ -12,6 +12,11 @@ unless ``--no-page``)::
 Everything else (where the logs are, how to get a token) goes to stderr, so scripts
 can wait for the ready line. Ctrl-C or SIGTERM stops every process; exit status 0 after a
 clean stop, 1 when the stack could not start, 2 for a bad flag or setting.
+
+Like a kubelet, it restarts a service that exits on its own, with backoff (0.5 s,
+doubling to 30 s), and says so on stderr; ``--exit-on-failure`` stops everything
+instead. ``--replicas connect=2,router=2,processor=3,handler=3`` runs several of each;
+handlers and routers then sit behind DNS names, as behind headless Services.
 """
 
 from __future__ import annotations
@@ -48,13 +53,57 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--dynamodb-endpoint", help="use this DynamoDB instead of starting DynamoDB Local")
     p.add_argument("--table-prefix", help="table name prefix (default: STREAMER_TABLE_PREFIX or 'streamer')")
-    p.add_argument("--processors", type=int, default=1, help="processor processes (default 1)")
-    p.add_argument("--connects", type=int, default=1, help="connect processes (default 1)")
+    p.add_argument("--processors", type=int, default=None, help="processor processes (default 1)")
+    p.add_argument("--connects", type=int, default=None, help="connect processes (default 1)")
+    p.add_argument(
+        "--replicas",
+        type=parse_replicas,
+        default={},
+        metavar="KIND=N,...",
+        help="replicas per service, e.g. connect=2,router=2,processor=3,handler=3 (default 1 each)",
+    )
+    p.add_argument(
+        "--exit-on-failure",
+        action="store_true",
+        help="stop everything when a service exits (default: restart it with backoff)",
+    )
     p.add_argument("--handler", default="examples", help="what `streamer handler` serves (default: examples)")
     p.add_argument("--run-dir", help="directory for logs and the registry file (default: a new temp dir)")
     p.add_argument("-v", "--verbose", action="store_true", help="service logs to stderr instead of files")
     p.add_argument("--page-port", type=int, default=0, help="port of the demo page (default: a free one)")
     p.add_argument("--no-page", action="store_true", help="do not serve the demo page")
+
+
+KINDS = ("connect", "router", "processor", "handler")
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """``connect=2,router=2`` → ``{"connect": 2, "router": 2}`` (argparse type)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, sep, count = part.partition("=")
+        kind = kind.strip()
+        if not sep or kind not in KINDS:
+            raise argparse.ArgumentTypeError(f"expected KIND=N with KIND one of {', '.join(KINDS)}: {part!r}")
+        try:
+            n = int(count)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind}: expected a whole number, got {count!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{kind}: at least 1 replica")
+        out[kind] = n
+    return out
+
+
+def replica_counts(args: argparse.Namespace) -> dict[str, int]:
+    """Replicas per kind from ``--replicas`` and the older ``--processors``/``--connects``."""
+    counts = dict.fromkeys(KINDS, 1)
+    counts.update(args.replicas)
+    if args.processors is not None:
+        counts["processor"] = args.processors
+    if args.connects is not None:
+        counts["connect"] = args.connects
+    return counts
 
 
 def _port_free(port: int) -> bool:
@@ -83,12 +132,15 @@ async def _run(args: argparse.Namespace) -> int:
             f"streamer dev: port {port} is in use (another `streamer dev`?); pick one with --port, 0 for any"
         )
         return 1
+    counts = replica_counts(args)
     stack = LocalStack(
         ws_port=port or None,
         dynamodb_endpoint=settings.dynamodb_endpoint,
         table_prefix=settings.table_prefix,
-        processors=args.processors,
-        connects=args.connects,
+        processors=counts["processor"],
+        connects=counts["connect"],
+        routers=counts["router"],
+        handlers=counts["handler"],
         handler=args.handler,
         run_dir=args.run_dir,
         log_to_stderr=args.verbose,
@@ -151,12 +203,14 @@ async def _run(args: argparse.Namespace) -> int:
         print(ready_line(stack.ws_url), flush=True)
         if page_url is not None:
             print(f"{PAGE_LINE}{page_url}", flush=True)
-        # Stay up until a signal, or until a service dies on its own (then say so and stop).
+        if not args.exit_on_failure:
+            stack.supervise(notify=lambda line: _info(f"streamer dev: {line}"))
+        # Stay up until a signal; with --exit-on-failure, also until a service dies on its own.
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stopper), timeout=1.0)
             dead = [n for n, s in stack.services.items() if not s.running]
-            if dead and not stop.is_set():
+            if dead and args.exit_on_failure and not stop.is_set():
                 _info(f"streamer dev: {', '.join(dead)} exited unexpectedly; stopping everything")
                 for name in dead:
                     _info(f"--- last lines of {name}:\n{stack.services[name].log_tail(20)}")
@@ -176,7 +230,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.processors < 1 or args.connects < 1:
+    if min(replica_counts(args).values()) < 1:
         print("streamer dev: --processors and --connects must be at least 1", file=sys.stderr)
         return 2
     try:

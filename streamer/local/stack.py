@@ -31,6 +31,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import aiohttp
 import yaml
@@ -49,9 +50,20 @@ from streamer.local.devauth import DEV_JWT_SECRET, dev_token
 from streamer.local.dynamodb import DynamoDBLocal
 from streamer.local.ports import free_port
 
+if TYPE_CHECKING:
+    from streamer.local.dns import DnsStub
+
 __all__ = ["READY_LINE", "LocalStack", "ServiceProcess", "StackError", "ready_line"]
 
 HOST = "127.0.0.1"
+#: Services reached through one name when they run several replicas (as headless Services).
+NAMED: Mapping[str, str] = {"handler": "handler.streamer.local", "router": "router.streamer.local"}
+#: Replica N of a named service binds 127.0.<net>.N.
+REPLICA_NETS: Mapping[str, int] = {"handler": 1, "router": 2}
+#: Restart backoff of the supervisor: first wait, cap, and how long up counts as recovered.
+RESTART_FIRST_SECONDS = 0.5
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_SECONDS = 30.0
 READY_LINE = "Streamer is ready: {url}"
 #: Defaults of the local stack that differ from the services' own (quick drain on Ctrl-C).
 DEV_DEFAULTS: Mapping[str, str] = {
@@ -99,6 +111,8 @@ class ServiceProcess:
     log_path: pathlib.Path | None = None
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    #: The loopback address it binds (replicas behind a DNS name each get their own).
+    host: str = "127.0.0.1"
 
     @property
     def pid(self) -> int | None:
@@ -110,7 +124,7 @@ class ServiceProcess:
 
     @property
     def grpc_address(self) -> str | None:
-        return f"{HOST}:{self.grpc_port}" if self.grpc_port else None
+        return f"{self.host}:{self.grpc_port}" if self.grpc_port else None
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -134,6 +148,10 @@ class LocalStack:
     :param dynamodb_endpoint: use this DynamoDB instead of starting DynamoDB Local.
     :param table_prefix: table name prefix (default ``streamer``; tests pass a unique one).
     :param processors: number of processor processes; ``connects``: connect processes.
+    :param routers: router processes; ``handlers``: handler processes. With more than one,
+        they sit behind a DNS name each (:mod:`streamer.local.dns`), as behind a headless
+        Service: every replica its own loopback address, one port; replicas can then be
+        added and removed while the stack runs (:meth:`add_replica`, :meth:`remove_replica`).
     :param handler: what ``streamer handler`` serves (an entry point name or module).
     :param env: extra environment for every service (short intervals in tests...).
     :param run_dir: where the registry file and logs go (default: a new temp dir).
@@ -151,6 +169,8 @@ class LocalStack:
         table_prefix: str | None = None,
         processors: int = 1,
         connects: int = 1,
+        routers: int = 1,
+        handlers: int = 1,
         handler: str = "examples",
         env: Mapping[str, str] | None = None,
         run_dir: str | os.PathLike[str] | None = None,
@@ -160,12 +180,22 @@ class LocalStack:
         python: str | None = None,
         action_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        if processors < 1 or connects < 1:
-            raise ValueError("a stack needs at least one processor and one connect")
+        if min(processors, connects, routers, handlers) < 1:
+            raise ValueError("a stack needs at least one replica of each service")
         self.requested_ws_port = ws_port
         self.requested_endpoint = dynamodb_endpoint
         self.processors = processors
         self.connects = connects
+        self.routers = routers
+        self.handlers = handlers
+        #: Handlers and routers behind a DNS name (several replicas, added and removed at will).
+        self.dns: DnsStub | None = None
+        self._shared_ports: dict[str, int] = {}
+        self._cli: list[str] = []
+        self._supervisor: asyncio.Task[None] | None = None
+        self._restarts: dict[str, asyncio.Task[None]] = {}
+        #: Services the stack itself is starting, stopping or restarting (the supervisor keeps off).
+        self._managed: set[str] = set()
         self.handler_target = handler
         self.extra_env = dict(env or {})
         self._run_dir_arg = pathlib.Path(run_dir) if run_dir is not None else None
@@ -269,10 +299,11 @@ class LocalStack:
         self._plan()
         # Dependencies first: the router reads the handler's registry entry, connect
         # needs the router; the processor only needs DynamoDB and the handler.
-        order = ["handler", "router"] + [n for n, s in self.services.items() if s.kind == "processor"]
-        order += [n for n, s in self.services.items() if s.kind == "connect"]
+        order = [n for kind in ("handler", "router", "processor", "connect") for n in self._names(kind)]
         for name in order:
             self._spawn(self.services[name])
+        for kind in NAMED:
+            self._publish(kind)
         await self.wait_ready(list(self.services))
 
     def _base_env(self) -> dict[str, str]:
@@ -304,10 +335,14 @@ class LocalStack:
         from streamer.sdk import load_actions, registry_document
 
         assert self.run_dir is not None
-        cli = [self.python, "-m", "streamer.cli.main"]
-        handler_port = free_port(HOST)
+        self._cli = [self.python, "-m", "streamer.cli.main"]
+        if self.handlers > 1 or self.routers > 1:
+            from streamer.local.dns import DnsStub
+
+            self.dns = DnsStub(NAMED.values()).start()
+        self._shared_ports = {kind: self._port_for(kind) for kind in NAMED}
         name, actions = load_actions(self.handler_target)
-        doc = registry_document(actions, name=name, endpoint=f"{HOST}:{handler_port}")
+        doc = registry_document(actions, name=name, endpoint=self.target("handler"))
         unknown = set(self.action_overrides) - {a["name"] for a in doc["spec"]["actions"]}
         if unknown:
             raise StackError(f"action_overrides name actions the handler does not serve: {sorted(unknown)}")
@@ -319,111 +354,107 @@ class LocalStack:
             + yaml.safe_dump(doc, sort_keys=False, width=100)
         )
         self.env["STREAMER_REGISTRY_FILE"] = str(self.registry_file)
+        # Processors before the router: their Offer ports go into the router's environment
+        # for direct dispatch (the router is still started before them, see _start).
+        counts = {"handler": self.handlers, "processor": self.processors}
+        counts.update({"router": self.routers, "connect": self.connects})
+        for kind, count in counts.items():
+            for index in range(1, count + 1):
+                self._replica(kind, index)
+
+    def target(self, kind: str) -> str:
+        """The gRPC target through which the other services reach ``kind`` (handler, router)."""
+        port = self._shared_ports[kind]
+        if self.dns is not None:
+            return self.dns.target(NAMED[kind], port)
+        return f"{HOST}:{port}"
+
+    def _host(self, kind: str, index: int) -> str:
+        """Replicas behind a DNS name each bind their own loopback address (a pod's IP)."""
+        if self.dns is None or kind not in NAMED:
+            return HOST
+        return f"127.0.{REPLICA_NETS[kind]}.{index}"
+
+    def _port_for(self, kind: str) -> int:
+        """A port free on the first replicas' addresses (replicas share it, as pods do)."""
+        for _ in range(50):
+            port = free_port(HOST)
+            if self.dns is None:
+                return port
+            try:
+                for index in range(1, 9):
+                    with socket.socket() as probe:
+                        probe.bind((self._host(kind, index), port))
+            except OSError:
+                continue
+            return port
+        raise StackError(f"no port free on every {kind} replica address")
+
+    def _names(self, kind: str) -> list[str]:
+        return [n for n, s in self.services.items() if s.kind == kind]
+
+    def _replica(self, kind: str, index: int) -> ServiceProcess:
+        """Build (not start) replica ``index`` of ``kind`` and add it to :attr:`services`."""
+        assert self.run_dir is not None and self.registry_file is not None
+        name = kind if index == 1 else f"{kind}-{index}"
+        host = self._host(kind, index)
+        http = free_port(host)
+        env = dict(self.env)
+        env["STREAMER_HTTP_PORT"] = str(http)
         registry = str(self.registry_file)
-
-        def add(
-            name: str,
-            kind: str,
-            args: list[str],
-            *,
-            http: int,
-            grpc: int | None = None,
-            ws: int | None = None,
-            extra: Mapping[str, str] | None = None,
-        ) -> None:
-            env = dict(self.env)
-            env["STREAMER_HTTP_PORT"] = str(http)
-            if grpc is not None:
-                env["STREAMER_GRPC_PORT"] = str(grpc)
-            if ws is not None:
-                env["STREAMER_WS_PORT"] = str(ws)
-            env.update(extra or {})
-            log_path = None if self.log_to_stderr else self.run_dir / "logs" / f"{name}.log"  # type: ignore[operator]
-            self.services[name] = ServiceProcess(
-                name=name,
-                kind=kind,
-                argv=[*cli, *args],
-                env=env,
-                http_port=http,
-                grpc_port=grpc,
-                ws_port=ws,
-                log_path=log_path,
-            )
-
-        http = free_port(HOST)
-        add(
-            "handler",
-            "handler",
-            [
-                "handler",
-                self.handler_target,
-                "--host",
-                HOST,
-                "--port",
-                str(handler_port),
-                "--http-port",
-                str(http),
-            ],
-            http=http,
-            grpc=handler_port,
-        )
-        # Processors first (their Offer ports go into the router's environment for
-        # direct dispatch); the router is still started before them (see _start).
-        offer_targets: list[str] = []
-        for i in range(1, self.processors + 1):
-            pname = "processor" if i == 1 else f"processor-{i}"
-            phttp, pgrpc = free_port(HOST), free_port(HOST)
-            offer_targets.append(f"{HOST}:{pgrpc}")
-            add(
-                pname,
-                "processor",
-                ["processor", "--http-port", str(phttp), "--grpc-port", str(pgrpc), "--registry", registry],
-                http=phttp,
-                grpc=pgrpc,
-            )
-        router_grpc, router_http = free_port(HOST), free_port(HOST)
-        add(
-            "router",
-            "router",
-            ["router", "--port", str(router_grpc), "--http-port", str(router_http), "--registry", registry],
-            http=router_http,
-            grpc=router_grpc,
+        grpc: int | None = None
+        ws: int | None = None
+        if kind == "handler":
+            grpc = self._shared_ports["handler"]
+            args = ["handler", self.handler_target, "--host", host, "--port", str(grpc)]
+            args += ["--http-port", str(http)]
+        elif kind == "processor":
+            grpc = free_port(HOST)
+            args = ["processor", "--http-port", str(http), "--grpc-port", str(grpc), "--registry", registry]
+        elif kind == "router":
+            grpc = self._shared_ports["router"]
+            args = ["router", "--host", host, "--port", str(grpc), "--http-port", str(http)]
+            args += ["--registry", registry]
             # A caller's own STREAMER_PROCESSOR_ADDRESSES wins (tests point it elsewhere;
             # an empty value turns direct dispatch off).
-            extra=(
-                {}
-                if "STREAMER_PROCESSOR_ADDRESSES" in self.extra_env
-                else {"STREAMER_PROCESSOR_ADDRESSES": ",".join(offer_targets)}
-            ),
+            if "STREAMER_PROCESSOR_ADDRESSES" not in self.extra_env:
+                offers = [self.services[n].grpc_address or "" for n in self._names("processor")]
+                env["STREAMER_PROCESSOR_ADDRESSES"] = ",".join(offers)
+        elif kind == "connect":
+            ws = self.requested_ws_port if (index == 1 and self.requested_ws_port) else free_port(HOST)
+            grpc = free_port(HOST)
+            router = self.target("router")
+            args = ["connect", "--host", HOST, "--port", str(ws), "--grpc-port", str(grpc)]
+            args += ["--http-port", str(http), "--router", router]
+            env["STREAMER_ROUTER_ADDRESS"] = router
+            env["STREAMER_ADVERTISE_ADDRESS"] = f"{HOST}:{grpc}"
+        else:
+            raise ValueError(f"unknown service kind {kind!r}")
+        if grpc is not None:
+            env["STREAMER_GRPC_PORT"] = str(grpc)
+        if ws is not None:
+            env["STREAMER_WS_PORT"] = str(ws)
+        log_path = None if self.log_to_stderr else self.run_dir / "logs" / f"{name}.log"
+        service = ServiceProcess(
+            name=name,
+            kind=kind,
+            argv=[*self._cli, *args],
+            env=env,
+            http_port=http,
+            grpc_port=grpc,
+            ws_port=ws,
+            log_path=log_path,
+            host=host,
         )
-        for i in range(1, self.connects + 1):
-            cname = "connect" if i == 1 else f"connect-{i}"
-            ws = self.requested_ws_port if (i == 1 and self.requested_ws_port) else free_port(HOST)
-            cgrpc, chttp = free_port(HOST), free_port(HOST)
-            add(
-                cname,
-                "connect",
-                [
-                    "connect",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(ws),
-                    "--grpc-port",
-                    str(cgrpc),
-                    "--http-port",
-                    str(chttp),
-                    "--router",
-                    f"{HOST}:{router_grpc}",
-                ],
-                http=chttp,
-                grpc=cgrpc,
-                ws=ws,
-                extra={
-                    "STREAMER_ROUTER_ADDRESS": f"{HOST}:{router_grpc}",
-                    "STREAMER_ADVERTISE_ADDRESS": f"{HOST}:{cgrpc}",
-                },
-            )
+        self.services[name] = service
+        return service
+
+    def _publish(self, kind: str, *, without: str | None = None) -> None:
+        """Point ``kind``'s DNS name at its replicas that are up (all but ``without``)."""
+        if self.dns is None or kind not in NAMED:
+            return
+        hosts = [s.host for n, s in self.services.items() if s.kind == kind and n != without and s.running]
+        self.dns.set(NAMED[kind], hosts)
 
     def _spawn(self, service: ServiceProcess) -> None:
         if service.kind == "processor":
@@ -481,13 +512,13 @@ class LocalStack:
 
     async def _is_ready(self, session: aiohttp.ClientSession, service: ServiceProcess) -> bool:
         try:
-            async with session.get(f"http://{HOST}:{service.http_port}/readyz") as resp:
+            async with session.get(f"http://{service.host}:{service.http_port}/readyz") as resp:
                 if resp.status != 200:
                     return False
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
         if service.kind == "handler" and service.grpc_port:
-            return await grpc_serving(f"{HOST}:{service.grpc_port}")
+            return await grpc_serving(f"{service.host}:{service.grpc_port}")
         return True
 
     # ------------------------------------------------------------------ chaos
@@ -508,20 +539,128 @@ class LocalStack:
     async def restart(self, name: str, *, wait: bool = True, kill_first: bool = True) -> None:
         """Start a service again with the same ports and arguments (SIGKILL it first if running)."""
         service = self.service(name)
-        if kill_first:
+        self._managed.add(name)
+        try:
+            if kill_first:
+                await self.kill(name)
+            elif service.running:
+                raise StackError(f"{name} is still running")
+            self._spawn(service)
+            if wait:
+                await self.wait_ready([name])
+        finally:
+            self._managed.discard(name)
+
+    # ------------------------------------------------------------------ replicas
+    async def add_replica(self, kind: str) -> str:
+        """Start one more replica of ``kind``; return its name once it is ready.
+
+        A handler or router replica joins its DNS name once ready, so callers' channels
+        find it at their next re-resolution (the servers' connection age makes that
+        happen within seconds). A new processor takes stream shards, sweeps and its share
+        of the handlers' limits; the routers' direct-dispatch list is fixed at their start,
+        so it gets no offers until they restart. A new connect has its own WebSocket URL.
+        """
+        if kind in NAMED and self.dns is None:
+            raise StackError(f"start the stack with {kind}s >= 2 to add {kind} replicas (a DNS name)")
+        taken = {self.services[n].name for n in self._names(kind)}
+        index = next(i for i in range(1, 10_000) if (kind if i == 1 else f"{kind}-{i}") not in taken)
+        service = self._replica(kind, index)
+        self._managed.add(service.name)
+        try:
+            self._spawn(service)
+            await self.wait_ready([service.name])
+        except BaseException:
+            await self.kill(service.name)
+            del self.services[service.name]
+            raise
+        finally:
+            self._managed.discard(service.name)
+        self._publish(kind)
+        return service.name
+
+    async def remove_replica(self, name: str) -> None:
+        """Take one replica out as Kubernetes does: out of its name first, then SIGTERM (drain)."""
+        service = self.service(name)
+        if len(self._names(service.kind)) < 2:
+            raise StackError(f"{name} is the last {service.kind}")
+        self._managed.add(name)
+        try:
+            self._publish(service.kind, without=name)
+            proc = service.process
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                await _wait_exit(proc, timeout=self.stop_timeout)
             await self.kill(name)
-        elif service.running:
-            raise StackError(f"{name} is still running")
-        self._spawn(service)
-        if wait:
-            await self.wait_ready([name])
+            del self.services[name]
+        finally:
+            self._managed.discard(name)
+
+    # ------------------------------------------------------------------ supervision
+    def supervise(self, *, notify: Callable[[str], None]) -> None:
+        """Restart any service that exits on its own, with backoff, as a kubelet would.
+
+        ``notify`` gets one line per event (exit, restart, back). Off unless called:
+        tests and chaos runs decide restarts themselves.
+        """
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(notify), name="stack-supervisor")
+
+    async def _supervise(self, notify: Callable[[str], None]) -> None:
+        failures: dict[str, int] = {}
+        up_since: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for name, service in list(self.services.items()):
+                if name in self._managed or name in self._restarts:
+                    continue
+                if service.running:
+                    if failures.get(name) and now - up_since.get(name, now) >= RESTART_RESET_SECONDS:
+                        failures[name] = 0
+                    continue
+                self._publish(service.kind)  # out of its name while down, as a pod that is not ready
+                failures[name] = failures.get(name, 0) + 1
+                delay = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2 ** (failures[name] - 1))
+                code = service.process.returncode if service.process is not None else None
+                notify(
+                    f"{name} exited with status {code}; restarting in {delay:g} s (restart {failures[name]})"
+                )
+                self._restarts[name] = asyncio.create_task(self._restart_later(name, delay, notify, up_since))
+
+    async def _restart_later(
+        self, name: str, delay: float, notify: Callable[[str], None], up_since: dict[str, float]
+    ) -> None:
+        try:
+            await asyncio.sleep(delay)
+            service = self.services.get(name)
+            if service is None or service.running or name in self._managed:
+                return
+            self._spawn(service)
+            up_since[name] = time.monotonic()
+            try:
+                await self.wait_ready([name])
+            except StackError as exc:
+                notify(f"{name} did not come back: {str(exc).splitlines()[0]}")
+                return
+            self._publish(service.kind)
+            notify(f"{name} is back (pid {service.pid})")
+        finally:
+            self._restarts.pop(name, None)
 
     # ------------------------------------------------------------------ stopping
     async def stop(self) -> None:
         """SIGTERM every service (connect first), SIGKILL stragglers, stop DynamoDB Local."""
-        order = [n for n, s in self.services.items() if s.kind == "connect"]
-        order += [n for n, s in self.services.items() if s.kind == "processor"]
-        order += [n for n in ("router", "handler") if n in self.services]
+        tasks = [t for t in (self._supervisor, *self._restarts.values()) if t is not None]
+        self._supervisor = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._restarts.clear()
+        order = [n for kind in ("connect", "processor", "router", "handler") for n in self._names(kind)]
         for name in order:
             proc = self.services[name].process
             if proc is not None and proc.poll() is None:
@@ -534,6 +673,8 @@ class LocalStack:
                 continue
             await _wait_exit(proc, timeout=max(0.0, deadline - time.monotonic()))
         self._kill_services()
+        if self.dns is not None:
+            self.dns.stop()
         if self.dynamodb is not None:
             await asyncio.to_thread(self.dynamodb.stop)
             self.dynamodb = None

@@ -28,8 +28,8 @@ import pytest
 
 from streamer import rpc
 from streamer.api.v1 import handler_pb2, handler_pb2_grpc
+from streamer.local.dns import DnsStub
 from streamer.local.ports import free_port
-from tests.integration.dns_stub import DnsStub
 
 ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 NAME = "handlers.streamer.test"
@@ -95,7 +95,7 @@ class Replica:
 
 @pytest.fixture
 def dns() -> Iterator[DnsStub]:
-    stub = DnsStub(NAME).start()
+    stub = DnsStub([NAME]).start()
     try:
         yield stub
     finally:
@@ -137,8 +137,8 @@ async def _share_of_newcomer(
     try:
         for replica in replicas:
             await replica.ready(session)
-        dns.set(ADDRESSES[:2])
-        channel = rpc.channel(dns.target(port), peer="handler")
+        dns.set(NAME, ADDRESSES[:2])
+        channel = rpc.channel(dns.target(NAME, port), peer="handler")
         stub = handler_pb2_grpc.HandlerStub(channel)
         before = [0, 0]
         deadline = time.monotonic() + 20
@@ -150,7 +150,7 @@ async def _share_of_newcomer(
         newcomer = Replica(ADDRESSES[2], port=port, age=age)
         replicas.append(newcomer)
         await newcomer.ready(session)
-        dns.set(ADDRESSES)
+        dns.set(NAME, ADDRESSES)
         joined = time.monotonic()
         first_call: float | None = None
         share = 0.0
