@@ -9,6 +9,7 @@ override the environment by passing keyword overrides.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -120,6 +121,56 @@ def _pem(raw: str) -> str:
     return value
 
 
+#: The router RPCs a caller policy can grant ("*" grants every one).
+CALLER_RPCS = ("Route", "Publish", "Submit")
+#: Shortest secret accepted for signing service tokens (HS256 wants at least 256 bits).
+MIN_SERVICE_SECRET_BYTES = 32
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CallerRule:
+    """What one internal caller may do: router RPCs, for which tenants (``*``: any)."""
+
+    name: str
+    rpcs: tuple[str, ...]
+    tenants: tuple[str, ...] = ("*",)
+
+
+def _caller_policy(raw: str) -> tuple[CallerRule, ...]:
+    """``{"billing": {"rpcs": ["Publish"], "tenants": ["acme"]}, "connect": {"rpcs": ["Route"]}}``."""
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"expected a JSON object of callers: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(
+            'expected a JSON object, e.g. {"billing": {"rpcs": ["Publish"], "tenants": ["acme"]}}'
+        )
+    rules = []
+    for name, spec in doc.items():
+        if not name or not isinstance(spec, dict):
+            raise ValueError(f"caller {name!r}: expected an object with rpcs (and tenants)")
+        unknown = set(spec) - {"rpcs", "tenants"}
+        if unknown:
+            raise ValueError(f"caller {name!r}: unknown keys {sorted(unknown)} (rpcs, tenants)")
+        rpcs, tenants = spec.get("rpcs"), spec.get("tenants", ["*"])
+        for what, values in (("rpcs", rpcs), ("tenants", tenants)):
+            if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+                raise ValueError(f"caller {name!r}: {what} must be a list of names")
+        assert isinstance(rpcs, list) and isinstance(tenants, list)
+        bad = [r for r in rpcs if r != "*" and r not in CALLER_RPCS]
+        if bad:
+            raise ValueError(f"caller {name!r}: unknown rpcs {bad}; choose from {[*CALLER_RPCS, '*']}")
+        rules.append(CallerRule(name=name, rpcs=tuple(rpcs), tenants=tuple(tenants)))
+    return tuple(rules)
+
+
+def _secret(raw: str) -> str:
+    if len(raw.encode()) < MIN_SERVICE_SECRET_BYTES:
+        raise ValueError(f"must be at least {MIN_SERVICE_SECRET_BYTES} bytes")
+    return raw
+
+
 def _field(env: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
     return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -205,6 +256,35 @@ class Settings:
     )
     tls_handlers: bool = _field(
         "STREAMER_TLS_HANDLERS", _parse_bool, False, "Use mTLS to handler pods too (they must be configured)."
+    )
+
+    # --- internal callers (docs/backends.md) -------------------------------------
+    service_token_secret: str | None = _field(
+        "STREAMER_SERVICE_TOKEN_SECRET",
+        _secret,
+        None,
+        "HS256 secret (32+ bytes) of service tokens: internal callers without mTLS sign theirs "
+        "with it, the router verifies them.",
+    )
+    service_name: str | None = _field(
+        "STREAMER_SERVICE_NAME",
+        _text,
+        None,
+        "Caller name this process puts in its service tokens (default: the service's own name; "
+        "backends must set it).",
+    )
+    service_token_seconds: float = _field(
+        "STREAMER_SERVICE_TOKEN_SECONDS",
+        _positive(float),
+        300.0,
+        "Lifetime of the service tokens this process signs; the router refuses longer-lived ones.",
+    )
+    caller_policy: tuple[CallerRule, ...] | None = _field(
+        "STREAMER_CALLER_POLICY",
+        _caller_policy,
+        None,
+        'Router RPCs and tenants per internal caller, JSON: {"billing": {"rpcs": ["Publish"], '
+        '"tenants": ["acme"]}}; unset: every caller may call every RPC.',
     )
 
     # --- connect limits ---------------------------------------------------------

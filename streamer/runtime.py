@@ -6,8 +6,9 @@ how its flags become :class:`~streamer.config.Settings`, and how to build its se
 object (``services/<name>/service.py``), which only has to ``start()`` and ``stop()``:
 
 1. flags are parsed (``--help`` exits 0, a bad flag 2);
-2. settings are loaded and TLS configured — a :class:`~streamer.config.ConfigError`
-   prints ``streamer <name>: configuration error: …`` (naming the variable) and exits 2;
+2. settings are loaded, TLS and the service token (:mod:`streamer.callers`) configured —
+   a :class:`~streamer.config.ConfigError` prints ``streamer <name>: configuration
+   error: …`` (naming the variable) and exits 2;
 3. JSON (or text) logs for the service are set up;
 4. the service is built and started on uvloop; a :class:`ConfigError` or
    :class:`~streamer.registry.RegistryError` while building or starting exits 2;
@@ -27,7 +28,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from streamer import rpc
+from streamer import callers, rpc
 from streamer.config import ConfigError, Settings
 from streamer.logs import setup_logging
 from streamer.registry import RegistryError
@@ -100,6 +101,7 @@ def prepare(
         loaded = settings(args)
         if grpc:
             rpc.configure(loaded)
+            callers.configure_service_token(loaded, default_name=name)
     except ConfigError as exc:
         return config_error(name, exc)
     setup_logging(service=name, level=loaded.log_level, json_format=loaded.log_json)

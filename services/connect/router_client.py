@@ -11,7 +11,7 @@ from __future__ import annotations
 import grpc
 from grpc import aio
 
-from streamer import rpc
+from streamer import callers, rpc
 from streamer.api.v1 import common_pb2, router_pb2, router_pb2_grpc
 from streamer.auth import Identity
 from streamer.protocol import ClientMessage
@@ -49,7 +49,9 @@ class RouterClient:
             metadata=rpc.dumps(message.metadata),
         )
         try:
-            response = await self._stub.Route(request, timeout=self.timeout, wait_for_ready=False)
+            response = await self._stub.Route(
+                request, timeout=self.timeout, wait_for_ready=False, metadata=callers.call_metadata()
+            )
         except aio.AioRpcError as exc:
             raise RouterUnavailable(exc.code().name, exc.details() or "") from None
         except grpc.RpcError as exc:  # pragma: no cover - aio raises AioRpcError

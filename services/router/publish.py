@@ -10,6 +10,7 @@ Unlike ``Route``, bad input here is the caller's bug, so it is a gRPC
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
@@ -17,6 +18,7 @@ from grpc import aio
 
 from streamer import rpc
 from streamer.api.v1 import router_pb2
+from streamer.callers import CallerPolicy
 from streamer.delivery import PublishResult
 from streamer.metrics import counter
 from streamer.store import Store, StoreError
@@ -44,6 +46,14 @@ class InvalidPublish(ValueError):
     """The PublishRequest cannot be served (gRPC INVALID_ARGUMENT)."""
 
 
+class TenantNotAllowed(Exception):
+    """The caller may not publish to this tenant (gRPC PERMISSION_DENIED)."""
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(tenant_id)
+        self.tenant_id = tenant_id
+
+
 def parse_message(raw: bytes) -> dict[str, Any]:
     """The message to publish: a JSON object; ``"type": "message"`` is added when missing."""
     try:
@@ -62,15 +72,21 @@ class Publisher:
         self.delivery = delivery
         self.store = store
 
-    async def publish(self, request: router_pb2.PublishRequest) -> PublishResult:
-        """Deliver; :class:`InvalidPublish` when the request is malformed."""
+    async def publish(
+        self, request: router_pb2.PublishRequest, *, may_reach: Callable[[str], bool] | None = None
+    ) -> PublishResult:
+        """Deliver; :class:`InvalidPublish` when the request is malformed,
+        :class:`TenantNotAllowed` when ``may_reach`` refuses the tenant of a target connection."""
         message = parse_message(request.message)
         kind = request.target.WhichOneof("target")
         if kind == "connection_id":
             cid = request.target.connection_id
             if not cid:
                 raise InvalidPublish("target.connection_id is empty")
-            if await self.store.connections.get(cid) is None:
+            record = await self.store.connections.get(cid)
+            if record is not None and may_reach is not None and not may_reach(record.tenant_id):
+                raise TenantNotAllowed(record.tenant_id)
+            if record is None:
                 result = PublishResult(matched=0, delivered=0, failed=0)
             else:
                 ok = await self.delivery.send(cid, message)
@@ -103,11 +119,20 @@ class Publisher:
         return result
 
     async def serve(
-        self, request: router_pb2.PublishRequest, context: aio.ServicerContext
+        self, request: router_pb2.PublishRequest, context: aio.ServicerContext, *, gate: CallerPolicy
     ) -> router_pb2.PublishResponse:
-        """The gRPC method body: INVALID_ARGUMENT for a malformed request."""
+        """The gRPC method body: the caller policy first (the tenant of a user or tenant target;
+        of a connection target once its record is read), INVALID_ARGUMENT for a malformed request."""
+        target = request.target
+        tenants = [request.tenant_id] if target.HasField("user_id") else []
+        if target.HasField("tenant_id"):
+            tenants = [target.tenant_id]
+        caller = await gate.admit(context, "Publish", tenants)
         try:
-            result = await self.publish(request)
+            result = await self.publish(request, may_reach=lambda t: gate.allows(caller, "Publish", [t]))
+        except TenantNotAllowed as exc:
+            await gate.refuse(context, caller, "Publish", [exc.tenant_id])
+            raise
         except InvalidPublish as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # abort raises; this line only satisfies the type checker

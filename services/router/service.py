@@ -16,6 +16,7 @@ from services.router.servicer import SERVICE_NAME, RouterServicer
 from services.router.submit import Submitter
 from streamer import rpc
 from streamer.api.v1 import router_pb2_grpc
+from streamer.callers import CallerPolicy
 from streamer.config import Settings
 from streamer.delivery import Delivery
 from streamer.metrics import Health, start_http
@@ -61,10 +62,17 @@ class RouterService:
             self._stack.push_async_callback(delivery.close)
             self.router = Router(registry=self.registry, store=store, settings=self.settings)
             self._stack.push_async_callback(self.router.close)
+            gate = CallerPolicy.from_settings(self.settings)
+            if not gate.enforced:
+                log.warning(
+                    "no STREAMER_CALLER_POLICY: every peer that reaches this port may Route, Publish and "
+                    "Submit for any user of any tenant (docs/backends.md)"
+                )
             servicer = RouterServicer(
                 router=self.router,
                 publisher=Publisher(delivery=delivery, store=store),
                 submitter=Submitter(router=self.router, store=store, delivery=delivery),
+                gate=gate,
             )
             server = rpc.create_server(max_message_bytes=self.settings.grpc_max_message_bytes)
             router_pb2_grpc.add_RouterServicer_to_server(servicer, server)

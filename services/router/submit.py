@@ -28,6 +28,7 @@ from services.router.call import Call
 from services.router.route import Router
 from services.router.states import outcome_frame
 from streamer.api.v1 import router_pb2
+from streamer.callers import CallerPolicy
 from streamer.delivery import PublishResult
 from streamer.metrics import counter
 from streamer.protocol import ProtocolError, acknowledgment_message, encode_bytes
@@ -105,9 +106,11 @@ class Submitter:
         return len(ids)
 
     async def serve(
-        self, request: router_pb2.SubmitRequest, context: aio.ServicerContext
+        self, request: router_pb2.SubmitRequest, context: aio.ServicerContext, *, gate: CallerPolicy
     ) -> router_pb2.SubmitResponse:
-        """The gRPC method body: INVALID_ARGUMENT without a user and tenant."""
+        """The gRPC method body: the caller policy for the principal's tenant first,
+        INVALID_ARGUMENT without a user and tenant."""
+        await gate.admit(context, "Submit", [request.principal.tenant_id])
         if not request.principal.user_id or not request.principal.tenant_id:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "principal.user_id and tenant_id are required"

@@ -5,8 +5,11 @@ Both clients talk to the router's ``Publish`` and ``Submit`` (``docs/backends.md
 (it runs an :class:`AsyncBackend` on a private event loop in a background thread).
 
 - **Channel**: :func:`streamer.rpc.channel` — the services' own options, message cap,
-  mutual TLS when ``STREAMER_TLS_*`` are configured, and the caller's service token when
-  ``STREAMER_SERVICE_TOKEN_SECRET`` is (see :mod:`streamer.callers`).
+  and mutual TLS when ``STREAMER_TLS_*`` are configured (call
+  :func:`streamer.rpc.configure_tls` first; the certificate names the caller).
+- **Service token**: with ``STREAMER_SERVICE_TOKEN_SECRET`` (and
+  ``STREAMER_SERVICE_NAME``, the caller's name) every call carries a short-lived signed
+  token (see :mod:`streamer.callers`).
 - **Deadlines**: every call has one (``timeout``, 10 s by default).
 - **Retries**: ``Submit`` is idempotent (the SDK always sends a request id, and the
   router answers a re-sent id with the request's state), so it is retried on
@@ -35,7 +38,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from streamer import protocol, rpc
+from streamer import callers, protocol, rpc
 from streamer.api.v1 import common_pb2, router_pb2, router_pb2_grpc
 from streamer.client.errors import (
     ForbiddenError,
@@ -158,6 +161,7 @@ class AsyncBackend:
         self.attempts = attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self._token = callers.signer(self.settings)
         self._channel: grpc.aio.Channel | None = None
         self._stub: router_pb2_grpc.RouterAsyncStub | None = None
 
@@ -175,6 +179,9 @@ class AsyncBackend:
             self._stub = router_pb2_grpc.RouterStub(self._channel)  # type: ignore[assignment]
         assert self._stub is not None
         return self._stub
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return self._token.metadata() if self._token is not None else None
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -208,7 +215,10 @@ class AsyncBackend:
         tenant's; a message without ``type`` arrives with ``"type": "message"``."""
         target, tenant_id = _target(to_connection, to_user, to_tenant, tenant)
         request = router_pb2.PublishRequest(target=target, tenant_id=tenant_id, message=rpc.dumps(message))
-        out = await self._call(lambda: self._router().Publish(request, timeout=self.timeout), retry=False)
+        out = await self._call(
+            lambda: self._router().Publish(request, timeout=self.timeout, metadata=self._metadata()),
+            retry=False,
+        )
         return Delivered(matched=out.matched, delivered=out.delivered, failed=out.failed)
 
     async def submit(
@@ -237,7 +247,9 @@ class AsyncBackend:
             metadata=rpc.dumps(dict(metadata)) if metadata is not None else b"",
         )
         out = await self._call(
-            lambda: self._router().Submit(request, timeout=self.timeout), retry=True, request_id=rid
+            lambda: self._router().Submit(request, timeout=self.timeout, metadata=self._metadata()),
+            retry=True,
+            request_id=rid,
         )
         frame = rpc.loads(out.frame, default={})
         if not isinstance(frame, dict) or frame.get("type") == "error":

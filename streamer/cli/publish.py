@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from streamer import protocol
+from streamer import protocol, rpc
 from streamer.backend import Backend
 from streamer.cli.request import EXIT_USAGE, exit_code, parse_object
 from streamer.client.errors import StreamerError
@@ -59,8 +59,10 @@ def add_parser(sub: Any) -> None:
 def call_router(args: argparse.Namespace, work: Callable[[Backend], tuple[dict[str, Any], int]]) -> int:
     """Run ``work`` with a backend client, print its answer (``--json``) and return its exit
     status; a typed error is printed as ``streamer request`` does, with its exit status."""
+    settings = load_settings()
+    rpc.configure_tls(settings)  # STREAMER_TLS_*: this command's certificate names the caller
     try:
-        with Backend(args.router, settings=load_settings(), timeout=args.timeout) as backend:
+        with Backend(args.router, settings=settings, timeout=args.timeout) as backend:
             out, status = work(backend)
     except StreamerError as exc:
         if args.json:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import kubernetes_validate.utils as kv
 import pytest
 from chart_render import CHART, CRD, FULL_VALUES, NAMESPACE, RELEASE, Render, by_kind, name, run
+
+from streamer.config import load_settings
 
 MONITORING = ["monitoring.coreos.com/v1"]
 # The newest Kubernetes kubernetes-validate knows, and the oldest the chart supports.
@@ -190,6 +193,32 @@ def test_secrets_and_existing_secrets(render: Render) -> None:
         "optional": True,
     }
     assert {"secretRef": {"name": "my-aws"}} in c["envFrom"]
+
+
+def test_caller_policy_and_service_token(render: Render) -> None:
+    docs = full(render)
+    config = by_kind(docs, "ConfigMap")[f"{RELEASE}-streamer"]["data"]
+    assert json.loads(config["STREAMER_CALLER_POLICY"]) == {
+        "billing": {"rpcs": ["Publish", "Submit"], "tenants": ["acme"]},
+        "ops": {"rpcs": ["*"]},
+        "streamer-connect": {"rpcs": ["Route"]},  # connect may always Route
+    }
+    load_settings({"STREAMER_CALLER_POLICY": config["STREAMER_CALLER_POLICY"]})  # the router accepts it
+    deployments = by_kind(docs, "Deployment")
+    for component in ("connect", "router"):
+        (c,) = containers(deployments[name(component)])
+        ref = env_of(c)["STREAMER_SERVICE_TOKEN_SECRET"]["secretKeyRef"]
+        assert ref == {"name": "streamer-service-token", "key": "service-token-secret"}
+    (connect,) = containers(deployments[name("connect")])
+    assert env_of(connect)["STREAMER_SERVICE_NAME"] == "streamer-connect"
+    for component in ("processor", "operator"):
+        (c,) = containers(deployments[name(component)])
+        assert "STREAMER_SERVICE_TOKEN_SECRET" not in env_of(c)
+    # By default: no policy, no token.
+    defaults = render()
+    assert "STREAMER_CALLER_POLICY" not in by_kind(defaults, "ConfigMap")[f"{RELEASE}-streamer"]["data"]
+    (router,) = containers(by_kind(defaults, "Deployment")[name("router")])
+    assert "STREAMER_SERVICE_TOKEN_SECRET" not in env_of(router)
 
 
 def _rules(doc: dict[str, Any]) -> list[dict[str, Any]]:

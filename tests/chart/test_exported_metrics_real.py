@@ -23,6 +23,7 @@ MODULES = [
     "services.processor.metrics",
     "streamer.delivery",
     "streamer.auth",
+    "streamer.callers",
     "streamer.sdk.server",
     "streamer_operator.reconciler",
 ]

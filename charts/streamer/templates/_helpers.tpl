@@ -247,6 +247,7 @@ topologySpreadConstraints:
 {{- $ns := .Release.Namespace -}}
 {{- $names := list (include "streamer.jwtSecretName" .) (include "streamer.awsSecretName" .) -}}
 {{- if .Values.tls.existingSecret -}}{{- $names = append $names .Values.tls.existingSecret -}}{{- end -}}
+{{- if .Values.callers.serviceToken.existingSecret -}}{{- $names = append $names .Values.callers.serviceToken.existingSecret -}}{{- end -}}
 {{- $out := list -}}
 {{- range $names -}}{{- $out = append $out (printf "%s/%s" $ns .) -}}{{- end -}}
 {{- join "," $out -}}
@@ -269,4 +270,15 @@ topologySpreadConstraints:
 {{- $out = append $out (printf "^%s$" $re) -}}
 {{- end -}}
 {{- toJson $out -}}
+{{- end -}}
+
+{{/* The service token secret (connect signs its Route calls, router verifies backends' tokens). */}}
+{{- define "streamer.serviceTokenEnv" -}}
+{{- with .Values.callers.serviceToken.existingSecret }}
+- name: STREAMER_SERVICE_TOKEN_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.callers.serviceToken.secretKey }}
+{{- end }}
 {{- end -}}
