@@ -357,7 +357,8 @@ class Router:
             return error_message(
                 SERVICE_UNAVAILABLE, "Request storage is unavailable; try again", request_id=call.request_id
             )
-        self.offers.submit(record)  # direct dispatch; the stream is the safety net
+        if not ctx.submitted:  # Submit offers it once the user's connections are attached
+            self.offers.submit(record)  # direct dispatch; the stream is the safety net
         return acknowledgment_message(call.request_id)
 
     async def _resent(self, call: Call, existing: RequestRecord | None) -> dict[str, Any]:

@@ -13,7 +13,9 @@ no connection of its own. Who hears about it:
 
 The subscription is written after the request and the request read again (the
 ``attach`` order of ``$subscribe``): if it ended in between, its outcome is sent to
-the connections here, so a fast request's result is never missed.
+the connections here, so a fast request's result is never missed. The request is
+offered to a processor (direct dispatch) only after that, so its first progress
+frames find the subscriptions (the stream and the sweeper wait for the offer grace).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class Submitter:
             except StoreError as exc:
                 # The request is stored: it runs, and $resume/$status find it.
                 log.warning("could not attach the user's connections: %s", exc)
+            # Offered only now, so its first progress frames find the subscriptions.
+            self.router.offers.submit(ctx.record)
         SUBMITTED.labels(outcome=_outcome(frame)).inc()
         log.info(
             "submitted",

@@ -13,7 +13,8 @@ Both clients talk to the router's ``Publish`` and ``Submit`` (``docs/backends.md
 - **Deadlines**: every call has one (``timeout``, 10 s by default).
 - **Retries**: ``Submit`` is idempotent (the SDK always sends a request id, and the
   router answers a re-sent id with the request's state), so it is retried on
-  ``UNAVAILABLE``/``DEADLINE_EXCEEDED`` with capped exponential backoff. ``Publish``
+  ``UNAVAILABLE``/``DEADLINE_EXCEEDED`` (:data:`streamer.rpc.RETRY_IN_PLACE`) with the
+  library's backoff policy (:class:`streamer.retry.Backoff`). ``Publish``
   is not: a retry after a lost answer would deliver the message twice.
 - **Typed errors**: the client SDK's exceptions (:mod:`streamer.client.errors`), one per
   error code. A refused ``Submit`` raises the class of its ``error`` frame
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import random
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
@@ -52,6 +52,7 @@ from streamer.client.errors import (
     error_from_message,
 )
 from streamer.config import Settings, load_settings
+from streamer.retry import Backoff
 
 T = TypeVar("T")
 
@@ -159,8 +160,7 @@ class AsyncBackend:
         self.target = target or self.settings.router_address
         self.timeout = timeout
         self.attempts = attempts
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(base=backoff_base, cap=backoff_max, jitter=0.5)
         self._token = callers.signer(self.settings)
         self._channel: grpc.aio.Channel | None = None
         self._stub: router_pb2_grpc.RouterAsyncStub | None = None
@@ -199,8 +199,7 @@ class AsyncBackend:
             except grpc.aio.AioRpcError as exc:
                 if not retry or exc.code() not in rpc.RETRY_IN_PLACE or attempt >= self.attempts:
                     raise grpc_error(exc, request_id=request_id) from None
-            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await asyncio.sleep(self.backoff.delay(attempt))
 
     async def publish(
         self,
