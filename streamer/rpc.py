@@ -160,7 +160,11 @@ def channel_options(*, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> li
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.enable_retries", 0),
+        # Transparent retries only (no retry policy is configured): an RPC that never left
+        # this process — e.g. one that raced a server's GOAWAY when its connection aged out
+        # (ConnectionAge) — is sent again on a fresh connection instead of failing with
+        # UNAVAILABLE. RPCs the server may have seen are never retried by gRPC.
+        ("grpc.enable_retries", 1),
         ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_RESOLUTION_MS),
     ]
 
