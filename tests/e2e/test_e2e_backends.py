@@ -172,3 +172,32 @@ async def test_submit_refusals_are_typed_errors_and_exit_statuses(stack2: LocalS
         stack2, "submit", "echo_async", "--payload", '{"message": "cli"}', "--id", rid("cli"), "--json"
     )
     assert code == 0 and json.loads(out)["status"] == "PENDING"
+
+
+async def test_the_example_billing_backend(stack2: LocalStack) -> None:
+    user, tenant = rid("u"), rid("t")
+    frames = Recorder()
+    async with client(stack2, pod=1, user=user, tenant=tenant, on_message=frames):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "examples.backends.billing",
+            "--user",
+            user,
+            "--tenant",
+            tenant,
+            "--router",
+            str(stack2.service("router").grpc_address),
+            env={**os.environ, **stack2.env},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+        assert proc.returncode == 0
+        (line,) = out.decode().splitlines()
+        billed = json.loads(line)
+        assert billed["notified"] == 1 and billed["watching"] == 1 and billed["status"] == "PENDING"
+        request_id = billed["request_id"]
+        assert [m for m in frames.messages if m.get("type") == "invoice_ready"]
+        await eventually(lambda: frames.of(request_id, "complete"), timeout=90)
+        assert frames.of(request_id)[0]["type"] == "acknowledgment"
+        assert frames.of(request_id, "complete")[0]["result"]

@@ -1,0 +1,1 @@
+"""Example backends: services that push to users and start work on their behalf (docs/backends.md)."""
