@@ -1,6 +1,6 @@
 """Generate the Python gRPC code of ``proto/streamer/v1`` into ``streamer/api/v1``.
 
-Run by ``make proto``; ``tests/unit/test_generated_code.py`` runs it into a temporary
+Run by ``make proto``; ``tests/unit/streamer/api/test_generated_code.py`` runs it into a temporary
 folder and fails when the committed code differs (stale).
 
 protoc names imports after the proto package path (``streamer.v1``); the code lives

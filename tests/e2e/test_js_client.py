@@ -1,7 +1,7 @@
 """The TypeScript client (clients/js) against the real local stack, with Node's test runner.
 
 The Node tests (clients/js/test/*.test.mjs) import the built ES module (clients/js/dist,
-proven fresh by tests/unit/test_js_client_build.py) and talk to this module's stack.
+proven fresh by tests/unit/clients/test_js_client_build.py) and talk to this module's stack.
 """
 
 from __future__ import annotations

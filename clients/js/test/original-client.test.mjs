@@ -8,7 +8,7 @@ import { test } from "node:test";
 
 import { URL_, token } from "./helpers.mjs";
 
-// The payloads its commands send (tests/unit/test_example_handlers.py lists them too).
+// The payloads its commands send (tests/unit/examples/test_example_handlers.py lists them too).
 const COMMANDS = [
   ["ping", {}, "sync"],
   ["echo", { message: "Hello, World!" }, "sync"],

@@ -15,7 +15,7 @@ from streamer.registry import parse_handler
 from streamer.schema import payload_errors
 from streamer.sdk import Action, Request, ValidationError
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 ACTIONS = {a.name: a for a in handlers()}
 
 

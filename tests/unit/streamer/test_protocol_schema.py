@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from streamer import protocol as p
 from streamer.store import requests as store_requests
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 SCHEMA_PATH = ROOT / "protocol" / "streamer.schema.json"
 ASYNCAPI_PATH = ROOT / "protocol" / "asyncapi.yaml"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())

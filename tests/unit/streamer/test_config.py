@@ -95,7 +95,7 @@ def test_configuration_doc_is_current() -> None:
     import importlib.util
     import pathlib
 
-    root = pathlib.Path(__file__).resolve().parents[2]
+    root = pathlib.Path(__file__).resolve().parents[3]
     spec = importlib.util.spec_from_file_location("genconfigdoc", root / "scripts" / "genconfigdoc.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)

@@ -11,7 +11,7 @@ import pytest
 
 from streamer.local.page import CLIENT_DIST, DemoPage
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[4]
 WS = "ws://127.0.0.1:1/ws"
 
 
