@@ -11,17 +11,18 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 RUN python -m venv /opt/streamer
 ENV PATH=/opt/streamer/bin:$PATH
-# Dependencies first (constraints.txt pins them), so code changes reuse this layer.
+# Dependencies first (constraints.txt pins them), so code changes reuse this layer; the
+# services need the `server` extra (the base install is only the client).
 COPY pyproject.toml constraints.txt README.md ./
 COPY streamer/__init__.py streamer/__init__.py
-RUN pip install --no-cache-dir -c constraints.txt . \
+RUN pip install --no-cache-dir -c constraints.txt '.[server]' \
     && pip uninstall --yes streamer
 COPY streamer ./streamer
 COPY services ./services
 COPY operator ./operator
 COPY examples ./examples
 COPY proto ./proto
-RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
+RUN pip install --no-cache-dir --no-deps -c constraints.txt '.[server]' \
     && python -m compileall -q /opt/streamer/lib \
     && streamer --help > /dev/null
 

@@ -49,7 +49,6 @@ import logging
 import math
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -62,6 +61,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from streamer.config import ConfigError
 from streamer.metrics import counter
+from streamer.tokens import make_token
 
 if TYPE_CHECKING:
     from streamer.config import Settings
@@ -666,34 +666,3 @@ class TokenVerifier:
         """Close the JWKS HTTP session, if one was opened. Cached keys stay usable."""
         if self._jwks is not None:
             await self._jwks.close()
-
-
-def make_token(
-    *,
-    secret: str,
-    user: str,
-    tenant: str,
-    permissions: Sequence[str] = (),
-    ttl: float = 3600,
-    issuer: str | None = None,
-    audience: str | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> str:
-    """An HS256 development token (``streamer token``, tests). ``extra`` claims win."""
-    if not user or not tenant:
-        raise ValueError("user and tenant must not be empty")
-    now = time.time()
-    claims: dict[str, Any] = {
-        "sub": user,
-        "tenant_id": tenant,
-        "permissions": list(permissions),
-        "iat": int(now),
-        "exp": int(now + ttl),
-        "jti": uuid.uuid4().hex,
-    }
-    if issuer is not None:
-        claims["iss"] = issuer
-    if audience is not None:
-        claims["aud"] = audience
-    claims.update(extra or {})
-    return jwt.encode(claims, secret, algorithm="HS256")

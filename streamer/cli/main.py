@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -35,8 +36,24 @@ def service_runner(name: str) -> Callable[[list[str] | None], int]:
     """The ``run(argv)`` of a service, from the ``streamer.services`` entry points."""
     for ep in entry_points(group="streamer.services"):
         if ep.name == name:
-            return ep.load()  # type: ignore[no-any-return]
+            try:
+                return ep.load()  # type: ignore[no-any-return]
+            except ImportError as exc:
+                raise SystemExit(
+                    f"streamer {name}: the server parts are not installed ({exc.name or exc}); "
+                    "pip install 'streamer[server]'"
+                ) from None
     raise SystemExit(f"streamer: service {name!r} is not installed (entry point streamer.services:{name})")
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when run from a bare checkout)."""
+    try:
+        return importlib.metadata.version("streamer")
+    except importlib.metadata.PackageNotFoundError:
+        from streamer import __version__
+
+        return __version__
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
@@ -44,6 +61,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
         prog="streamer",
         description="Streamer: long-running requests over one WebSocket, with live progress.",
     )
+    parser.add_argument("--version", action="version", version=f"streamer {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SERVICES:
         sub.add_parser(
@@ -53,7 +71,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     for name, module_name in LOCAL_COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
+        except ImportError:  # e.g. `dev` without the server extra
             continue
         module.add_parser(sub)
         modules[name] = module

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from streamer.auth import make_token
+from streamer.tokens import make_token
 
 #: Public, fixed, development-only HS256 secret (>= 32 bytes so PyJWT does not warn).
 DEV_JWT_SECRET = "streamer-development-secret-NOT-FOR-PRODUCTION-0001"
