@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import pytest
 from e2e_helpers import Recorder, eventually, running_stack
 
@@ -201,3 +202,23 @@ async def test_the_example_billing_backend(stack2: LocalStack) -> None:
         await eventually(lambda: frames.of(request_id, "complete"), timeout=90)
         assert frames.of(request_id)[0]["type"] == "acknowledgment"
         assert frames.of(request_id, "complete")[0]["result"]
+
+
+def _describe_router(address: str) -> dict[str, tuple[str, str]]:
+    """What grpcurl sees: the Router's methods and their types, through server reflection only."""
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(address) as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        assert "streamer.v1.Router" in list(db.get_services())
+        service = DescriptorPool(db).FindServiceByName("streamer.v1.Router")
+        return {m.name: (m.input_type.full_name, m.output_type.full_name) for m in service.methods}
+
+
+async def test_reflection_describes_publish_and_submit(stack2: LocalStack) -> None:
+    methods = await asyncio.to_thread(_describe_router, str(stack2.service("router").grpc_address))
+    assert methods["Publish"] == ("streamer.v1.PublishRequest", "streamer.v1.PublishResponse")
+    assert methods["Submit"] == ("streamer.v1.SubmitRequest", "streamer.v1.SubmitResponse")
