@@ -362,13 +362,33 @@ class Settings:
         "STREAMER_RETRY_MAX_SECONDS", _positive(float), 60.0, "Longest retry backoff."
     )
     worker_id: str | None = _field("STREAMER_WORKER_ID", _text, None, "Lease owner name; default host-pid.")
+    requests_table: str | None = _field(
+        "STREAMER_REQUESTS_TABLE",
+        _prefix,
+        None,
+        "processor: the requests table (and its stream) to consume instead of <prefix>-requests: "
+        "a dedicated handler's queue (the operator sets it on the handler's own processors).",
+    )
+    queue_handler: str | None = _field(
+        "STREAMER_QUEUE_HANDLER",
+        _text,
+        None,
+        "processor: namespace/name of the handler whose dedicated queue this processor consumes "
+        "(logs and metrics); unset for the shared queue.",
+    )
 
     # --- logs -------------------------------------------------------------------
     log_level: str = _field("STREAMER_LOG_LEVEL", _log_level, "INFO", "Log level.")
     log_json: bool = _field("STREAMER_LOG_JSON", _parse_bool, True, "JSON logs (false: plain text).")
 
     def table_name(self, kind: str) -> str:
-        """The full name of one of the tables (connections, requests, subscriptions, leases)."""
+        """The full name of one of the tables (connections, requests, subscriptions, leases).
+
+        ``STREAMER_REQUESTS_TABLE`` replaces the requests table: a processor of a dedicated
+        queue reads, claims and sweeps that table and nothing else changes for it.
+        """
+        if kind == "requests" and self.requests_table:
+            return self.requests_table
         return f"{self.table_prefix}-{kind}"
 
     def grpc_advertise(self) -> str:

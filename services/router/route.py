@@ -344,7 +344,10 @@ class Router:
             max_attempts=spec.max_attempts,
             timeout=spec.timeout,
             permissions=call.permissions,
-            offer_grace=self.settings.offer_grace_seconds if self.offers.enabled else None,
+            # A dedicated queue has its own processors, which the router does not offer to.
+            offer_grace=self.settings.offer_grace_seconds
+            if self.offers.enabled and not spec.queue_table
+            else None,
         )
         try:
             try:
@@ -357,7 +360,9 @@ class Router:
             return error_message(
                 SERVICE_UNAVAILABLE, "Request storage is unavailable; try again", request_id=call.request_id
             )
-        if not ctx.submitted:  # Submit offers it once the user's connections are attached
+        # Submit offers it once the user's connections are attached; a dedicated queue has
+        # its own processors, which the router does not offer to.
+        if not ctx.submitted and not spec.queue_table:
             self.offers.submit(record)  # direct dispatch; the stream is the safety net
         return acknowledgment_message(call.request_id)
 

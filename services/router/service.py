@@ -22,6 +22,7 @@ from streamer.delivery import Delivery
 from streamer.metrics import Health, start_http
 from streamer.registry import Registry
 from streamer.store import Store
+from streamer.store.queues import QueuedRequests
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,20 @@ def default_port(settings: Settings, env: dict[str, str] | os._Environ[str] | No
         return settings.grpc_port
     tail = settings.router_address.rpartition(":")[2]
     return int(tail) if tail.isdigit() else 50052
+
+
+def route_queues(store: Store, registry: Registry) -> None:
+    """Send each action's requests to its handler's queue: the shared table, or the
+    handler's dedicated one (``status.queue.table``), looked up per request."""
+
+    def table_of(action: str) -> str:
+        spec = registry.lookup(action)
+        return spec.queue_table if spec is not None else ""
+
+    def tables() -> set[str]:
+        return {spec.queue_table for spec in registry.actions() if spec.queue_table}
+
+    store.requests = QueuedRequests(store.client, store.requests.table, table_of=table_of, tables=tables)
 
 
 class RouterService:
@@ -58,6 +73,7 @@ class RouterService:
             await self.registry.start()
             self._stack.push_async_callback(self.registry.stop)
             store = await self._stack.enter_async_context(Store.open(settings=self.settings))
+            route_queues(store, self.registry)
             delivery = Delivery(store=store, settings=self.settings)
             self._stack.push_async_callback(delivery.close)
             self.router = Router(registry=self.registry, store=store, settings=self.settings)

@@ -76,8 +76,10 @@ class Submitter:
             except StoreError as exc:
                 # The request is stored: it runs, and $resume/$status find it.
                 log.warning("could not attach the user's connections: %s", exc)
-            # Offered only now, so its first progress frames find the subscriptions.
-            self.router.offers.submit(ctx.record)
+            # Offered only now, so its first progress frames find the subscriptions
+            # (a dedicated queue's own processors take it from their stream instead).
+            if ctx.spec is None or not ctx.spec.queue_table:
+                self.router.offers.submit(ctx.record)
         SUBMITTED.labels(outcome=_outcome(frame)).inc()
         log.info(
             "submitted",

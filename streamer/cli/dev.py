@@ -68,6 +68,12 @@ def add_parser(sub: Any) -> None:
         help="stop everything when a service exits (default: restart it with backoff)",
     )
     p.add_argument("--handler", default="examples", help="what `streamer handler` serves (default: examples)")
+    p.add_argument(
+        "--dedicated",
+        default="",
+        metavar="ACTION[,ACTION...]",
+        help="serve these actions from a dedicated queue: their own requests table, stream and processor",
+    )
     p.add_argument("--run-dir", help="directory for logs and the registry file (default: a new temp dir)")
     p.add_argument("-v", "--verbose", action="store_true", help="service logs to stderr instead of files")
     p.add_argument("--page-port", type=int, default=0, help="port of the demo page (default: a free one)")
@@ -142,6 +148,7 @@ async def _run(args: argparse.Namespace) -> int:
         routers=counts["router"],
         handlers=counts["handler"],
         handler=args.handler,
+        dedicated=[a.strip() for a in args.dedicated.split(",") if a.strip()],
         run_dir=args.run_dir,
         log_to_stderr=args.verbose,
     )

@@ -159,6 +159,11 @@ class LocalStack:
     :param action_overrides: per action name, fields merged into its registry entry
         (e.g. ``{"generate_report": {"maxAttempts": 5}}``), as an operator could set them
         in the StreamerHandler resource.
+    :param dedicated: actions served from a dedicated queue, as a StreamerHandler with
+        ``spec.queue.mode: dedicated`` is in a cluster: they move to a second registry
+        document (``<handler>-dedicated``, same handler processes) whose requests go to
+        their own table (``<prefix>-requests.default.<handler>-dedicated``, with its
+        stream), consumed by their own processor (``processor-dedicated``).
     """
 
     def __init__(
@@ -179,6 +184,7 @@ class LocalStack:
         stop_timeout: float = 10.0,
         python: str | None = None,
         action_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        dedicated: Sequence[str] = (),
     ) -> None:
         if min(processors, connects, routers, handlers) < 1:
             raise ValueError("a stack needs at least one replica of each service")
@@ -197,6 +203,8 @@ class LocalStack:
         #: Services the stack itself is starting, stopping or restarting (the supervisor keeps off).
         self._managed: set[str] = set()
         self.handler_target = handler
+        self.dedicated = list(dedicated)
+        self.dedicated_table: str | None = None
         self.extra_env = dict(env or {})
         self._run_dir_arg = pathlib.Path(run_dir) if run_dir is not None else None
         self.run_dir: pathlib.Path | None = None
@@ -297,6 +305,12 @@ class LocalStack:
 
         await ensure_tables(settings=load_settings(self.env))
         self._plan()
+        if self.dedicated_table:
+            from streamer.store.dynamo import open_client
+            from streamer.store.tables import repair_table, requests_table_definition
+
+            async with open_client("dynamodb", settings=load_settings(self.env)) as client:
+                await repair_table(client, requests_table_definition(self.dedicated_table))
         # Dependencies first: the router reads the handler's registry entry, connect
         # needs the router; the processor only needs DynamoDB and the handler.
         order = [n for kind in ("handler", "router", "processor", "connect") for n in self._names(kind)]
@@ -348,10 +362,11 @@ class LocalStack:
             raise StackError(f"action_overrides name actions the handler does not serve: {sorted(unknown)}")
         for entry in doc["spec"]["actions"]:
             entry.update(self.action_overrides.get(entry["name"], {}))
+        docs = self._split_dedicated(doc) if self.dedicated else [doc]
         self.registry_file = self.run_dir / "registry.yaml"
         self.registry_file.write_text(
             "# Written by the local stack: the handler as the file registry sees it.\n"
-            + yaml.safe_dump(doc, sort_keys=False, width=100)
+            + yaml.safe_dump_all(docs, sort_keys=False, width=100)
         )
         self.env["STREAMER_REGISTRY_FILE"] = str(self.registry_file)
         # Processors before the router: their Offer ports go into the router's environment
@@ -361,6 +376,31 @@ class LocalStack:
         for kind, count in counts.items():
             for index in range(1, count + 1):
                 self._replica(kind, index)
+        if self.dedicated_table:
+            # The dedicated queue's own processor: built after the routers, so they do
+            # not offer it anything (it takes its requests from its own table's stream).
+            queue = self._replica("processor", 1, name="processor-dedicated")
+            queue.env["STREAMER_REQUESTS_TABLE"] = self.dedicated_table
+            queue.env["STREAMER_QUEUE_HANDLER"] = f"default/{docs[-1]['metadata']['name']}"
+
+    def _split_dedicated(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """The handler's document split in two: its shared actions, and the dedicated ones."""
+        from streamer.store.tables import dedicated_requests_table
+
+        unknown = set(self.dedicated) - {a["name"] for a in doc["spec"]["actions"]}
+        if unknown:
+            raise StackError(f"dedicated names actions the handler does not serve: {sorted(unknown)}")
+        shared = [a for a in doc["spec"]["actions"] if a["name"] not in self.dedicated]
+        mine = [a for a in doc["spec"]["actions"] if a["name"] in self.dedicated]
+        name = f"{doc['metadata']['name']}-dedicated"
+        self.dedicated_table = dedicated_requests_table(self.table_prefix, "default", name)
+        other = {
+            **doc,
+            "metadata": {"name": name},
+            "spec": {**doc["spec"], "actions": mine, "queue": {"mode": "dedicated"}},
+            "status": {**doc["status"], "queue": {"mode": "dedicated", "table": self.dedicated_table}},
+        }
+        return ([{**doc, "spec": {**doc["spec"], "actions": shared}}] if shared else []) + [other]
 
     def target(self, kind: str) -> str:
         """The gRPC target through which the other services reach ``kind`` (handler, router)."""
@@ -393,10 +433,10 @@ class LocalStack:
     def _names(self, kind: str) -> list[str]:
         return [n for n, s in self.services.items() if s.kind == kind]
 
-    def _replica(self, kind: str, index: int) -> ServiceProcess:
+    def _replica(self, kind: str, index: int, *, name: str | None = None) -> ServiceProcess:
         """Build (not start) replica ``index`` of ``kind`` and add it to :attr:`services`."""
         assert self.run_dir is not None and self.registry_file is not None
-        name = kind if index == 1 else f"{kind}-{index}"
+        name = name or (kind if index == 1 else f"{kind}-{index}")
         host = self._host(kind, index)
         http = free_port(host)
         env = dict(self.env)

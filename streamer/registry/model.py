@@ -17,6 +17,7 @@ API_VERSION = "streamer.dev/v1alpha1"
 KIND = "StreamerHandler"
 ACTION_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MODES = ("sync", "async", "auto")
+QUEUE_MODES = ("shared", "dedicated")
 _DURATION_RE = re.compile(
     r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$"
 )
@@ -70,6 +71,10 @@ class ActionSpec:
     concurrency: int | None = None
     priority: int = 0
     description: str = ""
+    #: ``shared`` (the common requests table) or ``dedicated`` (the handler's own).
+    queue: str = "shared"
+    #: The dedicated queue's requests table (``status.queue.table``); "" for the shared one.
+    queue_table: str = ""
 
     def is_async(self, *, threshold: float) -> bool:
         """Whether a request of this action is queued: ``auto`` goes async only *over* the threshold."""
@@ -110,6 +115,15 @@ def parse_handler(doc: Mapping[str, Any], *, endpoint: str | None = None) -> lis
         concurrency is None or (isinstance(concurrency, int) and concurrency > 0),
         f"{where}: spec.concurrency must be a positive integer",
     )
+    queue = spec.get("queue") or {}
+    _require(isinstance(queue, Mapping), f"{where}: spec.queue must be a mapping")
+    queue_mode = queue.get("mode", "shared")
+    _require(queue_mode in QUEUE_MODES, f"{where}: spec.queue.mode: expected one of {QUEUE_MODES}")
+    queue_table = ""
+    if queue_mode == "dedicated" and isinstance(status, Mapping):
+        # Written by the operator once the table exists (or by the local stack's file).
+        queue_status = status.get("queue") or {}
+        queue_table = str(queue_status.get("table") or "") if isinstance(queue_status, Mapping) else ""
     actions = spec.get("actions")
     if not isinstance(actions, list) or not actions:
         raise RegistryError(f"{where}: spec.actions must be a non-empty list")
@@ -165,6 +179,8 @@ def parse_handler(doc: Mapping[str, Any], *, endpoint: str | None = None) -> lis
                 concurrency=concurrency,
                 priority=priority,
                 description=str(raw.get("description", "")),
+                queue=queue_mode,
+                queue_table=queue_table,
             )
         )
     return out

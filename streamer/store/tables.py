@@ -87,6 +87,148 @@ def table_definitions(*, settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+#: The longest table name DynamoDB accepts.
+MAX_TABLE_NAME = 255
+
+
+def dedicated_requests_table(prefix: str, namespace: str, name: str) -> str:
+    """The requests table of a handler with a dedicated queue: ``<prefix>-requests.<ns>.<name>``.
+
+    Dots cannot appear in a namespace or a handler name (DNS labels), so two handlers
+    never share a table name; the name stays within DynamoDB's limit (a hash replaces
+    the end of an over-long one).
+    """
+    table = f"{prefix}-requests.{namespace or 'default'}.{name}"
+    if len(table) <= MAX_TABLE_NAME:
+        return table
+    import hashlib
+
+    digest = hashlib.sha256(table.encode()).hexdigest()[:16]
+    return f"{table[: MAX_TABLE_NAME - 17]}.{digest}"
+
+
+def requests_table_definition(
+    name: str,
+    *,
+    point_in_time_recovery: bool = False,
+    deletion_protection: bool = False,
+    kms_key: str | None = None,
+    encrypted: bool = False,
+) -> dict[str, Any]:
+    """CreateTable arguments of a requests table called ``name`` (shared or dedicated).
+
+    ``encrypted`` asks for a KMS key (``kms_key``, or the AWS managed key when None);
+    the default is DynamoDB's own encryption at rest. Point-in-time recovery is not a
+    CreateTable argument: :func:`repair_table` turns it on.
+    """
+    definition = table_definitions(settings=Settings(requests_table=name))["requests"]
+    if deletion_protection:
+        definition["DeletionProtectionEnabled"] = True
+    if encrypted or kms_key:
+        sse: dict[str, Any] = {"Enabled": True, "SSEType": "KMS"}
+        if kms_key:
+            sse["KMSMasterKeyId"] = kms_key
+        definition["SSESpecification"] = sse
+    if point_in_time_recovery:
+        definition["_PointInTimeRecovery"] = True  # applied after creation, see repair_table
+    return definition
+
+
+async def inspect_table(client: Any, definition: dict[str, Any]) -> list[str]:
+    """What ``definition`` asks for that the live table lacks (``["missing"]`` if it is gone)."""
+    name = definition["TableName"]
+    try:
+        desc = (await client.describe_table(TableName=name))["Table"]
+    except BOTO_ERRORS as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            return ["missing"]
+        raise wrap_error(exc, f"DescribeTable {name}") from exc
+    problems: list[str] = []
+    live = {g["IndexName"] for g in desc.get("GlobalSecondaryIndexes", [])}
+    problems += [
+        f"index {g['IndexName']}"
+        for g in definition.get("GlobalSecondaryIndexes", [])
+        if g["IndexName"] not in live
+    ]
+    wanted_stream = definition.get("StreamSpecification")
+    if wanted_stream:
+        stream = desc.get("StreamSpecification") or {}
+        if not stream.get("StreamEnabled") or stream.get("StreamViewType") != wanted_stream["StreamViewType"]:
+            problems.append("stream")
+    if not name.endswith("-leases"):
+        ttl = (await client.describe_time_to_live(TableName=name)).get("TimeToLiveDescription", {})
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            problems.append("ttl")
+    return problems
+
+
+async def repair_table(client: Any, definition: dict[str, Any]) -> list[str]:
+    """Create the table, or put back what it lacks (an index, its stream, TTL, PITR).
+
+    Returns what was done (``["created"]``, ``["index status-index", "stream", ...]``).
+    One index at a time, as DynamoDB allows; a later call adds the next one.
+    """
+    name = definition["TableName"]
+    create = {k: v for k, v in definition.items() if not k.startswith("_")}
+    done: list[str] = []
+    problems = await inspect_table(client, definition)
+    if "missing" in problems:
+        try:
+            await client.create_table(**create)
+            done.append("created")
+        except BOTO_ERRORS as exc:
+            if error_code(exc) != "ResourceInUseException":
+                raise wrap_error(exc, f"CreateTable {name}") from exc
+        await _wait_active(client, name)
+        problems = await inspect_table(client, definition)
+    try:
+        missing_indexes = [p.split(" ", 1)[1] for p in problems if p.startswith("index ")]
+        if missing_indexes:
+            (gsi,) = [g for g in create["GlobalSecondaryIndexes"] if g["IndexName"] == missing_indexes[0]]
+            await client.update_table(
+                TableName=name,
+                AttributeDefinitions=create["AttributeDefinitions"],
+                GlobalSecondaryIndexUpdates=[{"Create": gsi}],
+            )
+            done.append(f"index {gsi['IndexName']}")
+            await _wait_active(client, name)
+        if "stream" in problems:
+            await client.update_table(TableName=name, StreamSpecification=create["StreamSpecification"])
+            done.append("stream")
+            await _wait_active(client, name)
+        if "ttl" in problems:
+            await _ensure_ttl(client, name)
+            done.append("ttl")
+        if definition.get("_PointInTimeRecovery"):
+            backups = await client.describe_continuous_backups(TableName=name)
+            pitr = backups.get("ContinuousBackupsDescription", {}).get("PointInTimeRecoveryDescription", {})
+            if pitr.get("PointInTimeRecoveryStatus") != "ENABLED":
+                await client.update_continuous_backups(
+                    TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+                )
+                done.append("point-in-time recovery")
+    except BOTO_ERRORS as exc:
+        raise wrap_error(exc, f"UpdateTable {name}") from exc
+    return done
+
+
+async def stream_arn_of(client: Any, name: str) -> str:
+    """The ARN of table ``name``'s stream (empty when it has none)."""
+    desc = (await client.describe_table(TableName=name))["Table"]
+    return str(desc.get("LatestStreamArn") or "")
+
+
+async def delete_table(client: Any, name: str) -> bool:
+    """Delete one table; False when it was already gone."""
+    try:
+        await client.delete_table(TableName=name)
+    except BOTO_ERRORS as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            return False
+        raise wrap_error(exc, f"DeleteTable {name}") from exc
+    return True
+
+
 async def _wait_active(client: Any, name: str, *, timeout: float = 60.0) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
