@@ -32,7 +32,7 @@ export interface ClientOptions {
     tokenIn?: "subprotocol" | "query";
     /** Reconnect after the connection drops (default true). */
     reconnect?: boolean;
-    /** Milliseconds between `$ping` frames; silence for 2.5 x this means the connection is dead. 0 turns it off. Default 20000. */
+    /** Milliseconds between `$ping` frames; a ping unanswered for 2.5 x this means the connection is dead. 0 turns it off. Default 20000. */
     heartbeatMs?: number;
     /** First reconnect delay (default 250 ms); doubles per failed attempt up to `reconnectMaxDelayMs` (10000). */
     reconnectDelayMs?: number;
@@ -124,6 +124,7 @@ export declare class StreamerClient {
     private closing;
     private closedError;
     private lastMessageAt;
+    private pingSentAt;
     private heartbeatTimer;
     private readonly requests;
     private readonly finishedIds;
@@ -178,6 +179,12 @@ export declare class StreamerClient {
     private attach;
     /** Stop listening to a socket we consider dead, close it, and carry on as if it had closed. */
     private abandon;
+    /**
+     * One tick: send a `$ping` unless one is still unanswered; a ping with no message at all after
+     * it for 2.5 x the interval means a dead connection. Measured from our own ping, not from the
+     * last message, so a browser that throttles timers in a background tab (ticks once a minute)
+     * does not mistake its own silence for the server's.
+     */
     private heartbeat;
     private lost;
     private sleep;

@@ -220,6 +220,7 @@ export class StreamerClient {
     closing = false;
     closedError;
     lastMessageAt = 0;
+    pingSentAt;
     heartbeatTimer;
     requests = new Map();
     finishedIds = new Map();
@@ -557,6 +558,7 @@ export class StreamerClient {
     attach(ws) {
         this.ws = ws;
         this.lastMessageAt = Date.now();
+        this.pingSentAt = undefined;
         ws.onmessage = (ev) => {
             this.lastMessageAt = Date.now();
             const text = typeof ev.data === "string" ? ev.data : String(ev.data);
@@ -589,17 +591,28 @@ export class StreamerClient {
         if (this.ws === ws)
             void this.lost(code);
     }
+    /**
+     * One tick: send a `$ping` unless one is still unanswered; a ping with no message at all after
+     * it for 2.5 x the interval means a dead connection. Measured from our own ping, not from the
+     * last message, so a browser that throttles timers in a background tab (ticks once a minute)
+     * does not mistake its own silence for the server's.
+     */
     heartbeat(intervalMs) {
         const ws = this.ws;
         if (!ws || this.stateValue !== "open")
             return;
-        if (Date.now() - this.lastMessageAt > intervalMs * 2.5) {
-            console.warn(`streamer: no message for ${(intervalMs * 2.5) / 1000}s; treating the connection as dead`);
-            this.abandon(ws, 4000);
+        const now = Date.now();
+        if (this.pingSentAt !== undefined && this.lastMessageAt < this.pingSentAt) {
+            if (now - this.pingSentAt > intervalMs * 2.5) {
+                console.warn(`streamer: no answer to $ping for ${(now - this.pingSentAt) / 1000}s; treating the connection as dead`);
+                this.abandon(ws, 4000);
+            }
             return;
         }
-        if (ws.readyState === OPEN)
+        if (ws.readyState === OPEN) {
             ws.send(JSON.stringify({ action: "$ping" }));
+            this.pingSentAt = now;
+        }
     }
     async lost(code) {
         this.lastCloseCode = code;

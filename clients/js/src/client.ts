@@ -60,7 +60,7 @@ export interface ClientOptions {
   tokenIn?: "subprotocol" | "query";
   /** Reconnect after the connection drops (default true). */
   reconnect?: boolean;
-  /** Milliseconds between `$ping` frames; silence for 2.5 x this means the connection is dead. 0 turns it off. Default 20000. */
+  /** Milliseconds between `$ping` frames; a ping unanswered for 2.5 x this means the connection is dead. 0 turns it off. Default 20000. */
   heartbeatMs?: number;
   /** First reconnect delay (default 250 ms); doubles per failed attempt up to `reconnectMaxDelayMs` (10000). */
   reconnectDelayMs?: number;
@@ -330,6 +330,7 @@ export class StreamerClient {
   private closing = false;
   private closedError: StreamerError | undefined;
   private lastMessageAt = 0;
+  private pingSentAt: number | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private readonly requests = new Map<string, RequestHandle>();
   private readonly finishedIds = new Map<string, RequestHandle>();
@@ -677,6 +678,7 @@ export class StreamerClient {
   private attach(ws: WebSocketLike): void {
     this.ws = ws;
     this.lastMessageAt = Date.now();
+    this.pingSentAt = undefined;
     ws.onmessage = (ev) => {
       this.lastMessageAt = Date.now();
       const text = typeof ev.data === "string" ? ev.data : String(ev.data);
@@ -706,15 +708,27 @@ export class StreamerClient {
     if (this.ws === ws) void this.lost(code);
   }
 
+  /**
+   * One tick: send a `$ping` unless one is still unanswered; a ping with no message at all after
+   * it for 2.5 x the interval means a dead connection. Measured from our own ping, not from the
+   * last message, so a browser that throttles timers in a background tab (ticks once a minute)
+   * does not mistake its own silence for the server's.
+   */
   private heartbeat(intervalMs: number): void {
     const ws = this.ws;
     if (!ws || this.stateValue !== "open") return;
-    if (Date.now() - this.lastMessageAt > intervalMs * 2.5) {
-      console.warn(`streamer: no message for ${(intervalMs * 2.5) / 1000}s; treating the connection as dead`);
-      this.abandon(ws, 4000);
+    const now = Date.now();
+    if (this.pingSentAt !== undefined && this.lastMessageAt < this.pingSentAt) {
+      if (now - this.pingSentAt > intervalMs * 2.5) {
+        console.warn(`streamer: no answer to $ping for ${(now - this.pingSentAt) / 1000}s; treating the connection as dead`);
+        this.abandon(ws, 4000);
+      }
       return;
     }
-    if (ws.readyState === OPEN) ws.send(JSON.stringify({ action: "$ping" }));
+    if (ws.readyState === OPEN) {
+      ws.send(JSON.stringify({ action: "$ping" }));
+      this.pingSentAt = now;
+    }
   }
 
   private async lost(code: number): Promise<void> {

@@ -16,7 +16,7 @@ import tomllib
 
 import streamer
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: Importable names of what only the server extra (or dev) installs.
 SERVER_MODULES = (
