@@ -43,6 +43,8 @@ ALGORITHM = "HS256"
 LEEWAY_SECONDS = 30.0
 #: Label of a caller that presented nothing.
 ANONYMOUS = "anonymous"
+#: Verified service tokens the router remembers (a few per caller are live at a time).
+VERIFIED_CACHE_SIZE = 1024
 
 REFUSED = counter(
     "streamer_router_calls_refused_total",
@@ -93,8 +95,8 @@ class ServiceToken:
         return (("authorization", f"Bearer {self.token()}"),)
 
 
-def verify_token(token: str, *, secret: str, max_lifetime: float) -> str:
-    """The caller name in a valid service token; :class:`Unauthenticated` otherwise."""
+def verify_token(token: str, *, secret: str, max_lifetime: float) -> tuple[str, float]:
+    """The caller name in a valid service token and its ``exp``; :class:`Unauthenticated` otherwise."""
     try:
         claims = jwt.decode(
             token,
@@ -111,7 +113,7 @@ def verify_token(token: str, *, secret: str, max_lifetime: float) -> str:
         raise Unauthenticated("invalid service token: no caller name")
     if not isinstance(iat, int | float) or not isinstance(exp, int | float) or exp - iat > max_lifetime:
         raise Unauthenticated("invalid service token: it lives longer than STREAMER_SERVICE_TOKEN_SECONDS")
-    return sub
+    return sub, float(exp)
 
 
 def signer(settings: Settings, *, default_name: str | None = None) -> ServiceToken | None:
@@ -191,6 +193,10 @@ class CallerPolicy:
         self.rules = {rule.name: rule for rule in rules} if rules is not None else None
         self.secret = secret
         self.max_token_lifetime = max_token_lifetime
+        # Verified tokens -> (name, exp). A caller re-uses one token for half its life, so
+        # verifying it (HMAC and claims, ~0.3 ms) once per token instead of once per call
+        # keeps the check off connect's Route hot path.
+        self._verified: dict[str, tuple[str, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CallerPolicy:
@@ -212,12 +218,19 @@ class CallerPolicy:
         token = _bearer(context)
         if token is None:
             return Caller(names=(), via="none")
+        return Caller(names=(self._verify(token),), via="token")
+
+    def _verify(self, token: str) -> str:
+        known = self._verified.get(token)
+        if known is not None and time.time() < known[1] + LEEWAY_SECONDS:
+            return known[0]
         if not self.secret:
             raise Unauthenticated("service tokens are not accepted here (no STREAMER_SERVICE_TOKEN_SECRET)")
-        return Caller(
-            names=(verify_token(token, secret=self.secret, max_lifetime=self.max_token_lifetime),),
-            via="token",
-        )
+        name, exp = verify_token(token, secret=self.secret, max_lifetime=self.max_token_lifetime)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (name, exp)
+        return name
 
     def allows(self, caller: Caller, rpc: str, tenants: Iterable[str]) -> bool:
         """Whether one of the caller's names is granted ``rpc`` for every tenant in ``tenants``."""

@@ -62,7 +62,7 @@ def test_allow_rule() -> None:
 
 def test_service_tokens() -> None:
     token = ServiceToken(secret=SECRET, name="billing", lifetime=60).token()
-    assert verify_token(token, secret=SECRET, max_lifetime=60) == "billing"
+    assert verify_token(token, secret=SECRET, max_lifetime=60)[0] == "billing"
     with pytest.raises(Unauthenticated):
         verify_token(token, secret="t" * 32, max_lifetime=60)
     with pytest.raises(Unauthenticated):  # longer-lived than allowed
@@ -83,3 +83,14 @@ def test_a_signer_needs_a_name() -> None:
     assert err.value.variable == "STREAMER_SERVICE_NAME"
     made = signer(load_settings({"STREAMER_SERVICE_TOKEN_SECRET": SECRET}), default_name="connect")
     assert made is not None and made.name == "connect"
+
+
+def test_a_verified_token_is_remembered_until_it_expires() -> None:
+    gate = CallerPolicy(rules=[], secret=SECRET)
+    token = ServiceToken(secret=SECRET, name="billing", lifetime=60).token()
+    assert gate._verify(token) == "billing"
+    gate.secret = "another-secret-" * 3  # a cached token is not verified again...
+    assert gate._verify(token) == "billing"
+    gate._verified[token] = ("billing", time.time() - 60)  # ... until it expired
+    with pytest.raises(Unauthenticated):
+        gate._verify(token)
