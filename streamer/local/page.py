@@ -10,7 +10,9 @@ A small aiohttp app on loopback (its own free port, printed after the ready line
   with an HS256 secret (the public development secret unless ``STREAMER_JWT_SECRET``), i.e.
   only in development, exactly what ``streamer token`` prints. The request must be
   ``application/json``, so a page of another origin cannot make a browser ask for one without a
-  CORS preflight, which this server never answers.
+  CORS preflight, which this server never answers; and every request must name this server as
+  ``127.0.0.1:<port>`` or ``localhost:<port>`` in ``Host``, so a DNS-rebinding site cannot
+  pass for the page's own origin.
 
 Every answer carries a strict Content-Security-Policy: scripts and styles only from this
 origin (no inline code), connections only to this origin and the stack's WebSocket URLs, no
@@ -118,12 +120,19 @@ class DemoPage:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         try:
+            if request.host not in self._hosts():
+                # DNS rebinding: a site that re-points its name at 127.0.0.1 would otherwise be
+                # "same origin" with this page and could fetch a token.
+                raise web.HTTPMisdirectedRequest(text="this page answers only as 127.0.0.1 or localhost")
             response = await handler(request)
         except web.HTTPException as exc:  # 404, 415...: the same headers
             self._secure(exc.headers)
             raise
         self._secure(response.headers)
         return response
+
+    def _hosts(self) -> set[str]:
+        return {f"{HOST}:{self.port}", f"localhost:{self.port}"}
 
     def _secure(self, headers: Any) -> None:
         headers["Content-Security-Policy"] = self.csp

@@ -71,6 +71,17 @@ async def test_the_dev_token_endpoint_wants_json_and_only_exists_in_dev(page: De
         await prod.stop()
 
 
+async def test_only_the_loopback_host_names_are_answered(page: DemoPage) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(page.url, headers={"Host": f"localhost:{page.port}"}) as resp:
+            assert resp.status == 200
+        # DNS rebinding: evil.example resolving to 127.0.0.1 sends its own name.
+        for host in (f"evil.example:{page.port}", "127.0.0.1:1", "evil.example"):
+            async with http.post(page.url + "api/token", json={}, headers={"Host": host}) as resp:
+                assert resp.status == 421, host
+                assert "Content-Security-Policy" in resp.headers
+
+
 async def test_the_actions_come_with_their_schemas(page: DemoPage) -> None:
     async with aiohttp.ClientSession() as http, http.get(page.url + "api/actions") as resp:
         actions = {a["name"]: a for a in (await resp.json())["actions"]}
