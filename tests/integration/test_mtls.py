@@ -2,83 +2,26 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import pathlib
 from collections.abc import Iterator
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pki import write_pki
 
 from streamer import rpc
 from streamer.config import ConfigError, load_settings
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(
-            issuer.subject if issuer else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        )
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-    )
-    if issuer is None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    else:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("streamer.internal"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write_pki(folder: pathlib.Path, name: str) -> dict[str, str]:
-    ca_key = _key()
-    ca = _cert(f"{name}-ca", ca_key, None, ca_key)
-    leaf_key = _key()
-    leaf = _cert("streamer", leaf_key, ca, ca_key)
-    paths = {
-        "tls_ca_file": folder / f"{name}-ca.pem",
-        "tls_cert_file": folder / f"{name}-cert.pem",
-        "tls_key_file": folder / f"{name}-key.pem",
-    }
-    paths["tls_ca_file"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths["tls_cert_file"].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths["tls_key_file"].write_bytes(_pem_key(leaf_key))
-    return {k: str(v) for k, v in paths.items()}
-
-
 @pytest.fixture
 def pki(tmp_path: pathlib.Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
-    yield _write_pki(tmp_path, "good"), _write_pki(tmp_path, "other")
+    folders = tmp_path / "good", tmp_path / "other"
+    for folder in folders:
+        folder.mkdir()
+    good, other = (write_pki(f, "streamer.internal", ca_name=f"{f.name}-ca") for f in folders)
+    yield good["streamer.internal"], other["streamer.internal"]
     rpc.reset_tls()
 
 
