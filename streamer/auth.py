@@ -76,7 +76,7 @@ __all__ = [
     "make_token",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 REASONS = (
     "missing_token",
@@ -366,7 +366,7 @@ class _JwksCache:
                 state.failed = True
                 state.generation += 1
                 _jwks_fetches.labels(result="error").inc()
-                logger.warning("JWKS fetch failed", extra={"jwks_url": state.url, "error": str(exc)})
+                log.warning("JWKS fetch failed", extra={"jwks_url": state.url, "error": str(exc)})
                 raise AuthError("jwks_unavailable", "the JWKS could not be fetched") from None
             _jwks_fetches.labels(result="ok").inc()
             state.failed = False
@@ -428,7 +428,7 @@ def _parse_jwks(entries: list[Any]) -> dict[str, _Jwk]:
         try:
             parsed = jwt.PyJWK(entry)
         except Exception:  # any malformed key is skipped; the others stay usable
-            logger.warning("JWKS key skipped: cannot be parsed", extra={"kid": kid})
+            log.warning("JWKS key skipped: cannot be parsed", extra={"kid": kid})
             continue
         if isinstance(parsed.key, _PublicKey):
             keys[kid] = _Jwk(key=parsed.key, alg=declared)
@@ -519,7 +519,7 @@ class TokenVerifier:
             except jwt.InvalidKeyError:
                 raise ConfigError("STREAMER_JWT_SECRET", "looks like a PEM/SSH key, not a secret") from None
             if len(self._secret) < 32:
-                logger.warning("STREAMER_JWT_SECRET is shorter than 32 bytes; use it for development only")
+                log.warning("STREAMER_JWT_SECRET is shorter than 32 bytes; use it for development only")
 
         self._issuers = frozenset(i for i in [issuer, *(jwks_urls or {})] if i is not None)
         self._audience = audience

@@ -49,7 +49,7 @@ from streamer.metrics import counter
 from streamer.retry import Backoff
 from streamer.store import Store, StoreError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 sends_total = counter(
@@ -251,7 +251,7 @@ class Delivery:
         try:
             record = await self.store.connections.get(connection_id)
         except StoreError:
-            logger.warning("connection lookup failed", exc_info=True, extra={"connection_id": connection_id})
+            log.warning("connection lookup failed", exc_info=True, extra={"connection_id": connection_id})
             sends_total.labels("lookup_failed").inc()
             return None
         if record is None:
@@ -317,7 +317,7 @@ class Delivery:
                     self._send_many_pod(endpoint, ids, frame, final=final), timeout=timeout
                 )
             except TimeoutError:
-                logger.warning("connect pod too slow for a broadcast", extra={"endpoint": endpoint})
+                log.warning("connect pod too slow for a broadcast", extra={"endpoint": endpoint})
                 sends_total.labels("timeout").inc(len(ids))
                 return 0
 
@@ -378,15 +378,13 @@ class Delivery:
                     raise _NotHere(endpoint) from None
                 if code not in rpc.RETRY_IN_PLACE:
                     breaker.succeeded()
-                    logger.warning(
-                        "connect pod refused a call", extra={"endpoint": endpoint, "code": code.name}
-                    )
+                    log.warning("connect pod refused a call", extra={"endpoint": endpoint, "code": code.name})
                     raise _CallFailed(code, down=False) from None
                 if breaker.failed(
                     time.monotonic(), threshold=self.breaker_threshold, reset=self.breaker_reset
                 ):
                     breaker_open_total.inc()
-                    logger.warning("circuit breaker opened", extra={"endpoint": endpoint, "code": code.name})
+                    log.warning("circuit breaker opened", extra={"endpoint": endpoint, "code": code.name})
                 if attempt + 1 >= attempts:
                     down = not self._channels.connected(endpoint)
                     if down:
@@ -408,12 +406,12 @@ class Delivery:
             if deleted or await self.store.connections.get(connection_id) is None:
                 await self.store.subscriptions.delete_for_connection(connection_id)
             if deleted:
-                logger.info(
+                log.info(
                     "removed a stale connection record",
                     extra={"connection_id": connection_id, "endpoint": endpoint},
                 )
         except StoreError:
-            logger.warning("could not remove a stale connection record", exc_info=True)
+            log.warning("could not remove a stale connection record", exc_info=True)
 
     async def _stale_many(self, connection_ids: Sequence[str], endpoint: str) -> None:
         sem = asyncio.Semaphore(LOOKUP_CONCURRENCY)

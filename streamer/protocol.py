@@ -27,6 +27,8 @@ NOT_FOUND: Final = "NOT_FOUND"
 DUPLICATE_REQUEST: Final = "DUPLICATE_REQUEST"
 RATE_LIMITED: Final = "RATE_LIMITED"
 TIMEOUT: Final = "TIMEOUT"
+#: Also the word for a request's final status (``streamer.store.CANCELLED``): where both
+#: are in scope, name the error code ``protocol.CANCELLED``.
 CANCELLED: Final = "CANCELLED"
 PROCESSING_FAILED: Final = "PROCESSING_FAILED"
 SERVICE_UNAVAILABLE: Final = "SERVICE_UNAVAILABLE"

@@ -51,7 +51,7 @@ from streamer.logs import log_context
 from streamer.metrics import Health, http_routes, start_http
 from streamer.store import ConnectionRecord, NotFound, Store, StoreError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 #: Subprotocols the server can select besides the one carrying the token: a browser
 #: that offers any protocol drops the handshake when the server selects none.
@@ -146,7 +146,7 @@ class ConnectService:
         self.health.checks.append(self._dynamodb_ready)
         self.health.set_ready()
         await rpc.set_serving(self._grpc_health, service_names=[SERVICE_NAME], serving=True)
-        logger.info(
+        log.info(
             "connect ready",
             extra={
                 "ws_port": self.ws_port,
@@ -177,7 +177,7 @@ class ConnectService:
             for site in list(self._runner.sites):
                 await site.stop()
         open_now = list(self.connections.values())
-        logger.info("draining", extra={"connections": len(open_now), "budget_seconds": round(budget, 3)})
+        log.info("draining", extra={"connections": len(open_now), "budget_seconds": round(budget, 3)})
         for conn in open_now:
             conn.close(code=protocol.CLOSE_GOING_AWAY, reason=SHUTDOWN_REASON, why="shutdown", flush=True)
         handlers = [t for t in self._handlers if not t.done()]
@@ -191,9 +191,7 @@ class ConnectService:
                 await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()) / 2)
         leftovers = list(self._registered)
         if leftovers:
-            logger.warning(
-                "deleting records of connections not closed in time", extra={"count": len(leftovers)}
-            )
+            log.warning("deleting records of connections not closed in time", extra={"count": len(leftovers)})
             remaining = max(0.1, deadline - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -236,7 +234,7 @@ class ConnectService:
         except AuthError as exc:
             metrics.auth_failures_total.labels(exc.reason).inc()
             code = protocol.FORBIDDEN if exc.status == 403 else protocol.UNAUTHORIZED
-            logger.info("upgrade refused", extra={"reason": exc.reason, "status": exc.status})
+            log.info("upgrade refused", extra={"reason": exc.reason, "status": exc.status})
             return _json_error(exc.status, code=code, message=exc.message, reason=exc.reason)
 
         protocols = ((source.subprotocol,) if source.subprotocol else ()) + KNOWN_SUBPROTOCOLS
@@ -293,7 +291,7 @@ class ConnectService:
             await self.store.connections.put(record)
         except StoreError:
             self.connections.pop(cid, None)
-            logger.exception("could not store the connection record")
+            log.exception("could not store the connection record")
             return _json_error(
                 503, code=protocol.SERVICE_UNAVAILABLE, message="connection registry unavailable"
             )
@@ -307,7 +305,7 @@ class ConnectService:
 
         metrics.connections_total.inc()
         metrics.active_connections.inc()
-        logger.info("connected", extra={"user_id": identity.user_id, "tenant_id": identity.tenant_id})
+        log.info("connected", extra={"user_id": identity.user_id, "tenant_id": identity.tenant_id})
         conn.start(
             transport=request.transport,
             heartbeat=s.ws_heartbeat_seconds,
@@ -321,7 +319,7 @@ class ConnectService:
         try:
             await self._read_loop(conn)
         except Exception:
-            logger.exception("connection failed")
+            log.exception("connection failed")
             conn.close(code=protocol.CLOSE_INTERNAL, reason="internal error", why="error", flush=False)
         finally:
             conn.closed_by_peer("client")
@@ -330,7 +328,7 @@ class ConnectService:
             metrics.active_connections.dec()
             metrics.disconnects_total.labels(conn.disconnect_reason).inc()
             metrics.connection_duration_seconds.observe(conn.duration)
-            logger.info(
+            log.info(
                 "disconnected",
                 extra={
                     "reason": conn.disconnect_reason,
@@ -349,11 +347,11 @@ class ConnectService:
         try:
             await self.store.subscriptions.delete_for_connection(cid)
         except StoreError:
-            logger.exception("could not delete the connection's subscriptions; their TTL will")
+            log.exception("could not delete the connection's subscriptions; their TTL will")
         try:
             await self.store.connections.delete(cid, endpoint=self.endpoint)
         except StoreError:
-            logger.exception("could not delete the connection record; its TTL will")
+            log.exception("could not delete the connection record; its TTL will")
         self._registered.discard(cid)
 
     # ------------------------------------------------------------------ messages
@@ -478,7 +476,7 @@ class ConnectService:
                 )
             except RouterUnavailable as exc:
                 metrics.route_duration_seconds.labels("unavailable").observe(time.perf_counter() - started)
-                logger.warning("router unavailable", extra={"grpc_code": exc.code, "action": message.action})
+                log.warning("router unavailable", extra={"grpc_code": exc.code, "action": message.action})
                 conn.send_message(
                     protocol.error_message(
                         protocol.SERVICE_UNAVAILABLE,
@@ -493,7 +491,7 @@ class ConnectService:
             except Exception:
                 # Never leave a request unanswered: a bug here must not hang the client.
                 metrics.route_duration_seconds.labels("error").observe(time.perf_counter() - started)
-                logger.exception("routing failed", extra={"action": message.action})
+                log.exception("routing failed", extra={"action": message.action})
                 conn.send_message(
                     protocol.error_message(
                         protocol.INTERNAL_ERROR, "The request could not be routed", request_id=request_id
@@ -514,7 +512,7 @@ class ConnectService:
             await self.store.connections.touch(conn.connection_id)
         except NotFound:
             if not conn.closing:
-                logger.warning("connection record vanished while the socket is open; writing it again")
+                log.warning("connection record vanished while the socket is open; writing it again")
                 now = time.time()
                 record = dataclasses.replace(
                     conn.record, last_seen=now, ttl=int(now + (conn.record.ttl - conn.record.connected_at))
@@ -522,7 +520,7 @@ class ConnectService:
                 with contextlib.suppress(StoreError):
                     await self.store.connections.put(record)
         except StoreError:
-            logger.warning("could not refresh the connection record", exc_info=True)
+            log.warning("could not refresh the connection record", exc_info=True)
         finally:
             conn.touching = False
 

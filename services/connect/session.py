@@ -37,7 +37,7 @@ from streamer import protocol
 from streamer.auth import Identity
 from streamer.store import ConnectionRecord
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _FLUSH: Final = object()  # queue marker: everything before it has been written
 
@@ -119,7 +119,7 @@ class ClientConnection:
 
     async def _expire_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        logger.info("token expired; closing the socket")
+        log.info("token expired; closing the socket")
         self.close(code=protocol.CLOSE_TOKEN_EXPIRED, reason="token expired", why="token_expired", flush=True)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -151,7 +151,7 @@ class ClientConnection:
             return False
         if self.queue.qsize() >= self.queue_limit:
             metrics.send_failures_total.labels("queue_full").inc()
-            logger.warning(
+            log.warning(
                 "send queue full; closing a client too slow to read", extra={"queued": self.queue_limit}
             )
             self.close(
@@ -203,7 +203,7 @@ class ClientConnection:
             except (ConnectionError, RuntimeError) as exc:
                 # The peer is gone or the socket is closing; the reader sees it next.
                 metrics.send_failures_total.labels("error").inc()
-                logger.debug("write failed: %s", type(exc).__name__)
+                log.debug("write failed: %s", type(exc).__name__)
                 return
             metrics.messages_out_total.inc()
             metrics.bytes_out_total.inc(utf8_size(item))
@@ -230,7 +230,7 @@ class ClientConnection:
             else:
                 missed = 0
             if missed >= missed_pongs:
-                logger.info("heartbeat timeout", extra={"missed_pongs": missed})
+                log.info("heartbeat timeout", extra={"missed_pongs": missed})
                 self.close(
                     code=protocol.CLOSE_HEARTBEAT, reason="heartbeat timeout", why="heartbeat", flush=False
                 )
@@ -285,7 +285,7 @@ class ClientConnection:
                         asyncio.shield(self._flushed.wait()), timeout=FLUSH_TIMEOUT_SECONDS
                     )
                 except TimeoutError:
-                    logger.info("queued frames not flushed before close")
+                    log.info("queued frames not flushed before close")
                     self._discard_queued()
         try:
             await asyncio.wait_for(

@@ -11,6 +11,9 @@ from streamer.protocol import MAX_DEPTH, UNAUTHORIZED, VALIDATION_ERROR, Protoco
 from streamer.registry import ActionSpec
 from streamer.store import RequestRecord
 
+#: The frames answering one routed message, in order (each a server frame's JSON object).
+Frames = list[dict[str, Any]]
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Call:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-from services.router.call import RouteContext
+from services.router.call import Frames, RouteContext
 from streamer.logs import log_context
 from streamer.metrics import counter, histogram
 from streamer.protocol import FORBIDDEN, INTERNAL_ERROR, RETRYABLE_CODES, error_message
 
-log = logging.getLogger("services.router")
+log = logging.getLogger(__name__)
 
-Frames = list[dict[str, Any]]
 Next = Callable[[RouteContext], Awaitable[Frames]]
 Middleware = Callable[[RouteContext, Next], Awaitable[Frames]]
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamer.protocol import (
-    CANCELLED as CANCELLED_CODE,
-)
+from streamer import protocol
 from streamer.protocol import (
     ERROR_CODES,
     PROCESSING_FAILED,
@@ -83,7 +81,7 @@ def outcome_frame(record: RequestRecord) -> dict[str, Any]:
         return complete_message(record.request_id, record.result, at=record.finished_at or record.updated_at)
     if record.status in (FAILED, CANCELLED):
         error = record.error if isinstance(record.error, dict) else {}
-        default = CANCELLED_CODE if record.status == CANCELLED else PROCESSING_FAILED
+        default = protocol.CANCELLED if record.status == CANCELLED else PROCESSING_FAILED
         code = error.get("code") if error.get("code") in ERROR_CODES else default
         return error_message(
             str(code),

@@ -9,9 +9,8 @@ client gets its own requests back, not its colleagues').
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from services.router.call import Call
+from services.router.call import Call, Frames
 from services.router.states import status_frame
 from streamer.protocol import (
     CANCEL,
@@ -39,8 +38,6 @@ RESUME_RECENT_SECONDS = 600.0
 RESUME_LOOKBACK_SECONDS = 24 * 3600.0
 #: ``$resume`` answers at most this many *finished* requests (the newest); unfinished ones all.
 RESUME_MAX_REQUESTS = 100
-
-Frames = list[dict[str, Any]]
 
 
 def _not_found(call: Call, target: str) -> Frames:
