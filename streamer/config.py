@@ -113,6 +113,13 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _concurrency_scope(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("cluster", "processor"):
+        raise ValueError("expected cluster or processor")
+    return value
+
+
 def _pem(raw: str) -> str:
     # Kubernetes secrets and env files often carry PEM keys with literal "\n".
     value = raw.replace("\\n", "\n").strip()
@@ -354,6 +361,12 @@ class Settings:
     )
     handler_concurrency: int = _field(
         "STREAMER_HANDLER_CONCURRENCY", _positive(int), 64, "Default in-flight requests per handler."
+    )
+    handler_concurrency_scope: str = _field(
+        "STREAMER_HANDLER_CONCURRENCY_SCOPE",
+        _concurrency_scope,
+        "cluster",
+        "cluster: a handler's limit is shared by the live processors; processor: each gets all of it.",
     )
     retry_base_seconds: float = _field(
         "STREAMER_RETRY_BASE_SECONDS", _positive(float), 1.0, "First retry backoff; doubles per attempt."

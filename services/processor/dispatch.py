@@ -4,6 +4,8 @@ Each handler deployment (a StreamerHandler: namespace/name) gets its own *lane*:
 at most ``limit`` requests run at once — ``ActionSpec.concurrency`` when the
 handler declares it, else ``settings.handler_concurrency`` — so one slow or
 overloaded handler cannot take every slot of the processor and starve the others.
+The limit is the cluster's: each processor runs its share of it (``share``, from
+:mod:`.membership`).
 Claimed requests beyond the limit wait in the lane's heap: higher ``priority``
 first, then older requests (``created_at``), then arrival order, so equal
 priorities stay FIFO.
@@ -80,19 +82,28 @@ class Lane:
 class Dispatcher:
     """Routes claimed jobs into lanes and starts them as slots free up."""
 
-    def __init__(self, *, registry: Registry, default_limit: int, run: RunJob) -> None:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        default_limit: int,
+        run: RunJob,
+        share: Callable[[int, str], int] | None = None,
+    ) -> None:
         self.registry = registry
         self.default_limit = default_limit
         self.run = run
+        #: This processor's part of a lane's cluster-wide limit (see membership.py).
+        self.share = share
         self.lanes: dict[str, Lane] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     def _lane_of(self, action: str) -> tuple[str, int]:
         """(lane key, concurrency limit) of ``action``, following the registry."""
         spec = self.registry.lookup(action)
-        return lane_key(spec, action), (
-            spec.concurrency if spec and spec.concurrency else None
-        ) or self.default_limit
+        key = lane_key(spec, action)
+        limit = (spec.concurrency if spec and spec.concurrency else None) or self.default_limit
+        return key, self.share(limit, key) if self.share is not None else limit
 
     def submit(self, job: Job) -> None:
         key, limit = self._lane_of(job.action)

@@ -66,3 +66,7 @@ LEASE_CHANGES = counter(
     "worker, to balance), lost (renewal refused: another worker has it), released.",
     ["event"],
 )
+MEMBERS = gauge(
+    "streamer_processor_members",
+    "Live processors this one sees (handlers' concurrency limits are shared among them).",
+)

@@ -44,6 +44,7 @@ from services.processor.dispatch import Dispatcher
 from services.processor.fanout import Fanout, Sender
 from services.processor.invoke import Backoff, Invoker
 from services.processor.jobs import Job, JobState, StopReason
+from services.processor.membership import Membership
 from services.processor.offers import SERVICE_NAME, OfferServicer
 from services.processor.sweeper import Sweeper
 from streamer import rpc
@@ -151,8 +152,18 @@ class Processor:
             backoff=self.backoff,
             handlers=self.handlers,
         )
+        self.membership = Membership(
+            leases=store.leases,
+            worker_id=self.worker_id,
+            lease_seconds=self.settings.lease_seconds,
+            enabled=self.settings.handler_concurrency_scope == "cluster",
+        )
+        await self.membership.start()
         self.dispatcher = Dispatcher(
-            registry=self.registry, default_limit=self.settings.handler_concurrency, run=self.invoker.run
+            registry=self.registry,
+            default_limit=self.settings.handler_concurrency,
+            run=self.invoker.run,
+            share=self.membership.share,
         )
         self.sweeper = Sweeper(
             requests=store.requests,
@@ -222,6 +233,7 @@ class Processor:
             await self.dispatcher.wait_idle(10.0)
             self.dispatcher.cancel_all()
         await self.keeper.stop()
+        await self.membership.stop(leave=True)
         await self._close()
         log.info("processor stopped", extra={"worker_id": self.worker_id})
 
@@ -234,6 +246,7 @@ class Processor:
         await self.coordinator.abort()
         self.dispatcher.cancel_all()
         await self.keeper.stop()
+        await self.membership.stop(leave=False)
         await asyncio.gather(*self.dispatcher.tasks, return_exceptions=True)
         await self._close()
 

@@ -56,6 +56,15 @@ class Lease:
         return cls(**values)
 
 
+#: Membership items live in the leases table too, marked by this attribute.
+MEMBER_ATTRIBUTE = "member"
+
+
+def member_key(worker_id: str) -> str:
+    """A processor's heartbeat item (never a lease: lease keys start with a stream ARN)."""
+    return f"member|{worker_id}"
+
+
 def lease_key(stream_arn: str, shard_id: str) -> str:
     """Leases of a recreated table's new stream never collide with the old one's."""
     return f"{stream_arn}|{shard_id}"
@@ -76,11 +85,39 @@ class LeaseStore(TableStore):
 
     async def all(self, *, stream_arn: str | None = None) -> list[Lease]:
         """Every lease (of one stream when given), all pages, consistently read."""
-        kwargs: dict[str, Any] = {"ConsistentRead": True}
+        kwargs: dict[str, Any] = {
+            "ConsistentRead": True,
+            "FilterExpression": "attribute_not_exists(#member)",
+            "ExpressionAttributeNames": {"#member": MEMBER_ATTRIBUTE},
+        }
         if stream_arn:
-            kwargs["FilterExpression"] = "stream_arn = :a"
+            kwargs["FilterExpression"] += " AND stream_arn = :a"
             kwargs["ExpressionAttributeValues"] = expression({"a": stream_arn})
         return [Lease.from_item(item) async for item in self._scan_pages(**kwargs)]
+
+    # -- processor membership: who shares the handlers' cluster-wide limits ----------------
+    async def beat(self, worker_id: str, *, duration: float) -> None:
+        """Say that ``worker_id`` is alive for ``duration`` more seconds (one unconditional put)."""
+        item = {
+            "lease_key": member_key(worker_id),
+            MEMBER_ATTRIBUTE: worker_id,
+            "expires_at": now() + duration,
+        }
+        await self._call("put_item", Item={k: serialize(v) for k, v in item.items()})
+
+    async def members(self) -> list[str]:
+        """Worker ids whose heartbeat has not expired, consistently read, sorted."""
+        items = self._scan_pages(
+            ConsistentRead=True,
+            FilterExpression="attribute_exists(#member) AND expires_at > :now",
+            ExpressionAttributeNames={"#member": MEMBER_ATTRIBUTE},
+            ExpressionAttributeValues=expression({"now": now()}),
+        )
+        return sorted([str(item[MEMBER_ATTRIBUTE]) async for item in items])
+
+    async def leave(self, worker_id: str) -> None:
+        """Remove ``worker_id``'s heartbeat (a clean stop: the others' shares grow at once)."""
+        await self.delete(member_key(worker_id))
 
     async def _conditional(self, key: str, *, condition: str, update: str, values: dict[str, Any]) -> Lease:
         try:
