@@ -41,7 +41,7 @@ from services.connect.limits import (
     utf8_size,
 )
 from services.connect.router_client import RouterClient, RouterUnavailable
-from services.connect.rpc import SERVICE_NAME, ConnectionsServicer
+from services.connect.servicer import SERVICE_NAME, ConnectionsServicer
 from services.connect.session import ClientConnection
 from streamer import protocol, rpc
 from streamer.api.v1 import connections_pb2_grpc
