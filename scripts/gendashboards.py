@@ -60,6 +60,13 @@ def rate(metric: str, labels: str = "", by: str = "") -> str:
     return f"{agg} (rate({metric}{selector}{RATE}))"
 
 
+def share(metric: str, bad: str, by: str, labels: str = "") -> str:
+    """The share of ``bad`` events per ``by``: 0 (not "no data") while nothing is bad."""
+    both = f"{labels},{bad}" if labels else bad
+    total = rate(metric, labels, by=by)
+    return f"({rate(metric, both, by=by)} or {total} * 0) / clamp_min({total}, 1e-9)"
+
+
 def quantile(q: float, metric: str, labels: str = "", by: str = "") -> str:
     selector = f"{{{NS}{',' + labels if labels else ''}}}"
     group = f"le, {by}" if by else "le"
@@ -311,13 +318,7 @@ def router() -> Any:
             ),
             P(
                 "Server errors by action",
-                [
-                    Q(
-                        f"{rate('streamer_router_requests_total', SERVER_ERRORS, by='action')}"
-                        f" / clamp_min({rate('streamer_router_requests_total', by='action')}, 1e-9)",
-                        "{{action}}",
-                    )
-                ],
+                [Q(share("streamer_router_requests_total", SERVER_ERRORS, by="action"), "{{action}}")],
                 unit="percentunit",
             ),
             P(
@@ -365,7 +366,8 @@ def processor() -> Any:
                 "Failures by action",
                 [
                     Q(
-                        rate("streamer_processor_requests_total", 'outcome=~"failed|timed_out"', by="action"),
+                        rate("streamer_processor_requests_total", 'outcome=~"failed|timed_out"', by="action")
+                        + f" or {rate('streamer_processor_requests_total', by='action')} * 0",
                         "{{action}}",
                     )
                 ],
@@ -468,13 +470,7 @@ def handlers() -> Any:
             ),
             P(
                 "Error share by action",
-                [
-                    Q(
-                        rate(INVOCATIONS, action + ',outcome!="ok"', by="action")
-                        + f" / clamp_min({rate(INVOCATIONS, action, by='action')}, 1e-9)",
-                        "{{action}}",
-                    )
-                ],
+                [Q(share(INVOCATIONS, 'outcome!="ok"', by="action", labels=action), "{{action}}")],
                 unit="percentunit",
             ),
             P(

@@ -55,9 +55,9 @@ def slo_groups(spec: dict[str, Any]) -> list[dict[str, Any]]:
         for window in WINDOWS:
             errors = _one_line(slo["errors"]).replace("{{window}}", window)
             total = _one_line(slo["total"]).replace("{{window}}", window)
-            recording.append(
-                {"record": ratio_name(window), "expr": f"({errors})\n/\n({total})", "labels": {"slo": name}}
-            )
+            # "or total * 0": no bad event at all is a ratio of 0, not a missing series.
+            expr = f"(\n  ({errors})\n  or\n  ({total}) * 0\n)\n/\n({total})"
+            recording.append({"record": ratio_name(window), "expr": expr, "labels": {"slo": name}})
         for kind, (severity, for_, burns) in BURNS.items():
             selector = f'{{namespace="__NAMESPACE__",slo="{name}"}}'
             clauses = [
