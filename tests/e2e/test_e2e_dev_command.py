@@ -74,7 +74,15 @@ class Dev:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        assert self.proc.stdout is not None
+        try:
+            await self._read_ready()
+        except BaseException:
+            self.kill_now()  # a stack that did not start as expected must not outlive the test
+            raise
+        return self
+
+    async def _read_ready(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
         line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=100)).decode().rstrip("\n")
         self.stdout_lines.append(line)
         match = READY.match(line)
@@ -88,7 +96,6 @@ class Dev:
             page = PAGE.match(line)
             assert page is not None, f"expected the demo page line after the ready line, got {line!r}"
             self.page_url = page.group(1)
-        return self
 
     async def _stderr(self) -> str:
         assert self.proc is not None and self.proc.stderr is not None
@@ -147,11 +154,11 @@ async def test_dev_prints_one_ready_line_serves_and_stops_cleanly_on_sigterm() -
 
 
 async def test_two_dev_stacks_side_by_side_and_children_die_with_a_killed_launcher(dynamodb: str) -> None:
-    first, second = await asyncio.gather(
-        Dev("--dynamodb-endpoint", dynamodb, "--table-prefix", f"a{uuid.uuid4().hex[:6]}").start(),
-        Dev("--dynamodb-endpoint", dynamodb, "--table-prefix", f"b{uuid.uuid4().hex[:6]}").start(),
-    )
+    first = Dev("--dynamodb-endpoint", dynamodb, "--table-prefix", f"a{uuid.uuid4().hex[:6]}")
+    second = Dev("--dynamodb-endpoint", dynamodb, "--table-prefix", f"b{uuid.uuid4().hex[:6]}")
     try:
+        # Inside the try: when one fails to start, the other is still stopped.
+        await asyncio.gather(first.start(), second.start())
         assert first.url != second.url
         assert await echo(first.url, "one") == "one"
         assert await echo(second.url, "two") == "two"

@@ -7,10 +7,12 @@ proven fresh by tests/unit/clients/test_js_client_build.py) and talk to this mod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import re
 import shutil
+import signal
 
 import pytest
 
@@ -41,8 +43,15 @@ async def test_the_js_client_passes_its_node_tests_against_the_stack(stack: Loca
         env={**os.environ, "STREAMER_URL": stack.ws_url, "STREAMER_JWT_SECRET": stack.jwt_secret},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the runner and its test processes
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=150)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=150)
+    finally:  # a timeout (or pytest's) must not leave node running
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
     text = out.decode(errors="replace")
     if proc.returncode != 0:
         pytest.fail(f"node --test failed ({proc.returncode}):\n{text}")
