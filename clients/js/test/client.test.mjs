@@ -133,6 +133,33 @@ describe("tenants and subscriptions", () => {
   });
 });
 
+describe("subscriptions across reconnects", () => {
+  test("a subscription is renewed after a reconnect; unsubscribe ends it", async () => {
+    const owner = await connect(URL_, { token: token({ user: "ann", tenant: "sub" }) });
+    const follower = await connect(URL_, { token: token({ user: "bob", tenant: "sub" }), reconnectDelayMs: 20 });
+    try {
+      const first = uid("followed");
+      const running = owner.request("delay", { seconds: 1.5, steps: 6 }, { id: first });
+      await new Promise((r) => setTimeout(r, 200));
+      const handle = await follower.subscribe(first);
+      follower.dropConnection();
+      assert.deepEqual(await handle.result(), await running);
+      assert.equal(handle.status, "COMPLETED");
+
+      const second = uid("dropped");
+      const other = owner.request("delay", { seconds: 1, steps: 2 }, { id: second });
+      await new Promise((r) => setTimeout(r, 200));
+      const h2 = await follower.subscribe(second);
+      await follower.unsubscribe(second);
+      await assert.rejects(h2.result(), RequestCancelledError);
+      await other; // the request itself goes on for its owner
+    } finally {
+      owner.close();
+      follower.close();
+    }
+  });
+});
+
 describe("connecting", () => {
   test("the token goes in Sec-WebSocket-Protocol and only streamer.v1 comes back", async () => {
     const ws = new WebSocket(URL_, ["streamer.v1", token()]);
