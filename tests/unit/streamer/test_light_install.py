@@ -11,8 +11,9 @@ import pathlib
 import re
 import subprocess
 import sys
-import textwrap
 import tomllib
+
+from installlib import run_without
 
 import streamer
 
@@ -54,18 +55,9 @@ def test_the_base_install_is_the_client_and_the_server_parts_are_an_extra() -> N
 
 
 def test_the_client_and_its_commands_work_without_the_server_parts() -> None:
-    script = textwrap.dedent(
-        f"""
-        import importlib.abc, sys
-        BLOCKED = {SERVER_MODULES!r}
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-                return None
-
-        sys.meta_path.insert(0, Block())
+    run = run_without(
+        SERVER_MODULES,
+        """
         import streamer.client, streamer.protocol
         from streamer.client import StreamerClient, ValidationError
         from streamer.cli.main import main
@@ -78,11 +70,9 @@ def test_the_client_and_its_commands_work_without_the_server_parts() -> None:
             main(["--version"])
         except SystemExit:
             pass
-        leaked = sorted(m for m in sys.modules if m.split(".")[0] in {{b.split(".")[0] for b in BLOCKED}})
-        print("LEAKED:", leaked)
-        """
+        print("LEAKED:", leaked())
+        """,
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].count(".") == 2  # the token

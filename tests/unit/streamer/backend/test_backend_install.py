@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pathlib
 import re
-import subprocess
-import sys
-import textwrap
 import tomllib
+
+from installlib import run_without
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -33,28 +32,17 @@ def test_the_backend_extra_is_part_of_the_server_extra() -> None:
 
 
 def test_the_sdk_and_the_commands_work_with_the_backend_extra_alone() -> None:
-    script = textwrap.dedent(
-        f"""
-        import importlib.abc, sys
-        BLOCKED = {NOT_FOR_BACKENDS!r}
-
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-                return None
-
-        sys.meta_path.insert(0, Block())
+    run = run_without(
+        NOT_FOR_BACKENDS,
+        """
         from streamer.backend import AsyncBackend, Backend
         from streamer.cli.main import main
         # Nothing listens on port 1: the command reaches the point of calling, and says so.
-        code = main(["publish", "{{}}", "--tenant", "acme", "--router", "127.0.0.1:1", "--timeout", "2"])
+        code = main(["publish", "{}", "--tenant", "acme", "--router", "127.0.0.1:1", "--timeout", "2"])
         print("EXIT:", code)
-        leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-        print("LEAKED:", leaked)
-        """
+        print("LEAKED:", leaked())
+        """,
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert "EXIT: 21" in run.stdout.splitlines(), run.stdout + run.stderr
     assert "LEAKED: []" in run.stdout.splitlines()
