@@ -337,6 +337,24 @@ class Settings:
     )
     lease_seconds: float = _field("STREAMER_LEASE_SECONDS", _positive(float), 10.0, "Shard lease duration.")
     claim_seconds: float = _field("STREAMER_CLAIM_SECONDS", _positive(float), 15.0, "Request claim duration.")
+    clock_skew_seconds: float = _field(
+        "STREAMER_CLOCK_SKEW_SECONDS",
+        _non_negative(float),
+        1.0,
+        "Clock skew between processors tolerated before a claim counts as expired.",
+    )
+    max_recoveries: int = _field(
+        "STREAMER_MAX_RECOVERIES",
+        _non_negative(int),
+        3,
+        "Times one request is recovered from a lapsed claim before it is FAILED.",
+    )
+    max_result_bytes: int = _field(
+        "STREAMER_MAX_RESULT_BYTES",
+        _positive(int),
+        256 * 1024,
+        "Largest async result (JSON bytes) stored; larger ones end RESULT_TOO_LARGE.",
+    )
     sweep_interval_seconds: float = _field(
         "STREAMER_SWEEP_INTERVAL_SECONDS", _positive(float), 5.0, "How often the sweeper runs."
     )

@@ -126,6 +126,8 @@ class Progress:
 @dataclasses.dataclass(frozen=True)
 class Result:
     data: Any
+    #: Bytes of the JSON the handler sent (the processor refuses results over its limit).
+    size: int = 0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -191,7 +193,7 @@ def _event(event: handler_pb2.InvokeEvent) -> Event | None:
         )
     if kind == "result":
         try:
-            return Result(rpc.loads(event.result.data))
+            return Result(rpc.loads(event.result.data), size=len(event.result.data))
         except ValueError:
             return Failure(code=PROCESSING_FAILED, message="The handler answered invalid JSON")
     if kind == "error":

@@ -31,6 +31,9 @@ TIMEOUT: Final = "TIMEOUT"
 #: are in scope, name the error code ``protocol.CANCELLED``.
 CANCELLED: Final = "CANCELLED"
 PROCESSING_FAILED: Final = "PROCESSING_FAILED"
+#: Not in the original Streamer's codes: an async result over the stored-result limit
+#: (``STREAMER_MAX_RESULT_BYTES``, or DynamoDB's 400 KB item limit). Never retryable.
+RESULT_TOO_LARGE: Final = "RESULT_TOO_LARGE"
 SERVICE_UNAVAILABLE: Final = "SERVICE_UNAVAILABLE"
 INTERNAL_ERROR: Final = "INTERNAL_ERROR"
 ERROR_CODES: Final = frozenset(
@@ -46,6 +49,7 @@ ERROR_CODES: Final = frozenset(
         TIMEOUT,
         CANCELLED,
         PROCESSING_FAILED,
+        RESULT_TOO_LARGE,
         SERVICE_UNAVAILABLE,
         INTERNAL_ERROR,
     }

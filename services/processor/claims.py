@@ -17,7 +17,11 @@ The :class:`ClaimKeeper` renews every claim this processor holds (queued or
 running) every ``claim_seconds / 3``. A renew returns the record, so a
 ``cancel_requested`` set by ``$cancel`` is noticed there and the job is told to
 stop; a refused renew means the claim expired and another processor took over,
-and the job stops without writing anything.
+and the job stops without writing anything. A claim that could not be renewed
+(DynamoDB unreachable, throttled) stops its job *locally* shortly before the
+claim's deadline (``Job.deadline`` less :data:`LAPSE_MARGIN_SECONDS` at most): the
+sweepers of other processors may take the request over from then on, and the old
+run must have ended by then — two runs of one request never overlap.
 """
 
 from __future__ import annotations
@@ -34,14 +38,27 @@ from services.processor.jobs import Job, StopReason
 from streamer.store.dynamo import deserialize_item
 from streamer.store.errors import StoreError, TransitionRefused
 from streamer.store.requests import PENDING, PROCESSING, RequestRecord, RequestStore
-from streamer.tasks import Background, TaskSet, every
+from streamer.tasks import Background, TaskSet
 
 log = logging.getLogger(__name__)
 
 #: Added to ``not_before`` when scheduling, so the claim's ``not_before <= now``
 #: condition (evaluated with the same wall clock) holds when the timer fires.
 SCHEDULE_SLACK_SECONDS = 0.005
-_IMAGE_FIELDS = ("request_id", "status", "attempt", "not_before", "owner", "cancel_requested", "offer_until")
+_IMAGE_FIELDS = (
+    "request_id",
+    "status",
+    "attempt",
+    "not_before",
+    "owner",
+    "cancel_requested",
+    "offer_until",
+    "claim_token",
+)
+#: How long before its claim's deadline an unrenewed job is stopped (at most; a
+#: quarter of the claim when that is shorter): time for the handler call's cancel to
+#: reach the handler before anyone else may claim the request.
+LAPSE_MARGIN_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +81,7 @@ class CancelSignal:
     request_id: str
     owner: str
     attempt: int
+    token: str | None = None
 
 
 def _image(record: Mapping[str, Any], name: str) -> dict[str, Any] | None:
@@ -126,6 +144,7 @@ def cancel_from_record(record: Mapping[str, Any]) -> CancelSignal | None:
         request_id=str(new["request_id"]),
         owner=str(new.get("owner") or ""),
         attempt=int(new.get("attempt", 1)),
+        token=str(new["claim_token"]) if new.get("claim_token") else None,
     )
 
 
@@ -256,8 +275,34 @@ class ClaimKeeper:
     def interval(self) -> float:
         return self.claim_seconds / 3
 
+    @property
+    def lapse_margin(self) -> float:
+        return min(LAPSE_MARGIN_SECONDS, self.claim_seconds / 4)
+
     def add(self, job: Job) -> None:
+        """Hold ``job``'s claim. An older job of ours for the same request (its claim
+        lapsed and we claimed the request again) is stopped: it may write nothing."""
+        old = self.jobs.get(job.request_id)
+        if old is not None and old is not job:
+            log.warning(
+                "claimed again a request whose earlier claim of ours lapsed; stopping the old job",
+                extra={"request_id": job.request_id, "attempt": old.attempt},
+            )
+            self._stop(old, StopReason.LOST)
         self.jobs[job.request_id] = job
+
+    def lapse(self, now: float | None = None) -> list[Job]:
+        """Stop (and drop) every job whose claim deadline is about to pass unrenewed."""
+        now = time.monotonic() if now is None else now
+        lapsed = [job for job in self.jobs.values() if now >= job.deadline - self.lapse_margin]
+        for job in lapsed:
+            log.warning(
+                "claim not renewed in time; stopping the job",
+                extra={"request_id": job.request_id, "attempt": job.attempt},
+            )
+            del self.jobs[job.request_id]
+            self._stop(job, StopReason.LOST)
+        return lapsed
 
     def remove(self, job: Job) -> None:
         if self.jobs.get(job.request_id) is job:
@@ -267,6 +312,8 @@ class ClaimKeeper:
         """A cancel seen on the stream for a job we hold: stop it now, not at the next renew."""
         job = self.jobs.get(signal.request_id)
         if job is None or signal.owner != self.worker_id or job.attempt != signal.attempt:
+            return False
+        if signal.token is not None and signal.token != job.token:
             return False
         self._stop(job, StopReason.CANCEL)
         return True
@@ -279,7 +326,11 @@ class ClaimKeeper:
     async def renew(self, job: Job) -> None:
         try:
             record = await self.requests.renew(
-                job.request_id, owner=self.worker_id, attempt=job.attempt, claim_seconds=self.claim_seconds
+                job.request_id,
+                owner=self.worker_id,
+                attempt=job.attempt,
+                token=job.token,
+                claim_seconds=self.claim_seconds,
             )
         except TransitionRefused:
             if self.jobs.get(job.request_id) is not job:
@@ -290,7 +341,8 @@ class ClaimKeeper:
         except StoreError as exc:
             log.warning("claim renew failed", extra={"request_id": job.request_id, "error": str(exc)})
             return
-        job.record = record
+        if self.jobs.get(job.request_id) is job:
+            job.refresh(record)
         if record.cancel_requested and job.stop_reason is not StopReason.CANCEL:
             self._stop(job, StopReason.CANCEL)
 
@@ -304,8 +356,33 @@ class ClaimKeeper:
 
         await asyncio.gather(*(one(job) for job in jobs))
 
+    async def run(self) -> None:
+        """Renew every ``interval``; in between, stop jobs whose claim is about to lapse."""
+        tick = max(0.02, min(0.25, self.claim_seconds / 16))
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self.interval
+        renewing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                self.lapse()
+                if loop.time() >= next_round and (renewing is None or renewing.done()):
+                    next_round = loop.time() + self.interval
+                    renewing = asyncio.create_task(self._round())
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+
+    async def _round(self) -> None:
+        try:
+            await self.renew_all()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("claim renewal round failed")
+
     def start(self) -> None:
-        self._loop.start(every(lambda: self.interval, self.renew_all, what="claim renewal round", logger=log))
+        self._loop.start(self.run())
 
     async def stop(self) -> None:
         await self._loop.stop()

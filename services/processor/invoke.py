@@ -24,8 +24,12 @@ ended without an ending)
 cancel requested                            the gRPC call is cancelled (the SDK cancels
                                             the work), ``finish_cancel()``, then an
                                             ``error`` frame ``CANCELLED``
-claim lost (another processor took over)    the call is cancelled; nothing is written
-                                            or sent — the new owner reports instead
+claim lost (another processor took over,    the call is cancelled; nothing is written
+or our claim lapsed unrenewed)              or sent — the new owner reports instead
+a ``result`` over ``max_result_bytes``,     ``fail()`` with ``RESULT_TOO_LARGE`` at once
+or one DynamoDB refuses as too large        (another attempt would return the same)
+recovered more than ``max_recoveries``      ``fail()`` with ``PROCESSING_FAILED``
+times (its claims kept lapsing)             before calling the handler again
 processor draining past ``drain_seconds``   the call is cancelled and the request
                                             handed back (``release``: PENDING, same
                                             attempt) for another processor
@@ -33,7 +37,9 @@ processor draining past ``drain_seconds``   the call is cancelled and the reques
 
 A refused write (:class:`TransitionRefused`) always means someone else decided
 this request's fate first; the job then sends nothing. That is why a request
-is never completed twice even when two processors ran it.
+is never completed twice even when two processors ran it. (A write that landed
+but whose answer was lost is not refused: the store recognises its own write on
+the SDK's retry, so the ``complete`` is still sent.)
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from streamer.protocol import (
     CANCELLED,
     INTERNAL_ERROR,
     PROCESSING_FAILED,
+    RESULT_TOO_LARGE,
     SERVICE_UNAVAILABLE,
     TIMEOUT,
     VALIDATION_ERROR,
@@ -70,18 +77,20 @@ from streamer.protocol import (
 from streamer.registry import ActionSpec, Registry
 from streamer.retry import Backoff
 from streamer.store import Store
-from streamer.store.errors import StoreError, TransitionRefused
+from streamer.store.errors import ItemTooLarge, StoreError, TransitionRefused
 
 log = logging.getLogger(__name__)
 
 #: Handler error codes passed through to the client as they are when final.
-PASS_THROUGH_CODES = frozenset({VALIDATION_ERROR})
+PASS_THROUGH_CODES = frozenset({VALIDATION_ERROR, RESULT_TOO_LARGE})
 
 
 class Kind(enum.Enum):
     RESULT = "result"
     ERROR = "error"
     STOPPED = "stopped"
+    #: The processor ends the request itself (a result too large, too many recoveries).
+    REFUSED = "refused"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -94,6 +103,8 @@ class Outcome:
     message: str = ""
     details: Any = None
     retryable: bool = False
+    #: Bytes of the handler's JSON result (``RESULT`` only).
+    size: int = 0
 
     @property
     def timed_out(self) -> bool:
@@ -121,7 +132,9 @@ def final_error(outcome: Outcome, *, attempt: int, max_attempts: int) -> dict[st
     details: dict[str, Any] = {"attempts": attempt, "max_attempts": max_attempts}
     if outcome.code and outcome.code != code:
         details["cause"] = outcome.code
-    if outcome.details is not None:
+    if outcome.details is not None and outcome.kind is Kind.REFUSED:
+        details.update(outcome.details)  # our own facts (sizes, counts), not the handler's
+    elif outcome.details is not None:
         details["handler_details"] = outcome.details
     return {"code": code, "message": outcome.message, "details": details, "retryable": False}
 
@@ -174,13 +187,23 @@ class Invoker:
             finally:
                 self.keeper.remove(job)
                 self.fanout.forget(job.request_id)
+                job.finished.set()
 
     async def _run(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         if job.record.cancel_requested:
             job.request_stop(StopReason.CANCEL)
+        if job.predecessor is not None and not job.predecessor.finished.is_set():
+            # Our own earlier run of this request was stopped (its claim lapsed): let
+            # it end before the handler is called again, so two runs never overlap.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(job.predecessor.finished.wait(), timeout=self.settings.claim_seconds)
+        job.predecessor = None
         if job.stop_reason is not None:
             await self._stopped(job, reporter=None)
+            return
+        if job.record.recoveries > self.settings.max_recoveries:
+            await self._fail(job, _too_many_recoveries(job, limit=self.settings.max_recoveries))
             return
         spec = self.registry.lookup(job.action)
         metrics.QUEUE_WAIT.observe(max(0.0, loop.time() - job.claimed_at))
@@ -203,7 +226,9 @@ class Invoker:
             await self._stopped(job, reporter=reporter)
             return
         last = await reporter.close(flush=True)
-        if outcome.kind is Kind.RESULT:
+        if outcome.kind is Kind.RESULT and outcome.size > self.settings.max_result_bytes:
+            await self._fail(job, _too_large(outcome.size, limit=self.settings.max_result_bytes))
+        elif outcome.kind is Kind.RESULT:
             await self._complete(job, outcome, last)  # done is done, even if a cancel came in meanwhile
         elif job.stop_reason is StopReason.CANCEL:
             await self._cancel(job)  # it failed while being cancelled: the client asked to stop anyway
@@ -215,7 +240,7 @@ class Invoker:
     async def _persist(self, job: Job, progress: dict[str, Any]) -> None:
         try:
             await self.store.requests.save_progress(
-                job.request_id, owner=self.worker_id, attempt=job.attempt, progress=progress
+                job.request_id, owner=self.worker_id, attempt=job.attempt, token=job.token, progress=progress
             )
         except TransitionRefused:
             job.request_stop(StopReason.LOST)
@@ -235,7 +260,7 @@ class Invoker:
                 if isinstance(event, Progress):
                     reporter.report(event.percentage, event.message, event.details)
                 elif isinstance(event, Result):
-                    return Outcome(kind=Kind.RESULT, result=event.data)
+                    return Outcome(kind=Kind.RESULT, result=event.data, size=event.size)
                 else:
                     if job.stop_reason is not None and event.grpc_status == grpc.StatusCode.CANCELLED.name:
                         return Outcome(kind=Kind.STOPPED)
@@ -268,12 +293,13 @@ class Invoker:
     def _outcome_metric(self, job: Job, outcome: str) -> None:
         metrics.REQUESTS.labels(job.action, outcome).inc()
 
-    async def _end_claim(self, job: Job, write: Awaitable[Any]) -> bool:
+    async def _end_claim(self, job: Job, write: Awaitable[Any], *, too_large: bool = False) -> bool:
         """Run the one conditional write that ends this attempt's claim; True if it won.
 
         The keeper stops renewing first, so no renew races the write. A refused write
         means another processor owns the request now (nothing may be sent); a storage
         failure leaves the claim to expire and the sweeper to finish the job.
+        ``too_large``: an :class:`ItemTooLarge` is raised to the caller instead.
         """
         self.keeper.remove(job)
         try:
@@ -281,22 +307,36 @@ class Invoker:
         except TransitionRefused:
             self._lost(job)
             return False
+        except ItemTooLarge:
+            if too_large:
+                raise
+            self._store_trouble(job, StoreError("item too large"))
+            return False
         except StoreError as exc:
             self._store_trouble(job, exc)
             return False
         return True
 
     async def _complete(self, job: Job, outcome: Outcome, last: dict[str, Any] | None) -> None:
-        if not await self._end_claim(
-            job,
-            self.store.requests.complete(
-                job.request_id,
-                owner=self.worker_id,
-                attempt=job.attempt,
-                result=outcome.result,
-                progress=last,
-            ),
-        ):
+        try:
+            won = await self._end_claim(
+                job,
+                self.store.requests.complete(
+                    job.request_id,
+                    owner=self.worker_id,
+                    attempt=job.attempt,
+                    token=job.token,
+                    result=outcome.result,
+                    progress=last,
+                ),
+                too_large=True,
+            )
+        except ItemTooLarge:
+            # Under our own limit but not with the payload in one 400 KB item: the
+            # same result would be refused on every attempt, so the request ends here.
+            await self._fail(job, _too_large(outcome.size, limit=self.settings.max_result_bytes, item=True))
+            return
+        if not won:
             return
         self._outcome_metric(job, "completed")
         await self._publish_final(job, complete_message(job.request_id, outcome.result))
@@ -312,6 +352,7 @@ class Invoker:
                 job.request_id,
                 owner=self.worker_id,
                 attempt=job.attempt,
+                token=job.token,
                 not_before=time.time() + delay,
                 error=error,
                 progress=last,
@@ -328,7 +369,9 @@ class Invoker:
         error = final_error(outcome, attempt=job.attempt, max_attempts=job.record.max_attempts)
         if not await self._end_claim(
             job,
-            self.store.requests.fail(job.request_id, owner=self.worker_id, attempt=job.attempt, error=error),
+            self.store.requests.fail(
+                job.request_id, owner=self.worker_id, attempt=job.attempt, token=job.token, error=error
+            ),
         ):
             return
         self._outcome_metric(job, "timed_out" if error["code"] == TIMEOUT else "failed")
@@ -345,7 +388,10 @@ class Invoker:
 
     async def _cancel(self, job: Job) -> None:
         if not await self._end_claim(
-            job, self.store.requests.finish_cancel(job.request_id, owner=self.worker_id, attempt=job.attempt)
+            job,
+            self.store.requests.finish_cancel(
+                job.request_id, owner=self.worker_id, attempt=job.attempt, token=job.token
+            ),
         ):
             return
         self._outcome_metric(job, "cancelled")
@@ -371,7 +417,7 @@ class Invoker:
         if not await self._end_claim(
             job,
             self.store.requests.release(
-                job.request_id, owner=self.worker_id, attempt=job.attempt, progress=progress
+                job.request_id, owner=self.worker_id, attempt=job.attempt, token=job.token, progress=progress
             ),
         ):
             return
@@ -386,3 +432,24 @@ class Invoker:
         # again: the attempt is re-run rather than recorded wrongly.
         self._outcome_metric(job, "store_error")
         log.error("could not record the outcome", extra={"attempt": job.attempt, "error": str(exc)})
+
+
+def _too_large(size: int, *, limit: int, item: bool = False) -> Outcome:
+    """The ending of a result that cannot be stored (``RESULT_TOO_LARGE``, never retried)."""
+    if item:
+        message = f"The result ({size} bytes) does not fit the request's 400 KB DynamoDB item"
+    else:
+        message = f"The result ({size} bytes) is over the {limit}-byte limit"
+    return Outcome(
+        kind=Kind.REFUSED, code=RESULT_TOO_LARGE, message=message, details={"size": size, "limit": limit}
+    )
+
+
+def _too_many_recoveries(job: Job, *, limit: int) -> Outcome:
+    """The ending of a request whose claims kept lapsing (its processors died or lost DynamoDB)."""
+    return Outcome(
+        kind=Kind.REFUSED,
+        code=PROCESSING_FAILED,
+        message=f"Gave up after the request was recovered {job.record.recoveries} times (limit {limit})",
+        details={"recoveries": job.record.recoveries, "max_recoveries": limit},
+    )

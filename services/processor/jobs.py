@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 
 from streamer.store.requests import RequestRecord
 
@@ -23,19 +24,40 @@ class JobState(enum.Enum):
 
 
 class Job:
-    """A request this processor has claimed (status PROCESSING, owner = us, ``attempt``).
+    """A request this processor has claimed (status PROCESSING, owner = us, ``attempt``, ``token``).
 
     ``record`` is the claimed record (refreshed by each renew). Every write about it
-    is conditioned on (PROCESSING, owner, attempt), so whatever this object does
-    after the claim was lost is refused by the store.
+    is conditioned on (PROCESSING, owner, attempt, claim token), so whatever this
+    object does after the claim was lost is refused by the store — even when this
+    processor claimed the request again since (a new claim, a new token).
+
+    ``deadline`` (``time.monotonic()``) is when the claim runs out unless renewed: the
+    claim's ``claim_expires_at`` as written with this process's own clock. The claim
+    keeper stops the job locally before it, so a job never runs on a claim others may
+    already consider expired. ``predecessor`` is an earlier job of ours for the same
+    request whose claim lapsed: this one starts its handler only once that one ended.
     """
 
-    def __init__(self, record: RequestRecord, *, claimed_at: float) -> None:
-        self.record = record
+    def __init__(self, record: RequestRecord, *, claimed_at: float, predecessor: Job | None = None) -> None:
         self.claimed_at = claimed_at
         self.state = JobState.QUEUED
         self.stop_reason: StopReason | None = None
         self.stopped = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.predecessor = predecessor
+        self.deadline = float("inf")
+        self.record = record
+        self.refresh(record)
+
+    def refresh(self, record: RequestRecord) -> None:
+        """Take a renewed record; the deadline moves with its ``claim_expires_at``."""
+        self.record = record
+        if record.claim_expires_at is not None:
+            self.deadline = time.monotonic() + (record.claim_expires_at - time.time())
+
+    @property
+    def token(self) -> str | None:
+        return self.record.claim_token
 
     @property
     def request_id(self) -> str:

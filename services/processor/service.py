@@ -170,6 +170,7 @@ class Processor:
             claimer=self.claimer,
             interval=self.settings.sweep_interval_seconds,
             pending_grace=self.settings.pending_grace_seconds,
+            clock_skew=self.settings.clock_skew_seconds,
         )
         self.coordinator = LeaseCoordinator(
             client=self._streams,
@@ -260,7 +261,14 @@ class Processor:
     # ------------------------------------------------------------------ the claim path
 
     def _on_claimed(self, record: RequestRecord) -> None:
-        job = Job(record, claimed_at=asyncio.get_running_loop().time())
+        # An earlier job of ours for this request (its claim lapsed; our sweeper
+        # released it and our claimer won it back) is stopped by the keeper, and this
+        # one waits for it to end before calling the handler.
+        job = Job(
+            record,
+            claimed_at=asyncio.get_running_loop().time(),
+            predecessor=self.keeper.jobs.get(record.request_id),
+        )
         self.keeper.add(job)
         if not self.started:
             # Claimed while we began draining: give it straight back.

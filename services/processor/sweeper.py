@@ -3,8 +3,10 @@
 Every ``sweep_interval_seconds`` (±20 % jitter, so replicas do not sweep in
 lock-step) each processor queries the status index twice:
 
-1. **PROCESSING with ``claim_expires_at`` in the past** — its owner died (or lost
-   DynamoDB for longer than a claim). ``release_expired`` puts it back to PENDING
+1. **PROCESSING with ``claim_expires_at`` in the past** by more than the tolerated
+   clock skew (``STREAMER_CLOCK_SKEW_SECONDS``: the owner wrote the expiry with its
+   own clock) — its owner died, or could not renew for a whole claim and has
+   stopped the job itself (see :mod:`services.processor.claims`). ``release_expired`` puts it back to PENDING
    at the same attempt (a crash is not the handler's failure) and the sweeper
    offers it to its own claimer at once; the release's stream record offers it
    to whichever processor reads that shard too, and the claim condition lets
@@ -56,8 +58,10 @@ class Sweeper:
         claimer: Claimer,
         interval: float,
         pending_grace: float,
+        clock_skew: float = 0.0,
     ) -> None:
         self.requests = requests
+        self.clock_skew = clock_skew
         self.claimer = claimer
         self.interval = interval
         self.pending_grace = pending_grace
@@ -68,13 +72,17 @@ class Sweeper:
     async def sweep_once(self) -> SweepResult:
         now = time.time()
         sem = asyncio.Semaphore(SWEEP_CONCURRENCY)
-        expired = await self.requests.expired_claims(now=now)
+        expired = await self.requests.expired_claims(now=now, skew=self.clock_skew)
 
         async def release(record: RequestRecord) -> bool:
             async with sem:
                 try:
                     released = await self.requests.release_expired(
-                        record.request_id, owner=record.owner or "", attempt=record.attempt
+                        record.request_id,
+                        owner=record.owner or "",
+                        attempt=record.attempt,
+                        token=record.claim_token,
+                        skew=self.clock_skew,
                     )
                 except TransitionRefused:
                     return False  # renewed, finished, or released by another sweeper meanwhile

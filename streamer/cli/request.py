@@ -23,6 +23,7 @@ Exit status (stable, documented in docs/client.md):
 20  PROCESSING_FAILED
 21  SERVICE_UNAVAILABLE (also: cannot connect)
 22  INTERNAL_ERROR
+23  RESULT_TOO_LARGE
 130 interrupted (Ctrl-C; the request is cancelled on the server)
 ==  ==================================
 """
@@ -59,6 +60,7 @@ EXIT_CODES: dict[str, int] = {
     protocol.PROCESSING_FAILED: 20,
     protocol.SERVICE_UNAVAILABLE: 21,
     protocol.INTERNAL_ERROR: 22,
+    protocol.RESULT_TOO_LARGE: 23,
 }
 EXIT_UNKNOWN_ERROR = 1
 EXIT_USAGE = 2

@@ -113,6 +113,12 @@ class ProcessingFailedError(StreamerError):
     code = protocol.PROCESSING_FAILED
 
 
+class ResultTooLargeError(StreamerError):
+    """The request's result is over the server's stored-result limit (a Streamer addition)."""
+
+    code = protocol.RESULT_TOO_LARGE
+
+
 class ServiceUnavailableError(StreamerError):
     code = protocol.SERVICE_UNAVAILABLE
 
@@ -139,6 +145,7 @@ _BY_CODE: dict[str, type[StreamerError]] = {
         RequestTimeoutError,
         RequestCancelledError,
         ProcessingFailedError,
+        ResultTooLargeError,
         ServiceUnavailableError,
         InternalError,
     )

@@ -20,7 +20,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from streamer.config import Settings
-from streamer.store.errors import StoreError
+from streamer.store.errors import ItemTooLarge, StoreError
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -73,8 +73,14 @@ def error_code(exc: BaseException) -> str:
 
 
 def wrap_error(exc: BaseException, action: str) -> StoreError:
-    """A :class:`StoreError` for an unexpected botocore failure (keeps the cause)."""
+    """A :class:`StoreError` for an unexpected botocore failure (keeps the cause).
+
+    An item over DynamoDB's size limit is an :class:`ItemTooLarge` (not retryable).
+    """
     code = error_code(exc) or type(exc).__name__
+    message = str(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
+    if code == "ValidationException" and "item size" in message.lower():
+        return ItemTooLarge(f"DynamoDB {action} failed: {code}: {message[:200]}")
     err = StoreError(f"DynamoDB {action} failed: {code}")
     err.retryable = code not in ("ValidationException", "ResourceNotFoundException", "AccessDeniedException")
     return err

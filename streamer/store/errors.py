@@ -11,6 +11,16 @@ class StoreError(Exception):
     retryable: bool = True
 
 
+class ItemTooLarge(StoreError):
+    """DynamoDB refused a write because the item would exceed its size limit (400 KB).
+
+    Never retryable: the same write fails the same way. For a request's end write
+    this means the result does not fit (``RESULT_TOO_LARGE``).
+    """
+
+    retryable = False
+
+
 class NotFound(StoreError):
     """The item does not exist."""
 

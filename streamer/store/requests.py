@@ -3,17 +3,31 @@
 States: ``PENDING → PROCESSING → COMPLETED | FAILED | CANCELLED``; ``PROCESSING →
 PENDING`` for a retry (attempt + 1, not before a backoff time) or when a claim
 expired (its processor died); ``PENDING → CANCELLED`` on ``$cancel``. Terminal
-states never change. A transition out of PROCESSING is conditioned on (status,
-owner, attempt), so two processors can never both win, and a processor whose claim
-was taken over cannot write anything any more: its update fails with
-:class:`TransitionRefused`.
+states never change.
+
+**Fencing.** Every claim writes a fresh random ``claim_token``; a transition out of
+PROCESSING is conditioned on (status, owner, attempt, *token*), so two processors can
+never both win, and a job whose claim lapsed cannot write anything any more — not
+even when the same processor claimed the request again at the same attempt (its
+sweeper offers to its own claimer), because that new claim has a new token. A refused
+update raises :class:`TransitionRefused`.
+
+**Ambiguous writes.** A write can land while its answer is lost; the SDK then retries
+it and the retry meets its own write's condition. Every conditional update asks for
+the current item on refusal (``ReturnValuesOnConditionCheckFailure=ALL_OLD``, no extra
+read) and every transition stamps ``updated_at`` with the writer's own time: when the
+refused retry finds that exact stamp, the first try landed and the update returns the
+item as a success (a ``COMPLETED`` whose answer was lost is still delivered).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from streamer.store.base import TableStore, expression, now, record_from_item
 from streamer.store.dynamo import (
@@ -75,6 +89,8 @@ class RequestRecord:
     #: Set by a router that offers the request to a processor right after writing it
     #: (direct dispatch): until then the stream reader leaves it to that offer.
     offer_until: float | None = None
+    #: The live claim's fencing token (kept on the item after the claim's terminal write).
+    claim_token: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -177,7 +193,12 @@ class RequestStore(TableStore):
         add: dict[str, int] | None = None,
         values: dict[str, Any] | None = None,
     ) -> RequestRecord:
-        """One conditional UpdateItem; returns the new record or raises TransitionRefused."""
+        """One conditional UpdateItem; returns the new record or raises TransitionRefused.
+
+        A refusal carries the item as it is (``ALL_OLD`` on the failed condition). When
+        that item bears this very write's ``updated_at`` stamp, the write had landed
+        (its answer was lost and the SDK's retry met it): it is returned as a success.
+        """
         names: dict[str, str] = {}
         for alias, real in (("#status", "status"), ("#owner", "owner")):
             if alias in condition:
@@ -211,11 +232,17 @@ class RequestStore(TableStore):
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=expression(all_values),
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except BOTO_ERRORS as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise TransitionRefused(request_id, expected, await self.get(request_id)) from exc
-            raise wrap_error(exc, f"UpdateItem {self.table}") from exc
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise wrap_error(exc, f"UpdateItem {self.table}") from exc
+            item = exc.response.get("Item") if isinstance(exc, ClientError) else None
+            current = RequestRecord.from_item(deserialize_item(item)) if item else await self.get(request_id)
+            stamp = set_values.get("updated_at")
+            if current is not None and stamp is not None and current.updated_at == stamp:
+                return current  # our own write, landed on an earlier try
+            raise TransitionRefused(request_id, expected, current) from exc
         return RequestRecord.from_item(deserialize_item(out["Attributes"]))
 
     _OWNED = "#status = :processing AND #owner = :owner AND attempt = :attempt"
@@ -226,27 +253,43 @@ class RequestStore(TableStore):
         *,
         owner: str,
         attempt: int,
+        token: str | None,
         set_values: dict[str, Any],
         remove: tuple[str, ...] = (),
         add: dict[str, int] | None = None,
         also: str = "",
         values: dict[str, Any] | None = None,
     ) -> RequestRecord:
-        """An update only the claim holder may make: PROCESSING, this owner, this attempt."""
+        """An update only the claim holder may make: PROCESSING, this owner, attempt and token.
+
+        ``token`` None fences a claim made before claims had tokens (a rolling upgrade).
+        """
+        fence = "claim_token = :token" if token is not None else "attribute_not_exists(claim_token)"
         return await self._update(
             request_id,
-            condition=self._OWNED + (f" AND {also}" if also else ""),
-            expected=f"PROCESSING by {owner} at attempt {attempt}" + (f" ({also})" if also else ""),
+            condition=f"{self._OWNED} AND {fence}" + (f" AND {also}" if also else ""),
+            expected=f"PROCESSING by {owner} at attempt {attempt} (this claim)"
+            + (f" ({also})" if also else ""),
             set_values=set_values,
             remove=remove,
             add=add,
-            values={"processing": PROCESSING, "owner": owner, "attempt": attempt, **(values or {})},
+            values={
+                "processing": PROCESSING,
+                "owner": owner,
+                "attempt": attempt,
+                **({"token": token} if token is not None else {}),
+                **(values or {}),
+            },
         )
 
     async def claim(
         self, request_id: str, *, owner: str, attempt: int, claim_seconds: float
     ) -> RequestRecord:
-        """PENDING → PROCESSING for ``owner`` (only at ``attempt`` and past ``not_before``)."""
+        """PENDING → PROCESSING for ``owner`` (only at ``attempt`` and past ``not_before``).
+
+        The claim gets a new ``claim_token``; every later write of this claim passes it.
+        This is the one claim path (stream, sweeper and direct offers all call it).
+        """
         t = now()
         return await self._update(
             request_id,
@@ -258,6 +301,7 @@ class RequestStore(TableStore):
             set_values={
                 "status": PROCESSING,
                 "owner": owner,
+                "claim_token": uuid.uuid4().hex,
                 "claim_expires_at": t + claim_seconds,
                 "started_at": t,
                 "updated_at": t,
@@ -266,7 +310,7 @@ class RequestStore(TableStore):
         )
 
     async def renew(
-        self, request_id: str, *, owner: str, attempt: int, claim_seconds: float
+        self, request_id: str, *, owner: str, attempt: int, token: str | None, claim_seconds: float
     ) -> RequestRecord:
         """Extend the claim; the returned record tells whether a cancel was requested."""
         t = now()
@@ -274,17 +318,19 @@ class RequestStore(TableStore):
             request_id,
             owner=owner,
             attempt=attempt,
+            token=token,
             set_values={"claim_expires_at": t + claim_seconds},
         )
 
     async def save_progress(
-        self, request_id: str, *, owner: str, attempt: int, progress: dict[str, Any]
+        self, request_id: str, *, owner: str, attempt: int, token: str | None, progress: dict[str, Any]
     ) -> RequestRecord:
         """Persist the latest progress (the processor throttles how often)."""
         return await self._owned_update(
             request_id,
             owner=owner,
             attempt=attempt,
+            token=token,
             set_values={"progress": progress, "updated_at": now()},
         )
 
@@ -294,6 +340,7 @@ class RequestStore(TableStore):
         *,
         owner: str,
         attempt: int,
+        token: str | None,
         result: Any,
         progress: dict[str, Any] | None = None,
     ) -> RequestRecord:
@@ -306,12 +353,13 @@ class RequestStore(TableStore):
             request_id,
             owner=owner,
             attempt=attempt,
+            token=token,
             set_values=sets,
             remove=("claim_expires_at",),
         )
 
     async def fail(
-        self, request_id: str, *, owner: str, attempt: int, error: dict[str, Any]
+        self, request_id: str, *, owner: str, attempt: int, token: str | None, error: dict[str, Any]
     ) -> RequestRecord:
         """PROCESSING → FAILED with an error ``{code, message, ...}``."""
         t = now()
@@ -319,6 +367,7 @@ class RequestStore(TableStore):
             request_id,
             owner=owner,
             attempt=attempt,
+            token=token,
             set_values={"status": FAILED, "error": error, "finished_at": t, "updated_at": t},
             remove=("claim_expires_at",),
         )
@@ -329,6 +378,7 @@ class RequestStore(TableStore):
         *,
         owner: str,
         attempt: int,
+        token: str | None,
         not_before: float,
         error: dict[str, Any],
         progress: dict[str, Any] | None = None,
@@ -351,12 +401,19 @@ class RequestStore(TableStore):
             request_id,
             owner=owner,
             attempt=attempt,
+            token=token,
             set_values=sets,
-            remove=("owner", "claim_expires_at"),
+            remove=("owner", "claim_expires_at", "claim_token"),
         )
 
     async def release(
-        self, request_id: str, *, owner: str, attempt: int, progress: dict[str, Any] | None = None
+        self,
+        request_id: str,
+        *,
+        owner: str,
+        attempt: int,
+        token: str | None,
+        progress: dict[str, Any] | None = None,
     ) -> RequestRecord:
         """PROCESSING → PENDING at the same attempt: the owner hands the request back.
 
@@ -371,17 +428,21 @@ class RequestStore(TableStore):
             request_id,
             owner=owner,
             attempt=attempt,
+            token=token,
             set_values=sets,
-            remove=("owner", "claim_expires_at", "not_before"),
+            remove=("owner", "claim_expires_at", "not_before", "claim_token"),
         )
 
-    async def finish_cancel(self, request_id: str, *, owner: str, attempt: int) -> RequestRecord:
+    async def finish_cancel(
+        self, request_id: str, *, owner: str, attempt: int, token: str | None
+    ) -> RequestRecord:
         """PROCESSING (cancel requested) → CANCELLED, by the owner that stopped the handler."""
         t = now()
         return await self._owned_update(
             request_id,
             owner=owner,
             attempt=attempt,
+            token=token,
             set_values={
                 "status": CANCELLED,
                 "error": {"code": "CANCELLED", "message": "Request was cancelled"},
@@ -391,23 +452,28 @@ class RequestStore(TableStore):
             remove=("claim_expires_at",),
         )
 
-    async def release_expired(self, request_id: str, *, owner: str, attempt: int) -> RequestRecord:
+    async def release_expired(
+        self, request_id: str, *, owner: str, attempt: int, token: str | None, skew: float = 0.0
+    ) -> RequestRecord:
         """PROCESSING with an expired claim → PENDING (its processor died); same attempt.
 
         A crash is not the handler's failure, so it does not use up an attempt; the
-        ``recoveries`` counter records it. The condition on owner and the expiry means
-        a live owner that just renewed keeps its claim.
+        ``recoveries`` counter records it. The condition on the claim and the expiry
+        means a live owner that just renewed keeps its claim. ``skew`` (the clock skew
+        tolerated between processors) is added to the expiry: a claim written by an
+        owner whose clock runs behind ours is not taken before it really expired.
         """
         t = now()
         return await self._owned_update(
             request_id,
             owner=owner,
             attempt=attempt,
+            token=token,
             set_values={"status": PENDING, "updated_at": t},
-            remove=("owner", "claim_expires_at", "not_before"),
+            remove=("owner", "claim_expires_at", "not_before", "claim_token"),
             add={"recoveries": 1},
             also="claim_expires_at < :now",
-            values={"now": t},
+            values={"now": t - skew},
         )
 
     async def cancel(self, request_id: str, *, tenant_id: str) -> RequestRecord:
@@ -449,8 +515,10 @@ class RequestStore(TableStore):
                 raise NotFound(request_id) from exc
             return exc.current  # type: ignore[no-any-return]
 
-    async def expired_claims(self, *, now: float, page_size: int | None = None) -> list[RequestRecord]:
-        """PROCESSING requests whose claim expired before ``now`` (their processor died).
+    async def expired_claims(
+        self, *, now: float, skew: float = 0.0, page_size: int | None = None
+    ) -> list[RequestRecord]:
+        """PROCESSING requests whose claim expired before ``now - skew`` (their processor died).
 
         The status index is eventually consistent; the sweeper's conditional
         ``release_expired`` is what decides.
@@ -463,7 +531,7 @@ class RequestStore(TableStore):
                 KeyConditionExpression="#status = :s",
                 FilterExpression="claim_expires_at < :now",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=expression({"s": PROCESSING, "now": now}),
+                ExpressionAttributeValues=expression({"s": PROCESSING, "now": now - skew}),
             )
         ]
 

@@ -23,8 +23,10 @@ from processor_helpers import (
     EnvFactory,
     Fast,
     Flaky,
+    Huge,
     Never,
     Ordered,
+    Quiet,
     Slow,
 )
 
@@ -64,7 +66,16 @@ def calls() -> Calls:
 
 @pytest.fixture(scope="package")
 async def handler(calls: Calls) -> AsyncIterator[tuple[str, list[Action], list[Action]]]:
-    main: list[Action] = [Fast(calls), Chatty(calls), Slow(calls), Flaky(calls), Broken(calls), Never(calls)]
+    main: list[Action] = [
+        Fast(calls),
+        Chatty(calls),
+        Slow(calls),
+        Flaky(calls),
+        Broken(calls),
+        Never(calls),
+        Huge(calls),
+        Quiet(calls),
+    ]
     single: list[Action] = [Ordered(calls)]
     server = HandlerServer(actions=[*main, *single], name="proc-test")
     port = await server.start(host="127.0.0.1", port=0)
@@ -133,6 +144,7 @@ async def make_env(
             for proc in env.processors:
                 if proc.started:
                     await proc.stop(drain=0.5)
+            await env.exits.aclose()
         await stack.aclose()
         for env in envs:
             # DynamoDB Local slows down as tables (and their streams) pile up.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import json
 import time
@@ -165,6 +166,43 @@ class Never(Action):
         return None
 
 
+class Huge(Action):
+    """Returns ``payload.kb`` KB of text (the issue's 500 KB result); two attempts allowed."""
+
+    name = "p_huge"
+    mode = "async"
+    timeout = 10.0
+    max_attempts = 2
+
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+
+    async def process(self, request: Request, progress: ProgressFn) -> Any:
+        self.calls.hit(request)
+        await progress(10, "building")
+        return {"blob": "x" * (int(request.payload.get("kb", 500)) * 1024)}
+
+
+class Quiet(Action):
+    """Sleeps ``payload.seconds`` without a word (no progress writes), then answers."""
+
+    name = "p_quiet"
+    mode = "async"
+    timeout = 30.0
+
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+
+    async def process(self, request: Request, progress: ProgressFn) -> Any:
+        self.calls.hit(request)
+        try:
+            await asyncio.sleep(float(request.payload.get("seconds", 1)))
+        except asyncio.CancelledError:
+            self.calls.cancelled[request.request_id].set()
+            raise
+        return {"quiet": True}
+
+
 class Ordered(Action):
     """Records the order it ran in; for the bulkhead/priority test (served by a concurrency-1 handler)."""
 
@@ -260,6 +298,8 @@ class Env:
     calls: Calls
     streams: Any
     processors: list[Processor] = dataclasses.field(default_factory=list)
+    #: Closed after the test (extra stores and clients a test opens).
+    exits: contextlib.AsyncExitStack = dataclasses.field(default_factory=contextlib.AsyncExitStack)
 
     async def processor(self, worker_id: str, **kwargs: Any) -> Processor:
         """A started processor. It shares the test's DynamoDB clients: creating aiobotocore

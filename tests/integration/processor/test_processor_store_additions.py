@@ -14,27 +14,32 @@ from streamer.store import PENDING, PROCESSING, RequestRecord, TransitionRefused
 
 async def test_release_hands_back_at_the_same_attempt_only_for_the_owner(env: Env) -> None:
     rec = await env.submit("p_fast", connection_id="c")
-    await env.store.requests.claim(rec.request_id, owner="w1", attempt=1, claim_seconds=30)
+    tok = (
+        await env.store.requests.claim(rec.request_id, owner="w1", attempt=1, claim_seconds=30)
+    ).claim_token
     with pytest.raises(TransitionRefused):
-        await env.store.requests.release(rec.request_id, owner="w2", attempt=1)
+        await env.store.requests.release(rec.request_id, owner="w2", attempt=1, token=tok)
     back = await env.store.requests.release(
-        rec.request_id, owner="w1", attempt=1, progress={"seq": 4, "percentage": 40}
+        rec.request_id, owner="w1", attempt=1, token=tok, progress={"seq": 4, "percentage": 40}
     )
     assert back.status == PENDING and back.attempt == 1
     assert back.owner is None and back.claim_expires_at is None
     assert back.progress == {"seq": 4, "percentage": 40}
     assert back.recoveries == 0
     with pytest.raises(TransitionRefused):
-        await env.store.requests.release(rec.request_id, owner="w1", attempt=1)
+        await env.store.requests.release(rec.request_id, owner="w1", attempt=1, token=tok)
 
 
 async def test_retry_keeps_the_last_progress(env: Env) -> None:
     rec = await env.submit("p_fast", connection_id="c")
-    await env.store.requests.claim(rec.request_id, owner="w1", attempt=1, claim_seconds=30)
+    tok = (
+        await env.store.requests.claim(rec.request_id, owner="w1", attempt=1, claim_seconds=30)
+    ).claim_token
     out = await env.store.requests.retry(
         rec.request_id,
         owner="w1",
         attempt=1,
+        token=tok,
         not_before=time.time() + 5,
         error={"code": "PROCESSING_FAILED", "message": "x"},
         progress={"seq": 9},

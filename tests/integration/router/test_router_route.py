@@ -267,8 +267,8 @@ async def test_async_resend_answers_current_state_never_a_second_request(
     subs = await router_store.subscriptions.for_request(rid)
     assert [s.connection_id for s in subs] == ["conn-new"]  # re-attached to where it was re-sent
 
-    await router_store.requests.claim(rid, owner="w1", attempt=1, claim_seconds=30)
-    await router_store.requests.complete(rid, owner="w1", attempt=1, result={"message": "a"})
+    tok = (await router_store.requests.claim(rid, owner="w1", attempt=1, claim_seconds=30)).claim_token
+    await router_store.requests.complete(rid, owner="w1", attempt=1, token=tok, result={"message": "a"})
     done = one(await route("echo_async", request_id=rid, user=user, tenant=tenant, payload={"message": "a"}))
     assert done["type"] == "complete" and done["result"] == {"message": "a"}
 
@@ -278,9 +278,9 @@ async def test_async_resend_of_a_failed_request_answers_its_error(
 ) -> None:
     user, tenant, rid = ids("u"), ids("t"), ids("r")
     one(await route("echo_async", request_id=rid, user=user, tenant=tenant, payload={"message": "a"}))
-    await router_store.requests.claim(rid, owner="w1", attempt=1, claim_seconds=30)
+    tok = (await router_store.requests.claim(rid, owner="w1", attempt=1, claim_seconds=30)).claim_token
     await router_store.requests.fail(
-        rid, owner="w1", attempt=1, error={"code": "PROCESSING_FAILED", "message": "no"}
+        rid, owner="w1", attempt=1, token=tok, error={"code": "PROCESSING_FAILED", "message": "no"}
     )
     frame = err(await route("echo_async", request_id=rid, user=user, tenant=tenant, payload={"message": "a"}))
     assert frame["error"] == {"code": "PROCESSING_FAILED", "message": "no", "retryable": False}

@@ -74,13 +74,13 @@ async def test_status_of_a_completed_request_carries_the_result(
 ) -> None:
     tenant, rid = ids("t"), ids("r")
     await make_request(router_store, rid=rid, user="alice", tenant=tenant)
-    await router_store.requests.claim(rid, owner="w", attempt=1, claim_seconds=30)
+    tok = (await router_store.requests.claim(rid, owner="w", attempt=1, claim_seconds=30)).claim_token
     await router_store.requests.save_progress(
-        rid, owner="w", attempt=1, progress={"percentage": 40, "message": "Rendering"}
+        rid, owner="w", attempt=1, token=tok, progress={"percentage": 40, "message": "Rendering"}
     )
     frame = one(await route("$status", user="alice", tenant=tenant, payload={"request_id": rid}))
     assert (frame["status"], frame["percentage"], frame["message"]) == (PROCESSING, 40, "Rendering")
-    await router_store.requests.complete(rid, owner="w", attempt=1, result={"ok": 1})
+    await router_store.requests.complete(rid, owner="w", attempt=1, token=tok, result={"ok": 1})
     frame = one(await route("$status", user="alice", tenant=tenant, payload={"request_id": rid}))
     assert (frame["status"], frame["result"]) == (COMPLETED, {"ok": 1})
 
@@ -176,10 +176,10 @@ async def test_resume_reattaches_unfinished_and_recent_requests(
     pending, running, recent, old = ids("pending"), ids("running"), ids("recent"), ids("old")
     await make_request(router_store, rid=pending, user=user, tenant=tenant)
     await make_request(router_store, rid=running, user=user, tenant=tenant)
-    await router_store.requests.claim(running, owner="w", attempt=1, claim_seconds=30)
+    tok = (await router_store.requests.claim(running, owner="w", attempt=1, claim_seconds=30)).claim_token
     await make_request(router_store, rid=recent, user=user, tenant=tenant)
-    await router_store.requests.claim(recent, owner="w", attempt=1, claim_seconds=30)
-    await router_store.requests.complete(recent, owner="w", attempt=1, result={"r": 1})
+    tok = (await router_store.requests.claim(recent, owner="w", attempt=1, claim_seconds=30)).claim_token
+    await router_store.requests.complete(recent, owner="w", attempt=1, token=tok, result={"r": 1})
     long_ago = time.time() - 3600
     base = await make_request(router_store, rid=old, user=user, tenant=tenant)
     await put_raw(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
+from streamer.config import Settings, load_settings
+from streamer.local.faultproxy import Fault, FaultProxy
 from streamer.store import (
     AlreadyExists,
     NotFound,
@@ -61,73 +64,79 @@ async def test_claim_is_won_once(store: Store) -> None:
 
 async def test_complete_twice_is_refused(store: Store) -> None:
     await store.requests.create(_new())
-    await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=10)
-    done = await store.requests.complete("r-1", owner="w", attempt=1, result={"ok": 1})
+    tok = (await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=10)).claim_token
+    done = await store.requests.complete("r-1", owner="w", attempt=1, token=tok, result={"ok": 1})
     assert done.status == COMPLETED and done.result == {"ok": 1}
     with pytest.raises(TransitionRefused):
-        await store.requests.complete("r-1", owner="w", attempt=1, result={"ok": 2})
+        await store.requests.complete("r-1", owner="w", attempt=1, token=tok, result={"ok": 2})
     with pytest.raises(TransitionRefused):
-        await store.requests.fail("r-1", owner="w", attempt=1, error={"code": "X"})
+        await store.requests.fail("r-1", owner="w", attempt=1, token=tok, error={"code": "X"})
     final = await store.requests.require("r-1")
     assert final.result == {"ok": 1}
 
 
 async def test_wrong_owner_or_attempt_cannot_write(store: Store) -> None:
     await store.requests.create(_new())
-    await store.requests.claim("r-1", owner="w1", attempt=1, claim_seconds=10)
+    tok = (await store.requests.claim("r-1", owner="w1", attempt=1, claim_seconds=10)).claim_token
     with pytest.raises(TransitionRefused):
-        await store.requests.complete("r-1", owner="w2", attempt=1, result=None)
+        await store.requests.complete("r-1", owner="w2", attempt=1, token=tok, result=None)
     with pytest.raises(TransitionRefused):
-        await store.requests.save_progress("r-1", owner="w1", attempt=2, progress={"percentage": 5})
+        await store.requests.save_progress(
+            "r-1", owner="w1", attempt=2, token=tok, progress={"percentage": 5}
+        )
     rec = await store.requests.save_progress(
-        "r-1", owner="w1", attempt=1, progress={"percentage": 5, "seq": 1}
+        "r-1", owner="w1", attempt=1, token=tok, progress={"percentage": 5, "seq": 1}
     )
     assert rec.progress == {"percentage": 5, "seq": 1}
 
 
 async def test_retry_then_claim_respects_not_before(store: Store) -> None:
     await store.requests.create(_new())
-    await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=10)
-    import time
+    tok = (await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=10)).claim_token
 
     rec = await store.requests.retry(
-        "r-1", owner="w", attempt=1, not_before=time.time() + 60, error={"code": "PROCESSING_FAILED"}
+        "r-1",
+        owner="w",
+        attempt=1,
+        token=tok,
+        not_before=time.time() + 60,
+        error={"code": "PROCESSING_FAILED"},
     )
     assert rec.status == PENDING and rec.attempt == 2 and rec.owner is None
     with pytest.raises(TransitionRefused):  # too early
-        await store.requests.claim("r-1", owner="w", attempt=2, claim_seconds=10)
+        tok = (await store.requests.claim("r-1", owner="w", attempt=2, claim_seconds=10)).claim_token
     with pytest.raises(TransitionRefused):  # stale attempt
-        await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=10)
+        tok = (await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=10)).claim_token
 
 
 async def test_release_expired_only_when_expired(store: Store) -> None:
     await store.requests.create(_new())
-    await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=30)
+    tok = (await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=30)).claim_token
     with pytest.raises(TransitionRefused):
-        await store.requests.release_expired("r-1", owner="w", attempt=1)
-    await store.requests.renew("r-1", owner="w", attempt=1, claim_seconds=-1)
-    rec = await store.requests.release_expired("r-1", owner="w", attempt=1)
+        await store.requests.release_expired("r-1", owner="w", attempt=1, token=tok)
+    await store.requests.renew("r-1", owner="w", attempt=1, token=tok, claim_seconds=-1)
+    rec = await store.requests.release_expired("r-1", owner="w", attempt=1, token=tok)
     assert rec.status == PENDING and rec.attempt == 1 and rec.recoveries == 1 and rec.owner is None
     # the old owner can no longer finish it
     with pytest.raises(TransitionRefused):
-        await store.requests.complete("r-1", owner="w", attempt=1, result=None)
+        await store.requests.complete("r-1", owner="w", attempt=1, token=tok, result=None)
 
 
 async def test_cancel_pending_processing_terminal_and_other_tenant(store: Store) -> None:
     await store.requests.create(_new("p"))
     assert (await store.requests.cancel("p", tenant_id="t1")).status == CANCELLED
     with pytest.raises(TransitionRefused):
-        await store.requests.claim("p", owner="w", attempt=1, claim_seconds=5)
+        tok = (await store.requests.claim("p", owner="w", attempt=1, claim_seconds=5)).claim_token
 
     await store.requests.create(_new("q"))
     with pytest.raises(NotFound):
         await store.requests.cancel("q", tenant_id="other")
-    await store.requests.claim("q", owner="w", attempt=1, claim_seconds=5)
+    tok = (await store.requests.claim("q", owner="w", attempt=1, claim_seconds=5)).claim_token
     rec = await store.requests.cancel("q", tenant_id="t1")
     assert rec.status == PROCESSING and rec.cancel_requested
-    renewed = await store.requests.renew("q", owner="w", attempt=1, claim_seconds=5)
+    renewed = await store.requests.renew("q", owner="w", attempt=1, token=tok, claim_seconds=5)
     assert renewed.cancel_requested
-    assert (await store.requests.finish_cancel("q", owner="w", attempt=1)).status == CANCELLED
+    assert (await store.requests.finish_cancel("q", owner="w", attempt=1, token=tok)).status == CANCELLED
     # terminal: unchanged
     assert (await store.requests.cancel("q", tenant_id="t1")).status == CANCELLED
     with pytest.raises(NotFound):
@@ -136,9 +145,9 @@ async def test_cancel_pending_processing_terminal_and_other_tenant(store: Store)
 
 async def test_fail(store: Store) -> None:
     await store.requests.create(_new())
-    await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=5)
+    tok = (await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=5)).claim_token
     rec = await store.requests.fail(
-        "r-1", owner="w", attempt=1, error={"code": "PROCESSING_FAILED", "message": "x"}
+        "r-1", owner="w", attempt=1, token=tok, error={"code": "PROCESSING_FAILED", "message": "x"}
     )
     assert rec.status == FAILED and rec.error == {"code": "PROCESSING_FAILED", "message": "x"}
 
@@ -155,6 +164,56 @@ async def test_indexes_page_through_results(store: Store) -> None:
     mine = await store.requests.by_user(tenant_id="t1", user_id="u1", page_size=2)
     assert len(mine) == 7
     assert await store.requests.by_user(tenant_id="t2", user_id="u1") == []
-    import time
 
     assert await store.requests.by_status(PENDING, created_before=time.time() - 3600) == []
+
+
+async def test_a_new_claim_by_the_same_owner_fences_the_old_one(store: Store) -> None:
+    """Regression (#18 item 2): (owner, attempt) was the fence, so a job whose claim lapsed
+    could still write after its own processor claimed the request again."""
+    await store.requests.create(_new())
+    old = (await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=30)).claim_token
+    await store.requests.renew("r-1", owner="w", attempt=1, token=old, claim_seconds=-1)
+    await store.requests.release_expired("r-1", owner="w", attempt=1, token=old)
+    new = (await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=30)).claim_token
+    assert old and new and old != new
+    with pytest.raises(TransitionRefused):
+        await store.requests.renew("r-1", owner="w", attempt=1, token=old, claim_seconds=30)
+    with pytest.raises(TransitionRefused):
+        await store.requests.complete("r-1", owner="w", attempt=1, token=old, result={"stale": True})
+    done = await store.requests.complete("r-1", owner="w", attempt=1, token=new, result={"ok": 1})
+    assert done.status == COMPLETED and done.claim_token == new
+
+
+async def test_an_expired_claim_is_released_only_past_the_tolerated_skew(store: Store) -> None:
+    await store.requests.create(_new())
+    tok = (await store.requests.claim("r-1", owner="w", attempt=1, claim_seconds=-2)).claim_token
+    assert [r.request_id for r in await store.requests.expired_claims(now=time.time())] == ["r-1"]
+    assert await store.requests.expired_claims(now=time.time(), skew=5) == []
+    with pytest.raises(TransitionRefused):
+        await store.requests.release_expired("r-1", owner="w", attempt=1, token=tok, skew=5)
+    rec = await store.requests.release_expired("r-1", owner="w", attempt=1, token=tok, skew=0.5)
+    assert rec.status == PENDING and rec.claim_token is None and rec.recoveries == 1
+
+
+async def test_a_transition_whose_answer_was_lost_is_recognised_as_ours(
+    store: Store, settings: Settings
+) -> None:
+    """Regression (#18 item 3): the SDK's retry of a landed write met its own condition and
+    the outcome was taken as lost. The refusal's item (ALL_OLD) bears our own stamp."""
+    await store.requests.create(_new())
+    async with FaultProxy(settings.dynamodb_endpoint or "", seed=1) as proxy:
+        s = load_settings({}, dynamodb_endpoint=proxy.endpoint, table_prefix=settings.table_prefix)
+        async with Store.open(settings=s) as flaky:
+            proxy.set_faults([Fault(kind="ambiguous", ops=frozenset({"UpdateItem"}))])
+            claimed = await flaky.requests.claim("r-1", owner="w", attempt=1, claim_seconds=30)
+            assert claimed.status == PROCESSING and claimed.owner == "w" and claimed.claim_token
+            done = await flaky.requests.complete(
+                "r-1", owner="w", attempt=1, token=claimed.claim_token, result={"ok": 1}
+            )
+            assert done.status == COMPLETED and done.result == {"ok": 1}
+            assert proxy.injected("ambiguous") == 2
+            # Someone else's transition is still refused, with the item as it is.
+            with pytest.raises(TransitionRefused) as info:
+                await flaky.requests.fail("r-1", owner="w", attempt=1, token="other", error={"code": "X"})
+            assert info.value.current is not None and info.value.current.status == COMPLETED

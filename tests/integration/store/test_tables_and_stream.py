@@ -29,8 +29,8 @@ async def test_every_request_write_produces_a_stream_record(settings: Settings, 
         request_id="s-1", action="a", user_id="u", tenant_id="t", connection_id="c", payload={}
     )
     await store.requests.create(rec)
-    await store.requests.claim("s-1", owner="w", attempt=1, claim_seconds=5)
-    await store.requests.complete("s-1", owner="w", attempt=1, result={"done": True})
+    tok = (await store.requests.claim("s-1", owner="w", attempt=1, claim_seconds=5)).claim_token
+    await store.requests.complete("s-1", owner="w", attempt=1, token=tok, result={"done": True})
 
     arn = await requests_stream_arn(store.client, settings=settings)
     seen: list[tuple[str | None, str | None]] = []
