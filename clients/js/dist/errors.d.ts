@@ -49,6 +49,10 @@ export declare class RequestCancelledError extends RequestCancelledError_base {
 declare const ProcessingFailedError_base: Sub;
 export declare class ProcessingFailedError extends ProcessingFailedError_base {
 }
+declare const ResultTooLargeError_base: Sub;
+/** An async result over the server's stored-result limit (a Streamer addition to the original codes). */
+export declare class ResultTooLargeError extends ResultTooLargeError_base {
+}
 declare const ServiceUnavailableError_base: Sub;
 export declare class ServiceUnavailableError extends ServiceUnavailableError_base {
 }

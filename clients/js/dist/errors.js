@@ -46,6 +46,9 @@ export class RequestCancelledError extends sub("CANCELLED") {
 }
 export class ProcessingFailedError extends sub("PROCESSING_FAILED") {
 }
+/** An async result over the server's stored-result limit (a Streamer addition to the original codes). */
+export class ResultTooLargeError extends sub("RESULT_TOO_LARGE") {
+}
 export class ServiceUnavailableError extends sub("SERVICE_UNAVAILABLE") {
 }
 export class InternalError extends sub("INTERNAL_ERROR") {
@@ -65,6 +68,7 @@ const BY_CODE = {
     TIMEOUT: RequestTimeoutError,
     CANCELLED: RequestCancelledError,
     PROCESSING_FAILED: ProcessingFailedError,
+    RESULT_TOO_LARGE: ResultTooLargeError,
     SERVICE_UNAVAILABLE: ServiceUnavailableError,
     INTERNAL_ERROR: InternalError,
 };

@@ -7,7 +7,7 @@ export type JsonObject = {
     [key: string]: unknown;
 };
 /** Every error code the server sends (DESIGN §2). */
-export type ErrorCode = "VALIDATION_ERROR" | "INVALID_ACTION" | "PAYLOAD_TOO_LARGE" | "UNAUTHORIZED" | "FORBIDDEN" | "NOT_FOUND" | "DUPLICATE_REQUEST" | "RATE_LIMITED" | "TIMEOUT" | "CANCELLED" | "PROCESSING_FAILED" | "SERVICE_UNAVAILABLE" | "INTERNAL_ERROR";
+export type ErrorCode = "VALIDATION_ERROR" | "INVALID_ACTION" | "PAYLOAD_TOO_LARGE" | "UNAUTHORIZED" | "FORBIDDEN" | "NOT_FOUND" | "DUPLICATE_REQUEST" | "RATE_LIMITED" | "TIMEOUT" | "CANCELLED" | "PROCESSING_FAILED" | "RESULT_TOO_LARGE" | "SERVICE_UNAVAILABLE" | "INTERNAL_ERROR";
 /** A stored request's state. */
 export type RequestStatus = "PENDING" | "PROCESSING" | "COMPLETED" | "FAILED" | "CANCELLED";
 /** Names the request a system action is about (`request_id`, or `id` as an alias). */

@@ -51,6 +51,8 @@ export class RequestTimeoutError extends sub("TIMEOUT") {}
 /** CANCELLED: by `$cancel`, by an `AbortSignal`, or by the server. */
 export class RequestCancelledError extends sub("CANCELLED") {}
 export class ProcessingFailedError extends sub("PROCESSING_FAILED") {}
+/** An async result over the server's stored-result limit (a Streamer addition to the original codes). */
+export class ResultTooLargeError extends sub("RESULT_TOO_LARGE") {}
 export class ServiceUnavailableError extends sub("SERVICE_UNAVAILABLE") {}
 export class InternalError extends sub("INTERNAL_ERROR") {}
 /** The connection is gone for good (closed, refused, or the client gave up reconnecting). */
@@ -68,6 +70,7 @@ const BY_CODE: Record<ErrorCode, Sub> = {
   TIMEOUT: RequestTimeoutError,
   CANCELLED: RequestCancelledError,
   PROCESSING_FAILED: ProcessingFailedError,
+  RESULT_TOO_LARGE: ResultTooLargeError,
   SERVICE_UNAVAILABLE: ServiceUnavailableError,
   INTERNAL_ERROR: InternalError,
 };

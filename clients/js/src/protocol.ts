@@ -11,7 +11,7 @@ export type Timestamp = string;
 export type JsonObject = { [key: string]: unknown };
 
 /** Every error code the server sends (DESIGN §2). */
-export type ErrorCode = "VALIDATION_ERROR" | "INVALID_ACTION" | "PAYLOAD_TOO_LARGE" | "UNAUTHORIZED" | "FORBIDDEN" | "NOT_FOUND" | "DUPLICATE_REQUEST" | "RATE_LIMITED" | "TIMEOUT" | "CANCELLED" | "PROCESSING_FAILED" | "SERVICE_UNAVAILABLE" | "INTERNAL_ERROR";
+export type ErrorCode = "VALIDATION_ERROR" | "INVALID_ACTION" | "PAYLOAD_TOO_LARGE" | "UNAUTHORIZED" | "FORBIDDEN" | "NOT_FOUND" | "DUPLICATE_REQUEST" | "RATE_LIMITED" | "TIMEOUT" | "CANCELLED" | "PROCESSING_FAILED" | "RESULT_TOO_LARGE" | "SERVICE_UNAVAILABLE" | "INTERNAL_ERROR";
 
 /** A stored request's state. */
 export type RequestStatus = "PENDING" | "PROCESSING" | "COMPLETED" | "FAILED" | "CANCELLED";
@@ -250,7 +250,7 @@ export type ServerMessage = ResponseMessage | AcknowledgmentMessage | ProgressMe
 export type KnownServerMessage = ResponseMessage | AcknowledgmentMessage | ProgressMessage | CompleteMessage | StatusMessage | ErrorMessage | PingMessage | PongMessage;
 
 /** Every error code, in the schema's order. */
-export const ERROR_CODES: readonly ErrorCode[] = ["VALIDATION_ERROR","INVALID_ACTION","PAYLOAD_TOO_LARGE","UNAUTHORIZED","FORBIDDEN","NOT_FOUND","DUPLICATE_REQUEST","RATE_LIMITED","TIMEOUT","CANCELLED","PROCESSING_FAILED","SERVICE_UNAVAILABLE","INTERNAL_ERROR"];
+export const ERROR_CODES: readonly ErrorCode[] = ["VALIDATION_ERROR","INVALID_ACTION","PAYLOAD_TOO_LARGE","UNAUTHORIZED","FORBIDDEN","NOT_FOUND","DUPLICATE_REQUEST","RATE_LIMITED","TIMEOUT","CANCELLED","PROCESSING_FAILED","RESULT_TOO_LARGE","SERVICE_UNAVAILABLE","INTERNAL_ERROR"];
 /** The `type` of every server message the protocol defines (others are published messages). */
 export const SERVER_MESSAGE_TYPES: readonly string[] = ["response","acknowledgment","progress","complete","error","status","ping","pong"];
 /** Request states that never change again. */

@@ -18,8 +18,10 @@ async def lease_owners(env: Env) -> list[str | None]:
 
 
 async def test_two_processors_share_the_stream_and_run_each_request_once(make_env: EnvFactory) -> None:
-    # Background sweeps off: the test races the two processors' claim paths itself.
-    env = await make_env(sweep_interval_seconds=60.0, pending_grace_seconds=0.3)
+    # Background sweeps off: the test races the two processors' claim paths itself. Thirty
+    # requests start at once in this one process: claims long enough that a busy event
+    # loop does not let them lapse (a lapsed job is stopped, and no sweep would recover it).
+    env = await make_env(sweep_interval_seconds=60.0, pending_grace_seconds=0.3, claim_seconds=6.0)
     conn = await env.connection()
     old = time.time() - 60
 
