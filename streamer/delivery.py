@@ -20,11 +20,17 @@ service, and keeps the table honest:
   at the same address (its clients reconnected and resumed there) or that was merely
   slow would otherwise silently swallow results while its breaker stays open (found by
   the chaos run).
-- **Stale records**: ``NOT_FOUND`` from the pod (it does not hold the socket any more),
-  or a pod that stays unreachable (the call failed and the channel never got
-  connected), deletes the record — conditionally on that endpoint, so a record rewritten
-  meanwhile survives — and the connection's subscriptions. A pod that answers but
-  fails, or one whose breaker is open, is *not* taken as proof the sockets are gone.
+- **Stale records — only what is proven gone is removed**: ``NOT_FOUND`` from the pod
+  (it answered, and does not hold the socket any more) deletes the record —
+  conditionally on that endpoint, so a record rewritten meanwhile survives — and the
+  connection's subscriptions. A pod that is *unreachable* (the call failed and the
+  channel never got connected) proves nothing: it may be back in a moment with every
+  socket still open, and deleting a live connection's subscriptions would lose its
+  results for good. Its records are deleted only when their ``last_seen`` is older
+  than ``stale_after`` (connect refreshes it while the socket lives; by default twice
+  ``STREAMER_WS_TOUCH_SECONDS`` plus a heartbeat), in the same conditional delete, and
+  their subscriptions with them. A pod that answers but fails, or one whose breaker
+  is open, is not taken as proof either.
 - **Broadcast** (:meth:`Delivery.to_user`, :meth:`Delivery.to_tenant`,
   :meth:`Delivery.send_many`): records grouped by endpoint, one ``SendMany`` per pod,
   every pod in parallel with its own timeout, so one slow pod does not delay the rest.
@@ -139,6 +145,7 @@ class Delivery:
         pod_timeout: float = 5.0,
         final_attempts: int = 6,
         final_pod_timeout: float = 30.0,
+        stale_after: float | None = None,
     ) -> None:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
@@ -154,6 +161,12 @@ class Delivery:
         self.pod_timeout = pod_timeout
         self.final_attempts = max(attempts, final_attempts)
         self.final_pod_timeout = max(pod_timeout, final_pod_timeout)
+        #: Age of ``last_seen`` past which a record on an unreachable pod counts as gone.
+        self.stale_after = (
+            stale_after
+            if stale_after is not None
+            else 2 * settings.ws_touch_seconds + settings.ws_heartbeat_seconds
+        )
         self._cache: dict[str, tuple[str, float]] = {}
         self._channels: rpc.ChannelPool[connections_pb2_grpc.ConnectionsAsyncStub] = rpc.ChannelPool(
             connections_pb2_grpc.ConnectionsStub,  # type: ignore[arg-type]  # async over an aio channel
@@ -231,7 +244,7 @@ class Delivery:
             return False
         except _CallFailed as exc:
             if exc.down:
-                await self._stale(connection_id, endpoint)
+                await self._stale(connection_id, endpoint, proven=False)
             return False
         self._cache.pop(connection_id, None)
         return bool(response.disconnected)
@@ -288,7 +301,7 @@ class Delivery:
         except _CallFailed as exc:
             if exc.down:
                 sends_total.labels("unreachable").inc()
-                await self._stale(connection_id, endpoint)
+                await self._stale(connection_id, endpoint, proven=False)
             else:
                 sends_total.labels("failed").inc()
             return False
@@ -341,7 +354,7 @@ class Delivery:
             except (_CallFailed, _NotHere) as exc:
                 if isinstance(exc, _NotHere) or exc.down:
                     sends_total.labels("unreachable").inc(len(chunk))
-                    await self._stale_many(chunk, endpoint)
+                    await self._stale_many(chunk, endpoint, proven=isinstance(exc, _NotHere))
                 else:
                     sends_total.labels("failed").inc(len(chunk))
                 continue
@@ -398,10 +411,25 @@ class Delivery:
 
     # ------------------------------------------------------------------ stale records
 
-    async def _stale(self, connection_id: str, endpoint: str) -> None:
-        """Delete a record that points at a pod that does not hold the connection."""
+    async def _stale(self, connection_id: str, endpoint: str, *, proven: bool = True) -> None:
+        """Delete a record that points at a pod that does not hold the connection.
+
+        ``proven``: the pod said so (NOT_FOUND). Otherwise (the pod is unreachable) only a
+        record whose ``last_seen`` is older than ``stale_after`` goes, and nothing else.
+        """
         self._cache.pop(connection_id, None)
         try:
+            if not proven:
+                seen_before = time.time() - self.stale_after
+                if await self.store.connections.delete(
+                    connection_id, endpoint=endpoint, seen_before=seen_before
+                ):
+                    await self.store.subscriptions.delete_for_connection(connection_id)
+                    logger.info(
+                        "removed the record of a connection on an unreachable pod, unseen for long",
+                        extra={"connection_id": connection_id, "endpoint": endpoint},
+                    )
+                return
             deleted = await self.store.connections.delete(connection_id, endpoint=endpoint)
             if deleted or await self.store.connections.get(connection_id) is None:
                 await self.store.subscriptions.delete_for_connection(connection_id)
@@ -413,12 +441,12 @@ class Delivery:
         except StoreError:
             log.warning("could not remove a stale connection record", exc_info=True)
 
-    async def _stale_many(self, connection_ids: Sequence[str], endpoint: str) -> None:
+    async def _stale_many(self, connection_ids: Sequence[str], endpoint: str, *, proven: bool = True) -> None:
         sem = asyncio.Semaphore(LOOKUP_CONCURRENCY)
 
         async def one(cid: str) -> None:
             async with sem:
-                await self._stale(cid, endpoint)
+                await self._stale(cid, endpoint, proven=proven)
 
         await asyncio.gather(*(one(cid) for cid in connection_ids))
 

@@ -73,20 +73,32 @@ class ConnectionStore(TableStore):
         item = out.get("Item")
         return ConnectionRecord.from_item(deserialize_item(item)) if item else None
 
-    async def delete(self, connection_id: str, *, endpoint: str | None = None) -> bool:
-        """Delete the record; with ``endpoint``, only if it still points there.
+    async def delete(
+        self, connection_id: str, *, endpoint: str | None = None, seen_before: float | None = None
+    ) -> bool:
+        """Delete the record; with ``endpoint``, only if it still points there; with
+        ``seen_before``, only if its ``last_seen`` is older than that.
 
-        The condition stops a sender that found a stale endpoint from deleting the
-        record of a client that has since reconnected with the same id elsewhere.
+        The endpoint condition stops a sender that found a stale endpoint from deleting
+        the record of a client that has since reconnected with the same id elsewhere;
+        the ``last_seen`` one spares a record its connect pod refreshed meanwhile.
         Returns whether a record was deleted.
         """
         kwargs: dict[str, Any] = {
             "Key": {"connection_id": serialize(connection_id)},
             "ReturnValues": "ALL_OLD",
         }
+        conditions: list[str] = []
+        values: dict[str, Any] = {}
         if endpoint is not None:
-            kwargs["ConditionExpression"] = "endpoint = :e"
-            kwargs["ExpressionAttributeValues"] = expression({"e": endpoint})
+            conditions.append("endpoint = :e")
+            values["e"] = endpoint
+        if seen_before is not None:
+            conditions.append("last_seen < :seen")
+            values["seen"] = seen_before
+        if conditions:
+            kwargs["ConditionExpression"] = " AND ".join(conditions)
+            kwargs["ExpressionAttributeValues"] = expression(values)
         try:
             out = await self.client.delete_item(TableName=self.table, **kwargs)
         except BOTO_ERRORS as exc:

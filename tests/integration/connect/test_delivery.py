@@ -133,12 +133,38 @@ async def test_not_found_deletes_the_stale_record_and_its_subscriptions(
     assert sample("streamer_delivery_sends_total", outcome="not_found") == before + 1
 
 
-async def test_an_unreachable_pod_has_its_record_deleted(
+async def test_a_briefly_unreachable_pod_keeps_its_records_and_subscriptions(
     make_delivery: Callable[..., Delivery], store: Store, tenant: str
 ) -> None:
+    """Regression (#18 item 7): a pod unreachable for a moment (a restart at the same
+    address, a network blip) had its live connections' records *and subscriptions*
+    deleted; connect writes the record back on its next touch, but the subscriptions
+    were lost for good, and with them the results of the requests they followed."""
     cid = await put_record(store, endpoint=f"127.0.0.1:{free_port()}", tenant=tenant)
-    assert await make_delivery().send(cid, MESSAGE) is False
+    await store.subscriptions.subscribe(
+        request_id="r-7", connection_id=cid, user_id="ghost", tenant_id=tenant
+    )
+    delivery = make_delivery()
+    assert await delivery.send(cid, MESSAGE) is False
+    assert await delivery.send_many([cid], MESSAGE, final=True) == PublishResult(
+        matched=1, delivered=0, failed=1
+    )
+    assert await store.connections.get(cid) is not None
+    assert [s.request_id for s in await store.subscriptions.for_connection(cid)] == ["r-7"]
+
+
+async def test_an_unreachable_pod_loses_records_unseen_for_long(
+    make_delivery: Callable[..., Delivery], store: Store, tenant: str
+) -> None:
+    """What an unreachable pod's connect has not refreshed for ``stale_after`` is gone."""
+    cid = await put_record(store, endpoint=f"127.0.0.1:{free_port()}", tenant=tenant)
+    await store.subscriptions.subscribe(
+        request_id="r-8", connection_id=cid, user_id="ghost", tenant_id=tenant
+    )
+    await asyncio.sleep(0.05)
+    assert await make_delivery(stale_after=0.01).send(cid, MESSAGE) is False
     assert await store.connections.get(cid) is None
+    assert await store.subscriptions.for_connection(cid) == []
 
 
 async def test_stale_delete_spares_a_record_that_moved(
