@@ -59,6 +59,8 @@ _IMAGE_FIELDS = (
 #: quarter of the claim when that is shorter): time for the handler call's cancel to
 #: reach the handler before anyone else may claim the request.
 LAPSE_MARGIN_SECONDS = 1.0
+#: Renewal calls in flight at once per processor.
+RENEW_CONCURRENCY = 32
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -270,6 +272,8 @@ class ClaimKeeper:
         self.on_stop = on_stop
         self.jobs: dict[str, Job] = {}
         self._loop = Background(f"claims-{worker_id}")
+        self._renewals = TaskSet()
+        self._renew_slots = asyncio.Semaphore(RENEW_CONCURRENCY)
 
     @property
     def interval(self) -> float:
@@ -289,6 +293,7 @@ class ClaimKeeper:
                 extra={"request_id": job.request_id, "attempt": old.attempt},
             )
             self._stop(old, StopReason.LOST)
+        job.renew_at = time.monotonic() + self.interval
         self.jobs[job.request_id] = job
 
     def lapse(self, now: float | None = None) -> list[Job]:
@@ -347,8 +352,9 @@ class ClaimKeeper:
             self._stop(job, StopReason.CANCEL)
 
     async def renew_all(self) -> None:
+        """Renew every held claim now (one call each, at most 32 at a time)."""
         jobs = list(self.jobs.values())
-        sem = asyncio.Semaphore(32)
+        sem = asyncio.Semaphore(RENEW_CONCURRENCY)
 
         async def one(job: Job) -> None:
             async with sem:
@@ -356,30 +362,43 @@ class ClaimKeeper:
 
         await asyncio.gather(*(one(job) for job in jobs))
 
+    def renew_due(self, now: float | None = None) -> int:
+        """Start the renewal of every job whose turn came and that has none in flight.
+
+        Each job is renewed on its own schedule, so one call stuck on a dead connection
+        (up to the SDK's timeouts and retries) holds back only its own job — which then
+        lapses and stops, as it must — never every other claim of this processor.
+        """
+        now = time.monotonic() if now is None else now
+        started = 0
+        for job in list(self.jobs.values()):
+            if job.renewing or now < job.renew_at:
+                continue
+            job.renewing = True
+            job.renew_at = now + self.interval
+            self._renewals.spawn(self._renew_one(job), name=f"renew-{job.request_id}")
+            started += 1
+        return started
+
+    async def _renew_one(self, job: Job) -> None:
+        try:
+            async with self._renew_slots:
+                await self.renew(job)
+        except Exception:
+            log.exception("claim renewal failed", extra={"request_id": job.request_id})
+        finally:
+            job.renewing = False
+
     async def run(self) -> None:
-        """Renew every ``interval``; in between, stop jobs whose claim is about to lapse."""
+        """Every tick: stop jobs whose claim is about to lapse, start the renewals that are due."""
         tick = max(0.02, min(0.25, self.claim_seconds / 16))
-        loop = asyncio.get_running_loop()
-        next_round = loop.time() + self.interval
-        renewing: asyncio.Task[None] | None = None
         try:
             while True:
                 await asyncio.sleep(tick)
                 self.lapse()
-                if loop.time() >= next_round and (renewing is None or renewing.done()):
-                    next_round = loop.time() + self.interval
-                    renewing = asyncio.create_task(self._round())
+                self.renew_due()
         finally:
-            if renewing is not None:
-                renewing.cancel()
-
-    async def _round(self) -> None:
-        try:
-            await self.renew_all()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("claim renewal round failed")
+            self._renewals.cancel()
 
     def start(self) -> None:
         self._loop.start(self.run())

@@ -46,6 +46,9 @@ class Job:
         self.finished = asyncio.Event()
         self.predecessor = predecessor
         self.deadline = float("inf")
+        #: When the claim keeper renews next (``time.monotonic()``), and whether it is at it.
+        self.renew_at = float("inf")
+        self.renewing = False
         self.record = record
         self.refresh(record)
 

@@ -25,6 +25,18 @@ reasons), duplicated (a request whose client saw two *different* completions, or
 result other than the stored one), lost (accepted but not terminal, or terminal but
 its client never heard), and how many kills the stack survived.
 
+Two more kinds of trouble, for the phases that need them:
+
+- **DynamoDB as AWS runs it**: ``faults`` puts a
+  :class:`~streamer.local.faultproxy.FaultProxy` between the stack and DynamoDB Local
+  (throttling, 500s, latency, writes whose answer is lost, stale index reads);
+- **clock skew**: ``skew_seconds`` restarts the second processor with its wall clock
+  that far off (``tests/chaos/skew/sitecustomize.py``).
+
+The handler is the examples handler with every run written down
+(``tests/chaos/chaos_handler.py``), so the figures also say how many times the handler
+ran per request and whether two runs of one request ever overlapped.
+
 Everything is bounded: the number of requests, kills and resubmissions, and every
 wait has a deadline. Only 127.0.0.1 is used.
 """
@@ -37,6 +49,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import random
 import re
@@ -47,12 +60,15 @@ from typing import Any
 from streamer.client import StreamerClient
 from streamer.client.errors import StreamerError
 from streamer.local.dynamodb import DynamoDBLocal
+from streamer.local.faultproxy import FaultProxy, parse_fault
 from streamer.local.stack import LocalStack, StackError
 from streamer.store import COMPLETED, FAILED, TERMINAL, Store
 
 log = logging.getLogger("chaos")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+RUNS_FILE = "handler-runs.jsonl"
 RELIABILITY_DOC = REPO / "docs" / "reliability.md"
 ACTION = "echo_async"
 
@@ -73,7 +89,10 @@ CHAOS_ENV: dict[str, str] = {
     "STREAMER_RETRY_BASE_SECONDS": "2",
 }
 #: The chaos run's handler keeps the default schema; only its retry budget is larger.
-ACTION_OVERRIDES: dict[str, dict[str, object]] = {ACTION: {"maxAttempts": 5}}
+MAX_ATTEMPTS = 5
+ACTION_OVERRIDES: dict[str, dict[str, object]] = {ACTION: {"maxAttempts": MAX_ATTEMPTS}}
+#: ``STREAMER_MAX_RECOVERIES`` as the services see it (the default).
+MAX_RECOVERIES = 3
 KINDS = ("processor", "handler", "connect", "router")
 
 
@@ -101,6 +120,12 @@ class ChaosConfig:
     connects: int = 2
     #: Faults started together (1: one at a time). The outage always happens on its own.
     parallel: int = 1
+    #: DynamoDB faults (``streamer.local.faultproxy`` specs) for the whole run; none: no proxy.
+    faults: tuple[str, ...] = ()
+    #: The second processor's clock is this far off (seconds; 0: no skew).
+    skew_seconds: float = 0.0
+    #: Extra environment for every service of the run's own stack.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass
@@ -139,6 +164,15 @@ class Figures:
     outage_seconds: float = 0.0
     unexpected_exits: dict[str, int] = dataclasses.field(default_factory=dict)
     secrets_in_logs: int = 0
+    #: Requests two of whose handler runs overlapped in time (must be 0).
+    concurrent_runs: int = 0
+    #: Handler runs per request → how many requests ran that many times.
+    handler_runs: dict[int, int] = dataclasses.field(default_factory=dict)
+    #: Most handler runs one request may take: maxAttempts + STREAMER_MAX_RECOVERIES.
+    runs_allowed: int = MAX_ATTEMPTS + MAX_RECOVERIES
+    #: Calls the fault proxy answered with a fault, by kind.
+    faults_injected: dict[str, int] = dataclasses.field(default_factory=dict)
+    skew_seconds: float = 0.0
     seconds: float = 0.0
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
     problems: list[str] = dataclasses.field(default_factory=list)
@@ -151,8 +185,15 @@ class Figures:
             ("failed (with a reason)", self.failed),
             ("duplicates", self.duplicates),
             ("lost", self.lost),
-            ("kills survived", f"{self.kills_survived} ({_fmt(self.kills)})"),
-            ("DynamoDB unreachable", f"{self.outage_seconds:g} s, once"),
+            ("concurrent runs of one request", self.concurrent_runs),
+            (
+                "handler runs per request",
+                f"{_fmt_runs(self.handler_runs)} (at most {self.runs_allowed} allowed)",
+            ),
+            ("kills survived", f"{self.kills_survived} ({_fmt(self.kills) or 'none'})"),
+            ("DynamoDB unreachable", f"{self.outage_seconds:g} s, once" if self.outage_seconds else "never"),
+            ("DynamoDB faults injected", _fmt(self.faults_injected) or "none"),
+            ("clock skew of one processor", f"{self.skew_seconds:+g} s" if self.skew_seconds else "none"),
             ("clients that reconnected and resumed", f"{self.clients_resumed} of {self.clients}"),
             ("resubmissions (refused before acceptance)", self.resubmissions),
             ("identical `complete` re-deliveries", self.replays),
@@ -173,6 +214,64 @@ def _fmt_seconds(phases: dict[str, float]) -> str:
 
 def _fmt(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _fmt_runs(hist: dict[int, int]) -> str:
+    """``1 run: 940, 2 runs: 60`` (requests by how many times the handler ran them)."""
+    return ", ".join(f"{n} run{'s' if n != 1 else ''}: {c}" for n, c in sorted(hist.items())) or "none"
+
+
+@dataclasses.dataclass
+class HandlerRuns:
+    """Every run of every request by the handler (from ``chaos_handler``'s file)."""
+
+    per_request: dict[str, int]
+    overlapping: dict[str, list[tuple[float, float]]]
+
+
+def read_handler_runs(path: pathlib.Path) -> HandlerRuns:
+    """Runs per request, and requests two of whose runs overlapped in time.
+
+    A run without an end line was cut short by a SIGKILL of its handler process: it
+    ended no later than the first run of the next handler process. A run that has no
+    end and no later process never ended at all (it overlaps anything after it).
+    """
+    starts: dict[str, dict[str, Any]] = {}
+    ends: dict[str, float] = {}
+    first_start_of_pid: dict[int, float] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a SIGKILL mid-write
+            if "start" in doc:
+                starts[doc["run"]] = doc
+                pid = int(doc["pid"])
+                first_start_of_pid[pid] = min(first_start_of_pid.get(pid, doc["start"]), doc["start"])
+            elif "end" in doc:
+                ends[doc["run"]] = float(doc["end"])
+    pid_starts = sorted(first_start_of_pid.items(), key=lambda kv: kv[1])
+    intervals: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for run, doc in starts.items():
+        start = float(doc["start"])
+        end = ends.get(run)
+        if end is None:
+            later = [t for pid, t in pid_starts if pid != doc["pid"] and t >= start]
+            end = min(later) if later else float("inf")
+        intervals[doc["rid"]].append((start, end))
+    overlapping: dict[str, list[tuple[float, float]]] = {}
+    for rid, spans in intervals.items():
+        spans.sort()
+        latest_end = spans[0][1]
+        for start, end in spans[1:]:
+            if start < latest_end:
+                overlapping[rid] = spans
+                break
+            latest_end = max(latest_end, end)
+    return HandlerRuns(
+        per_request={rid: len(spans) for rid, spans in intervals.items()}, overlapping=overlapping
+    )
 
 
 class Recorder:
@@ -214,6 +313,7 @@ class Chaos:
         self.owned = stack is None
         self.dynamodb: DynamoDBLocal | None = dynamodb
         self.stack: LocalStack | None = stack
+        self.proxy: FaultProxy | None = None
         self.busy: set[str] = set()  # services the driver is handling (the supervisor keeps off)
         self.kills: collections.Counter[str] = collections.Counter()
         self.unexpected: collections.Counter[str] = collections.Counter()
@@ -230,9 +330,37 @@ class Chaos:
         if not self.owned:
             assert self.stack is not None and self.dynamodb is not None
             return
+        cfg = self.config
+        if cfg.faults:
+            # DynamoDB Local first, then the proxy on it, then the stack on the proxy.
+            self.dynamodb = await start_dynamodb(self.run_dir)
+            self.proxy = FaultProxy(
+                self.dynamodb.endpoint, faults=[parse_fault(f) for f in cfg.faults], seed=cfg.seed
+            )
+            await self.proxy.start()
         self.dynamodb, self.stack = await start_chaos_stack(
-            run_dir=self.run_dir, processors=self.config.processors, connects=self.config.connects
+            run_dir=self.run_dir,
+            processors=cfg.processors,
+            connects=cfg.connects,
+            env=dict(cfg.env),
+            dynamodb=self.dynamodb,
+            endpoint=self.proxy.endpoint if self.proxy is not None else None,
         )
+        if cfg.skew_seconds:
+            await self.skew(self._names("processor")[-1], cfg.skew_seconds)
+
+    def _names(self, kind: str) -> list[str]:
+        assert self.stack is not None
+        return sorted(n for n, s in self.stack.services.items() if s.kind == kind)
+
+    async def skew(self, name: str, seconds: float) -> None:
+        """Restart ``name`` with its wall clock ``seconds`` off (see ``skew/sitecustomize.py``)."""
+        assert self.stack is not None
+        service = self.stack.service(name)
+        path = service.env.get("PYTHONPATH", "")
+        service.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE / "skew"), path) if p)
+        service.env["STREAMER_TEST_CLOCK_OFFSET_SECONDS"] = repr(seconds)
+        await self._restart(name)
 
     async def stop(self) -> None:
         for client in self.clients:
@@ -242,14 +370,14 @@ class Chaos:
             return
         if self.stack is not None:
             await self.stack.stop()
+        if self.proxy is not None:
+            await self.proxy.stop()
         if self.dynamodb is not None:
             await asyncio.to_thread(self.dynamodb.stop)
 
     # ------------------------------------------------------------------ faults
     def _pick(self, kind: str) -> str:
-        assert self.stack is not None
-        names = sorted(n for n, s in self.stack.services.items() if s.kind == kind)
-        return self.rng.choice(names)
+        return self.rng.choice(self._names(kind))
 
     async def kill_and_restart(self, kind: str) -> None:
         assert self.stack is not None
@@ -511,7 +639,33 @@ class Chaos:
         figures.unexpected_exits = dict(self.unexpected)
         figures.problems.extend(self.exit_notes)
         figures.secrets_in_logs = self.scan_logs(figures.problems)
+        self.count_runs(figures)
+        if self.proxy is not None:
+            kinds: collections.Counter[str] = collections.Counter()
+            for (_, outcome), n in self.proxy.counts.items():
+                if outcome != "forwarded":
+                    kinds[outcome] += n
+            figures.faults_injected = dict(kinds)
+        figures.skew_seconds = cfg.skew_seconds
         return figures
+
+    def count_runs(self, figures: Figures) -> None:
+        """Handler runs per request of this run, and requests whose runs overlapped."""
+        assert self.stack is not None and self.stack.run_dir is not None
+        runs = read_handler_runs(self.stack.run_dir / RUNS_FILE)
+        ours = {t.rid for t in self.tracked}
+        hist: collections.Counter[int] = collections.Counter()
+        for rid in ours:
+            n = runs.per_request.get(rid, 0)
+            hist[n] += 1
+            if n > figures.runs_allowed:
+                figures.problems.append(f"{rid}: the handler ran it {n} times")
+        figures.handler_runs = dict(hist)
+        overlapping = sorted(set(runs.overlapping) & ours)
+        figures.concurrent_runs = len(overlapping)
+        for rid in overlapping[:5]:
+            spans = ", ".join(f"{a:.3f}-{b:.3f}" for a, b in runs.overlapping[rid])
+            figures.problems.append(f"{rid}: handler runs overlapped: {spans}")
 
     def scan_logs(self, problems: list[str]) -> int:
         """Log lines of any service that carry a client's token or a request's payload marker."""
@@ -530,22 +684,44 @@ class Chaos:
         return found
 
 
-async def start_chaos_stack(
-    *, run_dir: pathlib.Path, processors: int, connects: int, env: dict[str, str] | None = None
-) -> tuple[DynamoDBLocal, LocalStack]:
-    """DynamoDB Local on disk (``run_dir/dynamodb``, restartable) and a local stack on it."""
+async def start_dynamodb(run_dir: pathlib.Path) -> DynamoDBLocal:
+    """DynamoDB Local on disk (``run_dir/dynamodb``), so it can be stopped and started again."""
     db_dir = run_dir / "dynamodb"
     db_dir.mkdir(parents=True, exist_ok=True)
     dynamodb = DynamoDBLocal(db_path=str(db_dir))
     await dynamodb.start()
+    return dynamodb
+
+
+async def start_chaos_stack(
+    *,
+    run_dir: pathlib.Path,
+    processors: int,
+    connects: int,
+    env: dict[str, str] | None = None,
+    dynamodb: DynamoDBLocal | None = None,
+    endpoint: str | None = None,
+) -> tuple[DynamoDBLocal, LocalStack]:
+    """DynamoDB Local on disk (restartable; ``dynamodb`` if given) and a local stack on it
+    (or on ``endpoint``, a fault proxy in front of it). The handler records its runs."""
+    if dynamodb is None:
+        dynamodb = await start_dynamodb(run_dir)
+    stack_dir = run_dir / "stack"
+    python_path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
     stack = LocalStack(
-        dynamodb_endpoint=dynamodb.endpoint,
+        dynamodb_endpoint=endpoint or dynamodb.endpoint,
         table_prefix=f"chaos{uuid.uuid4().hex[:6]}",
         processors=processors,
         connects=connects,
-        env={**CHAOS_ENV, **(env or {})},
+        handler="chaos_handler",
+        env={
+            **CHAOS_ENV,
+            "PYTHONPATH": python_path,
+            "STREAMER_CHAOS_RUNS_FILE": str(stack_dir / RUNS_FILE),
+            **(env or {}),
+        },
         action_overrides=ACTION_OVERRIDES,
-        run_dir=run_dir / "stack",
+        run_dir=stack_dir,
         ready_timeout=90,
     )
     try:
