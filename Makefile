@@ -68,4 +68,4 @@ chaos: setup
 	$(PY) -m pytest -q -m slow tests/chaos tests/security $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache clients/js/node_modules .artifacts
