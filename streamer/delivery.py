@@ -425,7 +425,7 @@ class Delivery:
                     connection_id, endpoint=endpoint, seen_before=seen_before
                 ):
                     await self.store.subscriptions.delete_for_connection(connection_id)
-                    logger.info(
+                    log.info(
                         "removed the record of a connection on an unreachable pod, unseen for long",
                         extra={"connection_id": connection_id, "endpoint": endpoint},
                     )
