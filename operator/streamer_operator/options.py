@@ -31,6 +31,15 @@ class OperatorOptions:
     denied_secrets: tuple[str, ...] = ()
     allowed_service_accounts: tuple[str, ...] = ("*",)
     denied_service_accounts: tuple[str, ...] = ()
+    # The dedicated queues' processor Deployments: the Streamer image, and where their
+    # settings come from (the chart's ConfigMap and AWS Secret, its processor account).
+    processor_image: str = "streamer:latest"
+    processor_config_map: str = ""
+    processor_secret: str = ""
+    processor_service_account: str = ""
+    # Extra labels of those processor pods (the chart's NetworkPolicies let pods labelled
+    # as its processors reach connect's gRPC port): "key=value,key=value".
+    processor_pod_labels: tuple[tuple[str, str], ...] = ()
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -57,6 +66,16 @@ def _globs(env: Mapping[str, str], var: str, default: tuple[str, ...]) -> tuple[
     return tuple(item.strip() for item in env[var].split(",") if item.strip())
 
 
+def _labels(env: Mapping[str, str], var: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in _globs(env, var, ()):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(var, f"invalid value {item!r}: expected key=value pairs separated by commas")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
 def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
     """Options from ``env`` (default ``os.environ``)."""
     source = os.environ if env is None else env
@@ -74,4 +93,9 @@ def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
         denied_secrets=_globs(source, "STREAMER_OPERATOR_DENIED_SECRETS", ()),
         allowed_service_accounts=_globs(source, "STREAMER_OPERATOR_ALLOWED_SERVICE_ACCOUNTS", ("*",)),
         denied_service_accounts=_globs(source, "STREAMER_OPERATOR_DENIED_SERVICE_ACCOUNTS", ()),
+        processor_image=source.get("STREAMER_OPERATOR_PROCESSOR_IMAGE", "").strip() or "streamer:latest",
+        processor_config_map=source.get("STREAMER_OPERATOR_PROCESSOR_CONFIGMAP", "").strip(),
+        processor_secret=source.get("STREAMER_OPERATOR_PROCESSOR_SECRET", "").strip(),
+        processor_service_account=source.get("STREAMER_OPERATOR_PROCESSOR_SERVICE_ACCOUNT", "").strip(),
+        processor_pod_labels=_labels(source, "STREAMER_OPERATOR_PROCESSOR_POD_LABELS"),
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 from streamer import metrics
 from streamer.registry.model import RegistryError, parse_handler
-from streamer_operator import children, policy, status
+from streamer_operator import children, policy, queue, status
 from streamer_operator.kube import Kube
 from streamer_operator.options import OperatorOptions
 from streamer_operator.tables import TablesGate
@@ -103,11 +103,13 @@ class Reconciler:
         kube: Kube,
         tables: TablesGate,
         options: OperatorOptions | None = None,
+        queues: queue.QueueTables | None = None,
         clock: Callable[[], str] = status.now_iso,
     ) -> None:
         self.kube = kube
         self.tables = tables
         self.options = options or OperatorOptions()
+        self.queues = queues or queue.QueueTables(settings=tables.settings, manage=tables.manage)
         self.clock = clock
         self._locks: dict[Key, asyncio.Lock] = {}
         self._deleting: set[Key] = set()
@@ -162,17 +164,38 @@ class Reconciler:
         )
         conflicts = status.action_conflicts(body, others=others)
         deployment: dict[str, Any] | None = None
+        processors: dict[str, Any] | None = None
         child_conflict: str | None = None
+        tables = await self.tables.observe()
+        table_state: queue.TableState | None = None
+        if queue.is_dedicated(body) and problem is None and denied is None and tables.status:
+            # Checked (and put back) on every reconcile, the resync timer's included.
+            table_state = await self.queues.observe(body)
+            tables = table_state.observation
+            if table_state.observation.status is False:
+                self._post(
+                    post, body, "Warning", table_state.observation.reason, table_state.observation.message
+                )
         if problem is None and denied is None:
             try:
-                deployment = await self._sync_children(body, post=post)
+                deployment, processors = await self._sync_children(body, post=post)
             except ChildConflict as exc:
                 child_conflict = str(exc)
         if deployment is None:
             deployment = await self.kube.get(children.DEPLOYMENTS, namespace, name)
             if deployment is not None and not claimable(deployment, body):
                 deployment = None  # somebody else's: its pods are not ours to report
-        tables = await self.tables.observe()
+        consumer = queue.consumer_observation(processors) if queue.is_dedicated(body) else None
+        extra: dict[str, Any] = {"queue": {"mode": queue.mode_of(body)}}
+        if table_state is not None and table_state.table:
+            extra["queue"]["table"] = table_state.table
+            if table_state.stream_arn:
+                extra["queue"]["streamArn"] = table_state.stream_arn
+        elif queue.is_dedicated(body):
+            # Keep routing to the table the router already knows while it is checked again.
+            known = ((body.get("status") or {}).get("queue") or {}).get("table")
+            if known:
+                extra["queue"]["table"] = known
         old = dict(body.get("status") or {})
         new = status.compute_status(
             body,
@@ -182,32 +205,58 @@ class Reconciler:
             invalid=problem,
             child_conflict=child_conflict,
             denied=denied,
+            consumer=consumer,
+            extra=extra,
             now=self.clock(),
         )
         if status.status_changed(old, new):
-            await self.kube.patch_status(namespace, name, new)
+            patch = dict(new)
+            old_queue: dict[str, Any] = old["queue"] if isinstance(old.get("queue"), dict) else {}
+            # A merge patch keeps keys it does not mention: null the queue's stale ones.
+            patch["queue"] = {**{k: None for k in old_queue if k not in new["queue"]}, **new["queue"]}
+            await self.kube.patch_status(namespace, name, patch)
             self._announce(body, old, new, post)
         return new
 
-    async def _sync_children(self, body: Mapping[str, Any], *, post: EventFn | None) -> dict[str, Any] | None:
-        """Create, fix or remove each child; returns the live Deployment."""
+    def _wanted(self, body: Mapping[str, Any]) -> list[tuple[children.Ref, str, dict[str, Any] | None]]:
+        """Every child (kind, name) with its wanted object, or None where it must not exist."""
+        name = children.name_of(body)
+        wanted: list[tuple[children.Ref, str, dict[str, Any] | None]] = [
+            (ref, name, obj) for ref, obj in children.desired(body).items()
+        ]
+        dedicated = queue.is_dedicated(body)
+        prefix = self.tables.settings.table_prefix
+        proc = queue.processor_name(body)
+        wanted.append(
+            (
+                children.DEPLOYMENTS,
+                proc,
+                queue.processor_deployment(body, options=self.options, prefix=prefix) if dedicated else None,
+            )
+        )
+        wanted.append((children.PDBS, proc, queue.processor_pdb(body) if dedicated else None))
+        return wanted
+
+    async def _sync_children(
+        self, body: Mapping[str, Any], *, post: EventFn | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Create, fix or remove each child; returns the live handler and processor Deployments."""
         namespace, name = children.namespace_of(body), children.name_of(body)
-        live_deployment: dict[str, Any] | None = None
-        wanted_children = children.desired(body)
-        lives = {ref: await self.kube.get(ref, namespace, name) for ref in wanted_children}
+        found: dict[tuple[str, str], dict[str, Any] | None] = {}
+        wanted_children = self._wanted(body)
+        lives = [await self.kube.get(ref, namespace, child) for ref, child, _ in wanted_children]
         # Check every name first: a conflict must not leave half a set of children behind.
-        for ref, live in lives.items():
+        for (ref, child, _), live in zip(wanted_children, lives, strict=True):
             if live is not None and not claimable(live, body):
                 raise ChildConflict(
-                    f"{ref.kind} {namespace}/{name} exists and is not managed by this handler"
+                    f"{ref.kind} {namespace}/{child} exists and is not managed by this handler"
                 )
-        for ref, wanted in wanted_children.items():
-            live = lives[ref]
+        for (ref, child, wanted), live in zip(wanted_children, lives, strict=True):
             if wanted is None:
                 if live is not None:
-                    await self.kube.delete(ref, namespace, name)
+                    await self.kube.delete(ref, namespace, child)
                     CHILD_WRITES.labels(ref.kind, "delete").inc()
-                    self._post(post, body, "Normal", "Deleted", f"{ref.kind} {name} is no longer needed")
+                    self._post(post, body, "Normal", "Deleted", f"{ref.kind} {child} is no longer needed")
                 continue
             if children.needs_apply(wanted, live):
                 # The whole wanted object, every time: server-side apply removes what
@@ -216,11 +265,13 @@ class Reconciler:
                 op = "create" if live is None else "update"
                 CHILD_WRITES.labels(ref.kind, op).inc()
                 verb = "Created" if live is None else "Updated"
-                self._post(post, body, "Normal", verb, f"{verb.lower()} {ref.kind} {name}")
+                self._post(post, body, "Normal", verb, f"{verb.lower()} {ref.kind} {child}")
                 live = applied if applied is not None else live
-            if ref is children.DEPLOYMENTS:
-                live_deployment = live
-        return live_deployment
+            found[(ref.plural, child)] = live
+        return (
+            found.get((children.DEPLOYMENTS.plural, name)),
+            found.get((children.DEPLOYMENTS.plural, queue.processor_name(body))),
+        )
 
     async def cleanup(self, body: Mapping[str, Any]) -> list[str]:
         """Delete every child this CR owns (the finalizer's job); returns what was deleted.
@@ -234,13 +285,23 @@ class Reconciler:
         self._deleting.add(key)
         try:
             async with self._lock(key):
-                for ref in reversed(children.CHILD_REFS):
-                    live = await self.kube.get(ref, *key)
+                for ref, child, _ in reversed(self._wanted(body)):
+                    live = await self.kube.get(ref, key[0], child)
                     if live is None or not children.owned_by(live, body):
                         continue
-                    if await self.kube.delete(ref, *key):
+                    if await self.kube.delete(ref, key[0], child):
                         CHILD_WRITES.labels(ref.kind, "delete").inc()
                         deleted.append(ref.kind)
+                if (
+                    queue.is_dedicated(body)
+                    and queue.queue_spec(body).get("deletionPolicy") == queue.DELETE
+                    and self.queues.manage
+                ):
+                    try:
+                        if await self.queues.delete(body):
+                            deleted.append("Table")
+                    except Exception as exc:  # e.g. deletion protection: keep the data, say so
+                        log.warning("could not delete a dedicated table", extra={"error": repr(exc)})
         finally:
             self._deleting.discard(key)
             self._locks.pop(key, None)

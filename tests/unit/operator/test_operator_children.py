@@ -236,3 +236,45 @@ def test_the_pod_template_is_merged_into_the_handler_pod() -> None:
     assert [m["mountPath"] for m in handler["volumeMounts"]] == ["/tmp", "/models"]
     assert proxy == {"name": "proxy", "image": "envoy:1"}
     assert dep["spec"]["selector"]["matchLabels"]["streamer.dev/handler"] == "examples"
+
+
+def test_a_dedicated_queue_processor_reads_only_its_table_and_passes_the_network_policies() -> None:
+    from streamer_operator import queue
+    from streamer_operator.options import OperatorOptions
+
+    b = body(queue={"mode": "dedicated", "processors": {"replicas": 3}})
+    options = OperatorOptions(
+        processor_image="streamer:2",
+        processor_secret="aws",
+        processor_pod_labels=(
+            ("app.kubernetes.io/instance", "rel"),
+            ("app.kubernetes.io/component", "processor"),
+        ),
+    )
+    dep = queue.processor_deployment(b, options=options, prefix="p")
+    assert dep["metadata"]["name"] == "examples-processor"
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/instance"] == "rel"  # what the chart's NetworkPolicies select
+    assert labels["app.kubernetes.io/component"] == "processor"
+    assert dep["spec"]["selector"]["matchLabels"] == queue.processor_selector(b)
+    assert labels["app.kubernetes.io/name"] == "streamer-queue-processor"  # never the chart's processors
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STREAMER_REQUESTS_TABLE"] == "p-requests.team.examples"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "aws", "optional": True}}
+    ]
+    assert queue.processor_pdb(b) is not None
+    assert queue.processor_pdb(body(queue={"mode": "dedicated"})) is None
+    definition = queue.table_definition(
+        body(
+            queue={
+                "mode": "dedicated",
+                "deletionProtection": True,
+                "encryption": {"type": "KMS", "kmsKeyId": "k"},
+            }
+        ),
+        prefix="p",
+    )
+    assert definition["DeletionProtectionEnabled"] is True
+    assert definition["SSESpecification"] == {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": "k"}
+    assert definition["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
