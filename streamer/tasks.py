@@ -100,6 +100,13 @@ class TaskSet:
         for task in list(self._tasks):
             task.cancel()
 
+    async def drain(self, timeout: float) -> None:
+        """Let the tasks finish for up to ``timeout`` seconds, then cancel the rest and wait for them."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        self.cancel()
+        await self.wait()
+
     async def wait(self) -> None:
         """Wait for every task (failures and cancellations are not raised)."""
         if self._tasks:

@@ -21,13 +21,11 @@ error moves on to the other choice; at most :data:`MAX_TRIES` replicas are asked
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import random
 import socket
 import time
-from typing import Any
 
 import grpc
 from grpc import aio
@@ -37,6 +35,7 @@ from streamer.api.v1 import processor_pb2, processor_pb2_grpc
 from streamer.config import Settings
 from streamer.metrics import counter
 from streamer.store import RequestRecord
+from streamer.tasks import Background, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +94,8 @@ class Offers:
             processor_pb2_grpc.ProcessorStub,  # type: ignore[arg-type]  # async over an aio channel
             max_message_bytes=settings.grpc_max_message_bytes,
         )
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._resolver: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()
+        self._resolver = Background("resolve-processors")
         self._resolved_at = float("-inf")
         for address in self.addresses:
             split_address(address)  # fail at start on a malformed entry
@@ -134,8 +133,8 @@ class Offers:
     def _maybe_resolve(self) -> None:
         if time.monotonic() - self._resolved_at < RESOLVE_SECONDS:
             return
-        if self._resolver is None or self._resolver.done():
-            self._resolver = asyncio.create_task(self._resolve(), name="resolve-processors")
+        if not self._resolver.running:
+            self._resolver.start(self._resolve())
 
     def _choices(self) -> list[_Replica]:
         now = time.monotonic()
@@ -150,9 +149,7 @@ class Offers:
         """Offer ``record`` in the background (the caller answers the client meanwhile)."""
         if not self.enabled:
             return
-        task = asyncio.create_task(self.offer(record), name=f"offer-{record.request_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.offer(record), name=f"offer-{record.request_id}")
 
     async def offer(self, record: RequestRecord) -> bool:
         """Offer until a replica accepts (at most :data:`MAX_TRIES`); True when one did."""
@@ -192,14 +189,7 @@ class Offers:
         return False
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.timeout)
-        for task in self._tasks:
-            task.cancel()
-        if self._resolver is not None:
-            self._resolver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resolver
+        await self._tasks.drain(self.timeout)
+        await self._resolver.stop()
         self.replicas = {}
         await self.channels.close()

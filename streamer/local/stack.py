@@ -49,6 +49,7 @@ from streamer.local import parent
 from streamer.local.devauth import DEV_JWT_SECRET, dev_token
 from streamer.local.dynamodb import DynamoDBLocal
 from streamer.local.ports import free_port
+from streamer.retry import Backoff
 
 if TYPE_CHECKING:
     from streamer.local.dns import DnsStub
@@ -63,6 +64,7 @@ REPLICA_NETS: Mapping[str, int] = {"handler": 1, "router": 2}
 #: Restart backoff of the supervisor: first wait, cap, and how long up counts as recovered.
 RESTART_FIRST_SECONDS = 0.5
 RESTART_MAX_SECONDS = 30.0
+_RESTART_BACKOFF = Backoff(base=RESTART_FIRST_SECONDS, cap=RESTART_MAX_SECONDS, jitter=0.0)
 RESTART_RESET_SECONDS = 30.0
 READY_LINE = "Streamer is ready: {url}"
 #: Defaults of the local stack that differ from the services' own (quick drain on Ctrl-C).
@@ -662,7 +664,7 @@ class LocalStack:
                     continue
                 self._publish(service.kind)  # out of its name while down, as a pod that is not ready
                 failures[name] = failures.get(name, 0) + 1
-                delay = min(RESTART_MAX_SECONDS, RESTART_FIRST_SECONDS * 2 ** (failures[name] - 1))
+                delay = _RESTART_BACKOFF.delay(failures[name])
                 code = service.process.returncode if service.process is not None else None
                 notify(
                     f"{name} exited with status {code}; restarting in {delay:g} s (restart {failures[name]})"

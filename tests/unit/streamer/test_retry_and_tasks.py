@@ -73,3 +73,14 @@ async def test_task_set_keeps_tasks_until_done_and_cancels_them() -> None:
     tasks.cancel()
     await tasks.wait()
     assert slow.cancelled() and len(tasks) == 0
+
+
+async def test_task_set_drain_lets_quick_tasks_finish_and_cancels_the_rest() -> None:
+    async def at_once() -> str:
+        return "done"
+
+    tasks = TaskSet()
+    quick = tasks.spawn(at_once())
+    slow = tasks.spawn(asyncio.Event().wait())
+    await tasks.drain(timeout=0.5)
+    assert quick.result() == "done" and slow.cancelled() and len(tasks) == 0
