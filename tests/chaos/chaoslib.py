@@ -94,6 +94,19 @@ ACTION_OVERRIDES: dict[str, dict[str, object]] = {ACTION: {"maxAttempts": MAX_AT
 #: ``STREAMER_MAX_RECOVERIES`` as the services see it (the default).
 MAX_RECOVERIES = 3
 KINDS = ("processor", "handler", "connect", "router")
+#: DynamoDB as AWS runs it, for the fault phases (``streamer.local.faultproxy`` specs): a few
+#: throttled calls and 500s (the SDK retries them), some slow ones, writes whose answer is
+#: lost, and the requests table's indexes answering up to 1 s late. (Base-table queries —
+#: the subscriptions of a request — are left current until they are read consistently.)
+DYNAMODB_FAULTS: tuple[str, ...] = (
+    "throttle:rate=0.03",
+    "error:rate=0.01",
+    "latency:rate=0.1,latency=0.02",
+    "ambiguous:rate=0.05",
+    "stale:rate=0.5,stale=1.0,ops=Query,tables=requests",
+)
+#: The clock-skew phases: one processor 5 s off, and the skew the processors tolerate.
+SKEW_ENV: tuple[tuple[str, str], ...] = (("STREAMER_CLOCK_SKEW_SECONDS", "6"),)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,12 @@
 stack the module shares with the regression tests of bugs the chaos run found.
 ``test_chaos_long`` (``make chaos``): 1,000 requests with 100 in flight, four rounds of
 kills and a 10 s DynamoDB outage; it writes its figures to docs/reliability.md.
+
+DynamoDB as AWS runs it and clocks that disagree: ``test_chaos_dynamodb_short`` (in
+``make test``) runs requests through the fault proxy (throttling, 500s, latency, lost
+answers to landed writes, stale index reads) with one processor's clock 5 s ahead;
+``test_chaos_faults_long`` is the long run plus those faults, ``test_chaos_skew_long``
+kills processors while one runs 5 s behind (both in ``make chaos``, with figures).
 See :mod:`chaoslib` for what is measured and how.
 """
 
@@ -20,7 +26,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from chaoslib import KINDS, ChaosConfig, Figures, run_chaos, start_chaos_stack, write_section
+from chaoslib import (
+    DYNAMODB_FAULTS,
+    KINDS,
+    SKEW_ENV,
+    ChaosConfig,
+    Figures,
+    run_chaos,
+    start_chaos_stack,
+    write_section,
+)
 
 from examples.handlers import handlers
 from streamer import rpc
@@ -64,6 +79,8 @@ def check(figures: Figures, config: ChaosConfig) -> None:
     assert figures.kills_survived == len(KINDS) * config.kill_rounds
     assert figures.progress_frames > 0
     assert figures.secrets_in_logs == 0, detail
+    assert figures.concurrent_runs == 0, detail
+    assert max(figures.handler_runs, default=0) <= figures.runs_allowed, figures.handler_runs
     # Most requests complete; the rest FAILED with a reason (retries exhausted while a
     # handler was down), never silently.
     assert figures.completed >= figures.accepted * 0.8, figures.failure_reasons
@@ -219,4 +236,69 @@ async def test_chaos_long(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[
         f"{config.in_flight} in flight, {config.clients} clients, {config.kill_rounds} rounds of kills, "
         f"DynamoDB down {config.outage_seconds:g} s once):\n\n{figures.table()}\n",
     )
+    check(figures, config)
+
+
+@pytest.mark.timeout(150)
+async def test_chaos_dynamodb_short(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """AWS's failures through the fault proxy, and one processor's clock 5 s ahead."""
+    config = ChaosConfig(
+        requests=40,
+        in_flight=20,
+        clients=6,
+        tenants=2,
+        submit_seconds=12.0,
+        kill_rounds=0,
+        outage_seconds=0.0,
+        result_timeout=45.0,
+        request_budget=80.0,
+        drain_budget=60.0,
+        seed=18,
+        connects=1,
+        faults=DYNAMODB_FAULTS,
+        skew_seconds=5.0,
+        env=SKEW_ENV,
+    )
+    figures = await run_chaos(config, run_dir=tmp_path, mode="dynamodb-short")
+    report(figures, capsys)
+    check(figures, config)
+    assert sum(figures.faults_injected.values()) > 0, figures.faults_injected
+
+
+def _long_section(marker: str, title: str, config: ChaosConfig, figures: Figures) -> None:
+    when = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    write_section(
+        marker,
+        f"{title} ({when}, {platform.machine()}, {config.requests} requests, {config.in_flight} in flight, "
+        f"{config.clients} clients, {config.kill_rounds} rounds of kills):\n\n{figures.table()}\n",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_chaos_faults_long(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The long run (kills and an outage) with DynamoDB failing as AWS's does, throughout."""
+    config = ChaosConfig(faults=DYNAMODB_FAULTS, seed=1801)
+    figures = await run_chaos(config, run_dir=tmp_path, mode="faults-long")
+    report(figures, capsys)
+    _long_section("chaos-faults-figures", "Latest `make chaos` DynamoDB-faults phase", config, figures)
+    check(figures, config)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+async def test_chaos_skew_long(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One processor's clock 5 s behind while processes keep dying."""
+    config = ChaosConfig(
+        requests=500,
+        submit_seconds=75.0,
+        kill_rounds=2,
+        outage_seconds=0.0,
+        skew_seconds=-5.0,
+        env=SKEW_ENV,
+        seed=1802,
+    )
+    figures = await run_chaos(config, run_dir=tmp_path, mode="skew-long")
+    report(figures, capsys)
+    _long_section("chaos-skew-figures", "Latest `make chaos` clock-skew phase", config, figures)
     check(figures, config)
