@@ -43,6 +43,8 @@ export interface ClientOptions {
     systemTimeoutMs?: number;
     /** How long opening the socket may take (default 10000 ms). */
     connectTimeoutMs?: number;
+    /** After a reconnect, how long `$resume`'s answers may take before silent requests are asked for one by one (default 3000 ms). */
+    resumeGraceMs?: number;
     /** The WebSocket implementation (default `globalThis.WebSocket`; Node 20 needs `--experimental-websocket` or this). */
     WebSocket?: WebSocketConstructor;
     /** Called with every server message (including published ones), e.g. for logging. */
@@ -89,6 +91,8 @@ export declare class RequestHandle {
     readonly messages: RequestEvent[];
     acknowledged: boolean;
     subscribed: boolean;
+    /** @internal When the client last received a message of this request (ms since the epoch). */
+    lastSeenAt: number;
     /** PENDING, PROCESSING, COMPLETED, FAILED or CANCELLED, as far as the client knows. */
     status: string | undefined;
     percentage: number;
@@ -191,6 +195,14 @@ export declare class StreamerClient {
     private reconnectLoop;
     /** After a reconnect: re-send unacknowledged frames, `$resume`, re-subscribe, re-send system calls. */
     private reattach;
+    /**
+     * `$resume` answers a user's unfinished requests and those finished in the last minutes (a
+     * bounded number). A request of this client that it did not mention (finished long ago while
+     * the client was away, or crowded out) is asked for by `$subscribe`: it answers the request's
+     * stored state, its outcome if over, and attaches it if not. So every pending promise settles,
+     * whatever the request's age. Sent in small batches, well under the gateway's rate limit.
+     */
+    private followUnanswered;
     private sendAutoResume;
     /** Send when open; frames that matter are re-sent by `reattach` after a reconnect anyway. */
     private send;

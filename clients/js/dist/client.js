@@ -66,6 +66,8 @@ export class RequestHandle {
     messages = [];
     acknowledged = false;
     subscribed = false;
+    /** @internal When the client last received a message of this request (ms since the epoch). */
+    lastSeenAt = 0;
     /** PENDING, PROCESSING, COMPLETED, FAILED or CANCELLED, as far as the client knows. */
     status;
     percentage = 0;
@@ -130,6 +132,7 @@ export class RequestHandle {
     feed(msg) {
         if (this.done)
             return; // a replayed or late message after the end: the outcome is fixed
+        this.lastSeenAt = Date.now();
         switch (msg.type) {
             case "progress": {
                 const key = JSON.stringify([msg.seq, msg.percentage, msg.message]);
@@ -237,6 +240,7 @@ export class StreamerClient {
             reconnectMaxDelayMs: 10000,
             systemTimeoutMs: 10000,
             connectTimeoutMs: 10000,
+            resumeGraceMs: 3000,
             ...options,
         };
         if (this.options.tokenIn !== "subprotocol" && this.options.tokenIn !== "query") {
@@ -688,6 +692,29 @@ export class StreamerClient {
         }
         for (const call of this.calls.values())
             this.send(call.frame);
+        const since = Date.now();
+        if (pending.some((h) => h.frame && h.acknowledged)) {
+            void this.sleep(this.options.resumeGraceMs).then(() => this.followUnanswered(since));
+        }
+    }
+    /**
+     * `$resume` answers a user's unfinished requests and those finished in the last minutes (a
+     * bounded number). A request of this client that it did not mention (finished long ago while
+     * the client was away, or crowded out) is asked for by `$subscribe`: it answers the request's
+     * stored state, its outcome if over, and attaches it if not. So every pending promise settles,
+     * whatever the request's age. Sent in small batches, well under the gateway's rate limit.
+     */
+    async followUnanswered(since) {
+        const silent = [...this.requests.values()].filter((h) => !h.done && h.frame && h.acknowledged && h.lastSeenAt < since);
+        for (let i = 0; i < silent.length; i += 20) {
+            if (this.closing || this.stateValue !== "open")
+                return; // the next reconnect starts over
+            for (const handle of silent.slice(i, i + 20)) {
+                if (!handle.done)
+                    this.send({ action: "$subscribe", id: newId("sub"), payload: { request_id: handle.requestId } });
+            }
+            await this.sleep(250);
+        }
     }
     sendAutoResume(retry) {
         const id = newId("resume");

@@ -71,6 +71,8 @@ export interface ClientOptions {
   systemTimeoutMs?: number;
   /** How long opening the socket may take (default 10000 ms). */
   connectTimeoutMs?: number;
+  /** After a reconnect, how long `$resume`'s answers may take before silent requests are asked for one by one (default 3000 ms). */
+  resumeGraceMs?: number;
   /** The WebSocket implementation (default `globalThis.WebSocket`; Node 20 needs `--experimental-websocket` or this). */
   WebSocket?: WebSocketConstructor;
   /** Called with every server message (including published ones), e.g. for logging. */
@@ -167,6 +169,8 @@ export class RequestHandle {
   readonly messages: RequestEvent[] = [];
   acknowledged = false;
   subscribed = false;
+  /** @internal When the client last received a message of this request (ms since the epoch). */
+  lastSeenAt = 0;
   /** PENDING, PROCESSING, COMPLETED, FAILED or CANCELLED, as far as the client knows. */
   status: string | undefined;
   percentage = 0;
@@ -230,6 +234,7 @@ export class RequestHandle {
   /** @internal */
   feed(msg: RequestEvent): void {
     if (this.done) return; // a replayed or late message after the end: the outcome is fixed
+    this.lastSeenAt = Date.now();
     switch (msg.type) {
       case "progress": {
         const key = JSON.stringify([msg.seq, msg.percentage, msg.message]);
@@ -322,6 +327,7 @@ export class StreamerClient {
       | "reconnectMaxDelayMs"
       | "systemTimeoutMs"
       | "connectTimeoutMs"
+      | "resumeGraceMs"
     >
   > &
     ClientOptions;
@@ -348,6 +354,7 @@ export class StreamerClient {
       reconnectMaxDelayMs: 10000,
       systemTimeoutMs: 10000,
       connectTimeoutMs: 10000,
+      resumeGraceMs: 3000,
       ...options,
     };
     if (this.options.tokenIn !== "subprotocol" && this.options.tokenIn !== "query") {
@@ -802,6 +809,28 @@ export class StreamerClient {
       }
     }
     for (const call of this.calls.values()) this.send(call.frame);
+    const since = Date.now();
+    if (pending.some((h) => h.frame && h.acknowledged)) {
+      void this.sleep(this.options.resumeGraceMs).then(() => this.followUnanswered(since));
+    }
+  }
+
+  /**
+   * `$resume` answers a user's unfinished requests and those finished in the last minutes (a
+   * bounded number). A request of this client that it did not mention (finished long ago while
+   * the client was away, or crowded out) is asked for by `$subscribe`: it answers the request's
+   * stored state, its outcome if over, and attaches it if not. So every pending promise settles,
+   * whatever the request's age. Sent in small batches, well under the gateway's rate limit.
+   */
+  private async followUnanswered(since: number): Promise<void> {
+    const silent = [...this.requests.values()].filter((h) => !h.done && h.frame && h.acknowledged && h.lastSeenAt < since);
+    for (let i = 0; i < silent.length; i += 20) {
+      if (this.closing || this.stateValue !== "open") return; // the next reconnect starts over
+      for (const handle of silent.slice(i, i + 20)) {
+        if (!handle.done) this.send({ action: "$subscribe", id: newId("sub"), payload: { request_id: handle.requestId } });
+      }
+      await this.sleep(250);
+    }
   }
 
   private sendAutoResume(retry: number): void {

@@ -160,6 +160,58 @@ describe("subscriptions across reconnects", () => {
   });
 });
 
+describe("requests of any age", () => {
+  test("a request $resume no longer reports still settles after a reconnect", async () => {
+    // Its own user, so that only this test's requests count against $resume's cap.
+    const who = { user: uid("aged"), tenant: "aged" };
+    let release;
+    const gate = new Promise((resolve) => {
+      release = resolve;
+    });
+    let opens = 0;
+    const client = await connect(URL_, {
+      token: async () => {
+        opens += 1;
+        if (opens > 1) await gate; // the reconnect waits until the request is out of $resume's reach
+        return token(who);
+      },
+      reconnectDelayMs: 20,
+      resumeGraceMs: 500,
+    });
+    const other = await connect(URL_, { token: token(who) });
+    try {
+      const id = uid("old");
+      const handle = client.start("echo_async", { message: "from long ago" }, { id });
+      for await (const msg of handle.events()) if (msg.type === "acknowledgment") break;
+      client.dropConnection();
+      for (let i = 0; i < 200 && (await other.status(id)).status !== "COMPLETED"; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // $resume answers at most the 100 newest finished requests: 101 newer ones crowd it out.
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 25 }, async () => {
+          while (next < 101) {
+            next += 1;
+            await other.request("echo_async", { message: "newer" });
+          }
+        }),
+      );
+      release();
+      const result = await handle.result();
+      assert.equal(result.message, "from long ago");
+      const last = handle.messages.at(-1);
+      assert.equal(last.type, "status"); // the $subscribe answer, not a $resume one
+      assert.equal(last.resumed, undefined);
+      assert.equal(client.reconnects, 1);
+    } finally {
+      release();
+      client.close();
+      other.close();
+    }
+  });
+});
+
 describe("connecting", () => {
   test("the token goes in Sec-WebSocket-Protocol and only streamer.v1 comes back", async () => {
     const ws = new WebSocket(URL_, ["streamer.v1", token()]);
