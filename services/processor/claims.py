@@ -54,6 +54,7 @@ _IMAGE_FIELDS = (
     "cancel_requested",
     "offer_until",
     "claim_token",
+    "subscribed",
 )
 #: How long before its claim's deadline an unrenewed job is stopped (at most; a
 #: quarter of the claim when that is shorter): time for the handler call's cancel to
@@ -148,6 +149,17 @@ def cancel_from_record(record: Mapping[str, Any]) -> CancelSignal | None:
         attempt=int(new.get("attempt", 1)),
         token=str(new["claim_token"]) if new.get("claim_token") else None,
     )
+
+
+def subscribed_from_record(record: Mapping[str, Any]) -> str | None:
+    """The id of a PROCESSING request that just got its first subscriber (``$subscribe``'s mark), or None."""
+    new = _image(record, "NewImage")
+    if not new or new.get("status") != PROCESSING or not new.get("subscribed"):
+        return None
+    old = _image(record, "OldImage")
+    if old and old.get("subscribed"):
+        return None
+    return str(new["request_id"])
 
 
 def candidate_from_request(record: RequestRecord, *, source: str) -> Candidate:
@@ -322,6 +334,12 @@ class ClaimKeeper:
             return False
         self._stop(job, StopReason.CANCEL)
         return True
+
+    def note_subscribed(self, request_id: str) -> None:
+        """A job we hold got subscribers (seen on the stream): its frames go to them from now on."""
+        job = self.jobs.get(request_id)
+        if job is not None and not job.record.subscribed:
+            job.record = dataclasses.replace(job.record, subscribed=True)
 
     def _stop(self, job: Job, reason: StopReason) -> None:
         job.request_stop(reason)

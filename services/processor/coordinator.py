@@ -94,12 +94,27 @@ class HeldLease:
 
     Both writes are conditional on the counter; without the lock a checkpoint
     racing a renew (which bumps the counter) would fail and look like a lost lease.
+
+    The reader's progress is not written per batch: :meth:`note` remembers the
+    latest sequence handled, and the next renew (every ``lease_seconds / 3``) or
+    the release carries it in the same write — no write of its own. A crash
+    re-reads what was handled since (conditional claims make that harmless).
     """
 
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
         self.lock = asyncio.Lock()
         self.lost = False
+        #: The latest sequence number handled and not yet written.
+        self.pending: str | None = None
+
+    def note(self, sequence: str) -> None:
+        """The reader handled everything up to ``sequence`` (written with the next renew)."""
+        self.pending = sequence
+
+    def _written(self, sequence: str | None) -> None:
+        if sequence is not None and self.pending == sequence:
+            self.pending = None
 
     @property
     def shard_id(self) -> str:
@@ -109,11 +124,13 @@ class HeldLease:
         async with self.lock:
             if self.lost:
                 return False
+            sequence = self.pending
             try:
-                self.lease = await store.renew(self.lease, duration=duration)
+                self.lease = await store.renew(self.lease, duration=duration, checkpoint=sequence)
             except ConditionFailed:
                 self.lost = True
                 return False
+            self._written(sequence)
             return True
 
     async def checkpoint(self, store: LeaseStore, *, sequence: str) -> bool:
@@ -125,6 +142,7 @@ class HeldLease:
             except ConditionFailed:
                 self.lost = True
                 return False
+            self.pending = None  # a direct checkpoint (SHARD_END) supersedes anything noted
             return True
 
     async def release(self, store: LeaseStore) -> None:
@@ -133,7 +151,7 @@ class HeldLease:
                 return
             self.lost = True
             with contextlib.suppress(ConditionFailed):
-                await store.release(self.lease)
+                await store.release(self.lease, checkpoint=self.pending)
             metrics.LEASE_CHANGES.labels("released").inc()
 
 
@@ -304,17 +322,11 @@ class ShardReader:
             # Claims never raise by design; if something did, the sweeper still
             # finds every PENDING request, so moving on loses nothing.
             log.exception("handling stream records failed", extra={"shard": self.shard_id})
+        # Written with the lease's next renew or its release (see HeldLease), not now:
+        # the next GetRecords does not wait for a checkpoint write.
         sequence = str(records[-1]["dynamodb"]["SequenceNumber"])
-        try:
-            if await self.held.checkpoint(self.leases, sequence=sequence):
-                self.position = sequence
-            else:
-                log.info("lease lost; reader stops", extra={"shard": self.shard_id})
-        except StoreError as exc:
-            # Keep reading from memory; the next batch checkpoints further. A crash
-            # before then re-reads these records, which the claims make harmless.
-            self.position = sequence
-            log.warning("checkpoint failed", extra={"shard": self.shard_id, "error": str(exc)})
+        self.position = sequence
+        self.held.note(sequence)
 
     async def _finish(self) -> None:
         """The shard is fully read (closed, or gone): checkpoint SHARD_END."""

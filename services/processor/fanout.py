@@ -3,10 +3,14 @@
 Progress, ``complete`` and ``error`` frames go to the request's ``connection_id``
 and to each connection subscribed to it (``$subscribe``), in one
 :meth:`~streamer.delivery.Delivery.send_many` — grouped by connect pod, one gRPC
-call per pod. The subscriber list is read from the subscriptions table and cached
-for ``cache_seconds`` per request, so a burst of progress frames costs one query;
-a connection that subscribes mid-run hears from the next frame after the cache
-expires (the terminal frame always re-reads the list).
+call per pod. The subscriber list is read from the subscriptions table only for a
+request marked ``subscribed`` (``$subscribe`` marks it after writing the
+subscription), and cached for ``cache_seconds`` per request, so a burst of progress
+frames costs one query and a request nobody subscribed to costs none. The processor
+learns the mark from the records its own writes return (claim, renew, progress,
+final write) and from the stream when it reads the request's shard, so a connection
+that subscribes mid-run hears from a frame shortly after (at the latest the next
+claim renewal); the terminal frame always re-reads the list when marked.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ class Fanout:
 
     async def recipients(self, record: RequestRecord, *, fresh: bool = False) -> list[str]:
         """The connection ids to reach: the owner's first, then subscribers (no duplicates)."""
+        ids = [record.connection_id] if record.connection_id else []
+        if not record.subscribed:
+            return ids
         now = time.monotonic()
         cached = None if fresh else self._cache.get(record.request_id)
         if cached is not None and cached[0] > now:
@@ -58,7 +65,6 @@ class Fanout:
                 )
                 subscribers = cached[1] if cached else []
             self._cache[record.request_id] = (now + self.cache_seconds, subscribers)
-        ids = [record.connection_id] if record.connection_id else []
         return list(dict.fromkeys([*ids, *subscribers]))
 
     async def publish(

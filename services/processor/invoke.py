@@ -78,6 +78,7 @@ from streamer.registry import ActionSpec, Registry
 from streamer.retry import Backoff
 from streamer.store import Store
 from streamer.store.errors import ItemTooLarge, StoreError, TransitionRefused
+from streamer.store.requests import RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class Invoker:
 
     async def _persist(self, job: Job, progress: dict[str, Any]) -> None:
         try:
-            await self.store.requests.save_progress(
+            job.record = await self.store.requests.save_progress(
                 job.request_id, owner=self.worker_id, attempt=job.attempt, token=job.token, progress=progress
             )
         except TransitionRefused:
@@ -303,7 +304,7 @@ class Invoker:
         """
         self.keeper.remove(job)
         try:
-            await write
+            ended = await write
         except TransitionRefused:
             self._lost(job)
             return False
@@ -315,6 +316,8 @@ class Invoker:
         except StoreError as exc:
             self._store_trouble(job, exc)
             return False
+        if isinstance(ended, RequestRecord):
+            job.record = ended  # as written: the final frame's recipients follow its `subscribed`
         return True
 
     async def _complete(self, job: Job, outcome: Outcome, last: dict[str, Any] | None) -> None:

@@ -38,6 +38,7 @@ from services.processor.claims import (
     cancel_from_record,
     candidate_from_record,
     settled_from_record,
+    subscribed_from_record,
 )
 from services.processor.coordinator import LeaseCoordinator, PollPolicy
 from services.processor.dispatch import Dispatcher
@@ -300,6 +301,9 @@ class Processor:
             signal = cancel_from_record(record)
             if signal is not None:
                 self._cancel_signal(signal)
+            subscribed = subscribed_from_record(record)
+            if subscribed is not None:
+                self.keeper.note_subscribed(subscribed)
         candidates = list(pending.values())
         if not candidates:
             return

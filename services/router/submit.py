@@ -11,11 +11,12 @@ no connection of its own. Who hears about it:
 - a connection opened later finds it with ``$resume`` (it is the user's request,
   created within the look-back) or ``$status``/``$subscribe`` with its id.
 
-The subscription is written after the request and the request read again (the
-``attach`` order of ``$subscribe``): if it ended in between, its outcome is sent to
-the connections here, so a fast request's result is never missed. The request is
-offered to a processor (direct dispatch) only after that, so its first progress
-frames find the subscriptions (the stream and the sweeper wait for the offer grace).
+The subscriptions are written after the request, then the request is marked
+``subscribed`` and that write's answer read (the ``attach`` order of ``$subscribe``):
+if it ended in between, its outcome is sent to the connections here, so a fast
+request's result is never missed. The request is offered to a processor (direct
+dispatch) only after that, so its first progress frames find the subscriptions (the
+stream and the sweeper wait for the offer grace).
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class Submitter:
                 user_id=record.user_id,
                 tenant_id=record.tenant_id,
             )
-        fresh = await self.store.requests.get(record.request_id)
+        # The mark (the processor reads subscribers only of marked requests) is the re-read.
+        fresh = await self.store.requests.mark_subscribed(record.request_id)
         if fresh is not None and fresh.terminal:
             await self.delivery.send_many(ids, outcome_frame(fresh), final=True)
         return len(ids)

@@ -50,14 +50,16 @@ def _target(call: Call) -> str | None:
 
 
 async def attach(store: Store, record: RequestRecord, call: Call) -> RequestRecord:
-    """Subscribe ``call``'s connection to ``record``, then read the record again.
+    """Subscribe ``call``'s connection to ``record``, then mark the request (and re-read it).
 
-    The processor writes the outcome *before* it reads the subscribers, and we write the
-    subscription *before* this re-read: so either it sees our subscription and delivers
-    the outcome here, or we see the outcome and answer with it (possibly both — clients
-    drop the duplicate). Without the re-read, a request finishing between our first read
-    and the subscription was reported as still running and its result never arrived
-    (found by the chaos run).
+    The processor reads the subscribers only of a request marked ``subscribed``, and it
+    learns the mark from its own final write (which returns the record); we write the
+    subscription *before* the mark, and the mark's write returns the record as it is
+    now: so either the processor's final write sees the mark (and then our subscription)
+    and delivers the outcome here, or our mark sees the outcome and we answer with it
+    (possibly both — clients drop the duplicate). Without the re-read, a request
+    finishing between our first read and the subscription was reported as still running
+    and its result never arrived (found by the chaos run).
     """
     await store.subscriptions.subscribe(
         request_id=record.request_id,
@@ -65,7 +67,7 @@ async def attach(store: Store, record: RequestRecord, call: Call) -> RequestReco
         user_id=call.user_id,
         tenant_id=call.tenant_id,
     )
-    fresh = await store.requests.get(record.request_id)
+    fresh = await store.requests.mark_subscribed(record.request_id)
     return fresh if fresh is not None else record
 
 

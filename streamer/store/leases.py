@@ -145,13 +145,15 @@ class LeaseStore(TableStore):
             values={"c": lease.counter, "o": owner, "e": now() + duration, "n": lease.counter + 1},
         )
 
-    async def renew(self, lease: Lease, *, duration: float) -> Lease:
-        """Renew our lease; fails if someone took it (counter moved)."""
+    async def renew(self, lease: Lease, *, duration: float, checkpoint: str | None = None) -> Lease:
+        """Renew our lease (and record ``checkpoint`` in the same write); fails if someone took it."""
+        values = {"o": lease.owner, "c": lease.counter, "e": now() + duration, "n": lease.counter + 1}
+        update = "SET expires_at = :e, #counter = :n"
+        if checkpoint is not None:
+            update += ", checkpoint = :s"
+            values["s"] = checkpoint
         return await self._conditional(
-            lease.lease_key,
-            condition="#owner = :o AND #counter = :c",
-            update="SET expires_at = :e, #counter = :n",
-            values={"o": lease.owner, "c": lease.counter, "e": now() + duration, "n": lease.counter + 1},
+            lease.lease_key, condition="#owner = :o AND #counter = :c", update=update, values=values
         )
 
     async def checkpoint(self, lease: Lease, *, sequence: str) -> Lease:
@@ -163,13 +165,18 @@ class LeaseStore(TableStore):
             values={"o": lease.owner, "c": lease.counter, "s": sequence},
         )
 
-    async def release(self, lease: Lease) -> Lease:
-        """Give a lease up (clean shutdown) so another worker takes it at once."""
+    async def release(self, lease: Lease, *, checkpoint: str | None = None) -> Lease:
+        """Give a lease up (clean shutdown) so another worker takes it at once; ``checkpoint`` too."""
+        values = {"o": lease.owner, "c": lease.counter, "e": 0, "n": lease.counter + 1}
+        update = "SET expires_at = :e, #counter = :n"
+        if checkpoint is not None:
+            update += ", checkpoint = :s"
+            values["s"] = checkpoint
         return await self._conditional(
             lease.lease_key,
             condition="#owner = :o AND #counter = :c",
-            update="SET expires_at = :e, #counter = :n REMOVE #owner",
-            values={"o": lease.owner, "c": lease.counter, "e": 0, "n": lease.counter + 1},
+            update=update + " REMOVE #owner",
+            values=values,
         )
 
     async def delete(self, key: str) -> None:

@@ -91,6 +91,9 @@ class RequestRecord:
     offer_until: float | None = None
     #: The live claim's fencing token (kept on the item after the claim's terminal write).
     claim_token: str | None = None
+    #: Set by ``$subscribe`` (and re-attaching) after writing a subscription: the
+    #: processor queries the subscriptions table only for requests that carry it.
+    subscribed: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -475,6 +478,24 @@ class RequestStore(TableStore):
             also="claim_expires_at < :now",
             values={"now": t - skew},
         )
+
+    async def mark_subscribed(self, request_id: str) -> RequestRecord | None:
+        """Mark the request as having subscribers; the record as it is now (None if gone).
+
+        Written *after* the subscription, so that of this write and the processor's
+        final write (which returns the record, mark included) one sees the other: either
+        the processor finds the mark and reads the subscribers, or this returns the
+        outcome and the caller answers with it. The answer doubles as the re-read.
+        """
+        try:
+            return await self._update(
+                request_id,
+                condition="attribute_exists(request_id)",
+                expected="an existing request",
+                set_values={"subscribed": True},
+            )
+        except TransitionRefused:
+            return None
 
     async def cancel(self, request_id: str, *, tenant_id: str) -> RequestRecord:
         """``$cancel``: PENDING → CANCELLED at once; PROCESSING → cancel requested.

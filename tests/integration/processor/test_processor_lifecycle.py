@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import itertools
 
@@ -62,7 +63,8 @@ async def test_subscriber_receives_the_same_updates(env: Env) -> None:
     await env.processor("w-sub")
     owner = await env.connection()
     watcher = await env.connection()
-    record = env.new_request("p_fast", {"n": 1}, connection_id=owner)
+    # As $subscribe leaves it: the subscription, and the request marked `subscribed`.
+    record = dataclasses.replace(env.new_request("p_fast", {"n": 1}, connection_id=owner), subscribed=True)
     await env.store.subscriptions.subscribe(
         request_id=record.request_id, connection_id=watcher, user_id="u2", tenant_id="t1"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -263,7 +264,9 @@ async def test_async_resend_answers_current_state_never_a_second_request(
     )
     assert again["type"] == "status" and again["status"] == PENDING and again["request_id"] == rid
     record = await router_store.requests.get(rid)
-    assert record == created  # untouched: same payload, same connection
+    assert record is not None and record.subscribed  # marked: it has a subscriber now
+    # Otherwise untouched: same payload, same connection.
+    assert dataclasses.replace(record, subscribed=False) == created
     subs = await router_store.subscriptions.for_request(rid)
     assert [s.connection_id for s in subs] == ["conn-new"]  # re-attached to where it was re-sent
 

@@ -400,7 +400,7 @@ async def test_fanout_reaches_owner_and_same_tenant_subscribers_once() -> None:
     sender = FakeSender()
     subs = FakeSubscriptions([sub("s1"), sub("c"), sub("evil", tenant="other")])
     fan = Fanout(sender=sender, subscriptions=subs, cache_seconds=60)  # type: ignore[arg-type]
-    rec = record("r1")
+    rec = dataclasses.replace(record("r1"), subscribed=True)  # $subscribe marked it
     assert await fan.publish(rec, {"type": "progress"})
     assert await fan.publish(rec, {"type": "progress"})
     assert sender.calls[0][0] == ["c", "s1"]
@@ -408,6 +408,17 @@ async def test_fanout_reaches_owner_and_same_tenant_subscribers_once() -> None:
     await fan.publish(rec, {"type": "complete"}, final=True)
     assert subs.queries == 2, "the terminal frame re-reads the subscribers"
     assert sender.finals == [False, False, True], "only the terminal frame may bypass a breaker"
+
+
+async def test_fanout_queries_no_subscribers_for_an_unmarked_request() -> None:
+    sender = FakeSender()
+    subs = FakeSubscriptions([sub("s1")])
+    fan = Fanout(sender=sender, subscriptions=subs, cache_seconds=60)  # type: ignore[arg-type]
+    rec = record("r1")  # nobody ran $subscribe on it
+    assert await fan.publish(rec, {"type": "progress"})
+    await fan.publish(rec, {"type": "complete"}, final=True)
+    assert [call[0] for call in sender.calls] == [["c"], ["c"]]
+    assert subs.queries == 0
 
 
 def test_start_seq_continues_and_jumps_after_a_recovery() -> None:

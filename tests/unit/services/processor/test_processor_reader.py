@@ -15,7 +15,6 @@ from botocore.exceptions import ClientError
 
 from services.processor.coordinator import HeldLease, LeaseCoordinator, PollPolicy, ShardReader
 from streamer.config import load_settings
-from streamer.store.errors import ConditionFailed
 from streamer.store.leases import SHARD_END, TRIM_HORIZON, Lease
 
 ARN = "arn:stream"
@@ -51,36 +50,37 @@ class Streams:
 
 
 class Leases:
-    """Records checkpoints; ``refuse`` makes the next one fail as if the lease was taken."""
+    """Records checkpoints."""
 
     def __init__(self) -> None:
         self.checkpoints: list[str] = []
-        self.refuse = False
 
     async def checkpoint(self, lease: Lease, *, sequence: str) -> Lease:
-        if self.refuse:
-            raise ConditionFailed(lease.lease_key, "owner")
         self.checkpoints.append(sequence)
         return dataclasses.replace(lease, checkpoint=sequence)
 
 
 async def run_reader(
-    script: list[Any], *, checkpoint: str = TRIM_HORIZON, leases: Leases | None = None
+    script: list[Any], *, checkpoint: str = TRIM_HORIZON, leases: Leases | None = None, lose: bool = False
 ) -> Any:
+    """``lose``: the lease is lost (a renew was refused) while the first batch is handled."""
     streams = Streams(script)
     leases = leases or Leases()
     seen: list[list[str]] = []
-
-    async def on_records(shard_id: str, records: list[dict[str, Any]]) -> None:
-        seen.append([r["dynamodb"]["SequenceNumber"] for r in records])
-
     lease = Lease(
         lease_key="k", stream_arn=ARN, shard_id="shard-1", owner="w1", counter=3, checkpoint=checkpoint
     )
+    held = HeldLease(lease)
+
+    async def on_records(shard_id: str, records: list[dict[str, Any]]) -> None:
+        seen.append([r["dynamodb"]["SequenceNumber"] for r in records])
+        if lose:
+            held.lost = True
+
     reader = ShardReader(
         client=streams,
         stream_arn=ARN,
-        held=HeldLease(lease),
+        held=held,
         leases=leases,  # type: ignore[arg-type]
         on_records=on_records,
         poll=PollPolicy(idle_seconds=0.001),
@@ -109,8 +109,31 @@ async def test_reads_checkpoints_reopens_an_expired_iterator_and_ends_the_shard(
     )
     assert seen == [[f"{1:021d}", f"{2:021d}"], [f"{3:021d}"]]
     assert iterator_args(streams) == [("TRIM_HORIZON", None), ("AFTER_SEQUENCE_NUMBER", f"{2:021d}")]
-    assert leases.checkpoints == [f"{2:021d}", f"{3:021d}", SHARD_END]
-    assert reader.finished
+    # Batches are not checkpointed one by one (the lease's renew carries the position);
+    # the end of the shard is.
+    assert leases.checkpoints == [SHARD_END]
+    assert reader.finished and reader.held.pending is None
+
+
+async def test_the_position_is_noted_for_the_next_renew_and_written_with_it() -> None:
+    class RenewingLeases(Leases):
+        def __init__(self) -> None:
+            super().__init__()
+            self.renewed: list[str | None] = []
+
+        async def renew(self, lease: Lease, *, duration: float, checkpoint: str | None = None) -> Lease:
+            self.renewed.append(checkpoint)
+            return dataclasses.replace(lease, checkpoint=checkpoint or lease.checkpoint)
+
+    leases = RenewingLeases()
+    reader, _, _, _ = await run_reader(
+        [{"ShardIterator": "it-1"}, {"Records": [rec(1), rec(2)], "NextShardIterator": "it-2"}], leases=leases
+    )
+    assert leases.checkpoints == [] and reader.held.pending == f"{2:021d}"
+    assert await reader.held.renew(leases, duration=10)  # type: ignore[arg-type]
+    assert await reader.held.renew(leases, duration=10)  # type: ignore[arg-type]
+    assert leases.renewed == [f"{2:021d}", None]  # written once, with the renew
+    assert reader.held.lease.checkpoint == f"{2:021d}" and reader.held.pending is None
 
 
 async def test_starts_after_the_checkpoint() -> None:
@@ -160,10 +183,8 @@ async def test_throttling_backs_off_and_retries() -> None:
 
 
 async def test_a_lost_lease_stops_the_reader_without_finishing() -> None:
-    leases = Leases()
-    leases.refuse = True
     reader, streams, _, seen = await run_reader(
-        [{"ShardIterator": "it-1"}, {"Records": [rec(1)], "NextShardIterator": "it-2"}], leases=leases
+        [{"ShardIterator": "it-1"}, {"Records": [rec(1)], "NextShardIterator": "it-2"}], lose=True
     )
     assert seen == [[f"{1:021d}"]]
     assert not reader.finished and reader.held.lost
