@@ -67,6 +67,13 @@ class QueuedRequests(RequestStore):
                 return found
         return None
 
+    async def mark_subscribed(self, request_id: str) -> RequestRecord | None:
+        for store in self._all():
+            marked = await store.mark_subscribed(request_id)
+            if marked is not None:
+                return marked
+        return None
+
     async def cancel(self, request_id: str, *, tenant_id: str) -> RequestRecord:
         for store in self._all():
             if await store.get(request_id) is not None:

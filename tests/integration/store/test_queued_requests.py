@@ -47,3 +47,10 @@ async def test_requests_go_to_their_queue_and_are_found_by_id(store: Store) -> N
         await queued.cancel("heavy-2", tenant_id="other")
     with pytest.raises(NotFound):
         await queued.cancel("nobody", tenant_id="t1")
+
+    # $subscribe's mark lands in the request's own table; an unknown id marks nothing.
+    marked = await queued.mark_subscribed("heavy-2")
+    assert marked is not None and marked.subscribed
+    assert (await own.get("heavy-2")).subscribed is True  # type: ignore[union-attr]
+    assert await store.requests.get("heavy-2") is None  # no stray item in the shared table
+    assert await queued.mark_subscribed("nobody") is None
