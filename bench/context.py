@@ -41,15 +41,22 @@ class Context:
     def stack_env(self) -> dict[str, str]:
         return {**BENCH_ENV, "STREAMER_JWT_SECRET": self.secret}
 
-    async def start_stack(self, *, name: str, connects: int = 1, dynamodb_endpoint: str | None = None) -> Any:
-        """A LocalStack on the shared DynamoDB Local (or ``dynamodb_endpoint``)."""
+    async def start_stack(
+        self,
+        *,
+        name: str,
+        connects: int = 1,
+        dynamodb_endpoint: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Any:
+        """A LocalStack on the shared DynamoDB Local (or ``dynamodb_endpoint``); ``env`` adds settings."""
         from streamer.local.stack import LocalStack
 
         stack = LocalStack(
             dynamodb_endpoint=dynamodb_endpoint or self.dynamodb.endpoint,
             table_prefix=f"b{self.tag}{name}".replace("-", ""),
             connects=connects,
-            env=self.stack_env(),
+            env={**self.stack_env(), **(env or {})},
             run_dir=RESULTS / "stacks" / f"{self.tag}-{name}",
             ready_timeout=90.0,
         )

@@ -28,7 +28,7 @@ from bench.procs import RESULTS
 from bench.report import Row, markdown, print_table, write_json
 from bench.sizes import FULL, QUICK, Sizes
 
-SCENARIOS = ("connections", "sync", "async", "fanout", "peer", "profile")
+SCENARIOS = ("connections", "sync", "async", "fanout", "peer", "aws", "profile")
 
 
 def machine() -> dict[str, Any]:
@@ -139,6 +139,10 @@ async def _main(
             finally:
                 await async_jobs.stop_peer(peer_parts)
             lap("async+peer", t)
+        if "aws" in only:
+            t = time.monotonic()
+            rows += await async_jobs.aws_shaped(ctx)
+            lap("aws", t)
         if "fanout" in only:
             t = time.monotonic()
             rows += await fanout.run(ctx, stack=ctx.main_stack)

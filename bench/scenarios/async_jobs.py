@@ -288,3 +288,86 @@ async def stop_peer(parts: list[Any]) -> None:
             await part.stop()
         else:
             part.stop()
+
+
+#: AWS-shaped latency for scenario 6: an in-region DynamoDB call, DynamoDB Streams' read pace.
+AWS_DELAY_SECONDS = 0.004
+AWS_POLL_FLOOR_SECONDS = 0.2
+
+
+async def aws_shaped(ctx: Context) -> list[Row]:
+    """(6) ``echo_async`` with and without direct dispatch, behind AWS-shaped latency.
+
+    Each stack gets its own counting proxy with a 4 ms delay on every DynamoDB call and
+    at least 200 ms between GetRecords calls (:mod:`bench.servers.dynamo_proxy`), so a
+    request that waits for the stream waits as it would on AWS. "direct" is the normal
+    stack (the router offers each request to a processor); "stream only" is the same
+    stack with ``STREAMER_PROCESSOR_ADDRESSES`` empty (no offers: the pre-#12 path).
+    """
+    s = ctx.sizes
+    level = min(s.async_levels)
+    modes: tuple[tuple[str, dict[str, str]], ...] = (
+        ("direct", {}),
+        ("stream", {"STREAMER_PROCESSOR_ADDRESSES": ""}),
+    )
+    proxies: list[Child] = []
+    stacks: dict[str, Any] = {}
+    series: dict[tuple[str, str], Series] = {}
+    try:
+        for mode, env in modes:
+            proxy = await Child.start(
+                name=f"dynamo-proxy-aws-{mode}",
+                module="bench.servers.dynamo_proxy",
+                args=[
+                    "--upstream",
+                    ctx.dynamodb.endpoint,
+                    "--delay",
+                    str(AWS_DELAY_SECONDS),
+                    "--poll-floor",
+                    str(AWS_POLL_FLOOR_SECONDS),
+                ],
+            )
+            proxies.append(proxy)
+            port = (await proxy.expect("ready", timeout=30))["port"]
+            stacks[mode] = await ctx.start_stack(
+                name=f"aws{mode}", dynamodb_endpoint=f"http://127.0.0.1:{port}", env=env
+            )
+        for r in range(s.runs):
+            for mode, _ in modes:
+                result = await measure(
+                    ctx,
+                    kind="async",
+                    url=stacks[mode].ws_url,
+                    in_flight=level,
+                    label=f"aws-{mode}-{level}-{r}",
+                )
+                if result["errors"]:
+                    ctx.notes.append(
+                        f"aws-shaped {mode} run {r}: {result['errors']} errors {result['error_samples']}"
+                    )
+                for key, value in result.items():
+                    if isinstance(value, float):
+                        series.setdefault((mode, key), Series()).add(value)
+    finally:
+        for stack in stacks.values():
+            await ctx.stop_stack(stack)
+        await stop_all(proxies)
+    delay, floor = AWS_DELAY_SECONDS * 1000, AWS_POLL_FLOOR_SECONDS * 1000
+    case = f"{level} in flight, {delay:g} ms/call, GetRecords ≥ {floor:g} ms apart"
+    return [
+        Row(
+            scenario="6 AWS-shaped",
+            case=case,
+            metric=metric,
+            unit=unit,
+            streamer=series[("direct", key)],
+            baseline=series[("stream", key)],
+            baseline_name="Streamer, stream only (no Offer)",
+        )
+        for key, metric, unit in (
+            ("first_p50", "→first progress p50", "ms"),
+            ("first_p99", "→first progress p99", "ms"),
+            ("complete_p99", "→complete p99", "ms"),
+            ("rps", "completed", "req/s"),
+        )
+    ]

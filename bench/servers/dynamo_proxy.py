@@ -10,17 +10,27 @@ It adds latency, so it is used only in a separate counting run, never in a timed
 
 ``python -m bench.servers.dynamo_proxy --upstream URL``: ``ready`` with the port; the
 command ``counts`` answers ``{"event": "counts", "calls": {...}, "items": {...}}``.
+
+AWS-shaped latency (the ``aws`` scenario): ``--delay 0.004`` forwards every call that
+much later (an in-region round trip, which DynamoDB Local on loopback does not have),
+and ``--poll-floor 0.2`` keeps ``GetRecords`` calls at least that far apart (DynamoDB
+Streams allows about 5 per second per shard; the benchmark's stacks read one shard),
+so a request that waits for the stream waits as it would on AWS.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import json
 import re
+import time
+
+from aiohttp import web
 
 from bench.child import emit, next_command, run_child, stdin_lines
-from streamer.local.faultproxy import FaultProxy
+from streamer.local.faultproxy import Fault, FaultProxy
 
 _SET = re.compile(r"(#?\w+)\s*=")
 
@@ -39,6 +49,24 @@ def describe(op: str, body: bytes) -> str:
         fields = [names.get(n, n) for n in _SET.findall(expr.split(" REMOVE ")[0])]
         detail += " SET " + ",".join(sorted(set(fields))[:6])
     return detail
+
+
+class AwsShapedProxy(FaultProxy):
+    """The fault proxy with a floor between ``GetRecords`` calls (see the module docstring)."""
+
+    def __init__(self, upstream: str, *, poll_floor: float = 0.0, **kw: object) -> None:
+        super().__init__(upstream, **kw)  # type: ignore[arg-type]
+        self.poll_floor = poll_floor
+        self._next_read = 0.0
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        if self.poll_floor > 0 and request.headers.get("X-Amz-Target", "").endswith(".GetRecords"):
+            now = time.monotonic()
+            start = max(now, self._next_read)
+            self._next_read = start + self.poll_floor
+            if start > now:
+                await asyncio.sleep(start - now)
+        return await super()._forward(request)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -62,8 +90,9 @@ async def main(args: argparse.Namespace) -> None:
                 pass
 
     # The one DynamoDB proxy of the repository (the tests' and chaos runs' fault proxy),
-    # here with no fault: it only counts.
-    proxy = FaultProxy(args.upstream, on_call=count)
+    # here with no fault but, when asked, AWS-shaped latency.
+    faults = [Fault(kind="latency", rate=1.0, latency=args.delay)] if args.delay > 0 else []
+    proxy = AwsShapedProxy(args.upstream, on_call=count, faults=faults, poll_floor=args.poll_floor)
     await proxy.start()
     emit("ready", port=proxy.port)
     try:
@@ -81,6 +110,10 @@ def cli() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--upstream", required=True)
     p.add_argument("--max-seconds", type=float, default=900.0)
+    p.add_argument("--delay", type=float, default=0.0, help="seconds added to every call (e.g. 0.004)")
+    p.add_argument(
+        "--poll-floor", type=float, default=0.0, help="least seconds between GetRecords calls (e.g. 0.2)"
+    )
     args = p.parse_args()
     run_child(lambda: main(args), max_seconds=args.max_seconds)
 

@@ -27,7 +27,7 @@ PEER_READY = shutil.which("redis-server") is not None and all(
 
 @pytest.mark.timeout(900)
 def test_quick_bench_runs_and_writes_json(tmp_path: pathlib.Path) -> None:
-    only = "connections,sync,async,fanout,profile" + (",peer" if PEER_READY else "")
+    only = "connections,sync,async,fanout,aws,profile" + (",peer" if PEER_READY else "")
     out = tmp_path / "latest.json"
     env = {**os.environ, "BENCH_RESULTS_DIR": str(tmp_path / "results")}
     proc = subprocess.run(
@@ -45,7 +45,7 @@ def test_quick_bench_runs_and_writes_json(tmp_path: pathlib.Path) -> None:
     assert doc["meta"]["quick"] is True
     assert doc["meta"]["machine"]["nproc"] >= 1
     scenarios = {row["scenario"] for row in doc["rows"]}
-    expected = {"1 connections", "2 sync echo", "3 async echo", "4 fan-out"}
+    expected = {"1 connections", "2 sync echo", "3 async echo", "4 fan-out", "6 AWS-shaped"}
     if PEER_READY:
         expected.add("5 peer")
     assert expected <= scenarios, scenarios
