@@ -230,17 +230,40 @@ def uses_autoscaling(body: Mapping[str, Any]) -> bool:
     return bool(_spec(body).get("autoscaling"))
 
 
-def least_replicas(body: Mapping[str, Any]) -> int:
-    """Pods the handler runs at the least: what decides whether a PDB makes sense."""
-    spec = _spec(body)
-    if uses_autoscaling(body):
-        return int(spec["autoscaling"].get("minReplicas") or DEFAULT_MIN_REPLICAS)
-    replicas = spec.get("replicas")
+def scaling_mode(body: Mapping[str, Any]) -> str:
+    """none, cpu (an HPA), backlog (the operator) or external (HPA/KEDA through /scale)."""
+    scaling = _spec(body).get("autoscaling")
+    if not scaling:
+        return "none"
+    if scaling.get("external"):
+        return "external"
+    return "backlog" if scaling.get("metric") == "backlog" else "cpu"
+
+
+def spec_replicas(body: Mapping[str, Any]) -> int:
+    replicas = _spec(body).get("replicas")
     return DEFAULT_REPLICAS if replicas is None else int(replicas)
 
 
-def deployment(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The handler's Deployment: non-root, read-only root, no capabilities, gRPC probes."""
+def least_replicas(body: Mapping[str, Any]) -> int:
+    """Pods the handler runs at the least: what decides whether a PDB makes sense."""
+    spec = _spec(body)
+    if scaling_mode(body) in ("cpu", "backlog"):
+        low = spec["autoscaling"].get("minReplicas")
+        return DEFAULT_MIN_REPLICAS if low is None else int(low)
+    return spec_replicas(body)
+
+
+def selector_string(body: Mapping[str, Any]) -> str:
+    """The pod selector as a string: ``status.selector``, which the scale subresource reports."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(body).items())
+
+
+def deployment(body: Mapping[str, Any], *, replicas: int | None = None) -> dict[str, Any]:
+    """The handler's Deployment: non-root, read-only root, no capabilities, gRPC probes.
+
+    ``replicas`` is the backlog autoscaler's count (ignored in the other modes).
+    """
     spec = _spec(body)
     port, metrics_port = port_of(body), metrics_port_of(body)
     container: dict[str, Any] = {
@@ -319,10 +342,13 @@ def deployment(body: Mapping[str, Any]) -> dict[str, Any]:
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": pod_template,
     }
-    if not uses_autoscaling(body):
-        # With an HPA the replica count is the HPA's: leaving it out keeps us from fighting it.
-        replicas = spec.get("replicas")
-        deploy_spec["replicas"] = DEFAULT_REPLICAS if replicas is None else int(replicas)
+    mode = scaling_mode(body)
+    if mode == "backlog":
+        deploy_spec["replicas"] = least_replicas(body) if replicas is None else int(replicas)
+    elif mode != "cpu":
+        # spec.replicas: the user's, or (external) what HPA/KEDA wrote through /scale.
+        # With a CPU HPA the count is the HPA's: leaving it out keeps us from fighting it.
+        deploy_spec["replicas"] = spec_replicas(body)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -424,7 +450,7 @@ def service(body: Mapping[str, Any]) -> dict[str, Any]:
 def hpa(body: Mapping[str, Any]) -> dict[str, Any] | None:
     """A CPU-based HorizontalPodAutoscaler when ``spec.autoscaling`` is set, else None."""
     scaling = _spec(body).get("autoscaling")
-    if not scaling:
+    if not scaling or scaling_mode(body) != "cpu":
         return None
     minimum = int(scaling.get("minReplicas") or DEFAULT_MIN_REPLICAS)
     return {
@@ -465,9 +491,14 @@ def pdb(body: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def desired(body: Mapping[str, Any]) -> dict[Ref, dict[str, Any] | None]:
+def desired(body: Mapping[str, Any], *, replicas: int | None = None) -> dict[Ref, dict[str, Any] | None]:
     """Every child kind with its wanted object, or None where it must not exist."""
-    return {DEPLOYMENTS: deployment(body), SERVICES: service(body), HPAS: hpa(body), PDBS: pdb(body)}
+    return {
+        DEPLOYMENTS: deployment(body, replicas=replicas),
+        SERVICES: service(body),
+        HPAS: hpa(body),
+        PDBS: pdb(body),
+    }
 
 
 def is_subset(wanted: Any, live: Any) -> bool:

@@ -143,7 +143,10 @@ def register(registry: kopf.OperatorRegistry, *, reconciler: Reconciler, options
                 await reconciler.reconcile(key, others=_docs(kw[INDEX]), trigger="resync", post=_post)
             except Exception:  # the next round retries
                 log.warning("resync failed", exc_info=True, extra={"handler": "/".join(key)})
-            await stopped.wait(options.resync_seconds)
+            interval = options.resync_seconds
+            if children.scaling_mode(kw["body"]) == "backlog":
+                interval = min(interval, options.autoscale_seconds)
+            await stopped.wait(interval)
 
     @kopf.on.delete(group, version, plural, registry=registry, id="cleanup")
     async def deleted(**kw: Any) -> None:

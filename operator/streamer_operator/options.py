@@ -22,6 +22,8 @@ class OperatorOptions:
     # A safety net only: child events and CR changes reconcile at once. The resync also
     # lets a handler that lost an action conflict take over once the winner is gone.
     resync_seconds: float = 60.0
+    # How often a handler with backlog autoscaling is re-read and re-scaled.
+    autoscale_seconds: float = 15.0
     manage_tables: bool = True
     tables_retry_seconds: float = 15.0
     field_manager: str = FIELD_MANAGER
@@ -86,6 +88,7 @@ def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
         )
     return OperatorOptions(
         resync_seconds=_positive(source, "STREAMER_OPERATOR_RESYNC_SECONDS", 60.0),
+        autoscale_seconds=_positive(source, "STREAMER_OPERATOR_AUTOSCALE_SECONDS", 15.0),
         manage_tables=manage_raw not in _FALSE,
         tables_retry_seconds=_positive(source, "STREAMER_OPERATOR_TABLES_RETRY_SECONDS", 15.0),
         # Unset: anything (the operator run by hand, as before); the chart always sets them.

@@ -19,7 +19,7 @@ from typing import Any
 
 from streamer import metrics
 from streamer.registry.model import RegistryError, parse_handler
-from streamer_operator import children, policy, queue, status
+from streamer_operator import autoscale, children, policy, queue, status
 from streamer_operator.kube import Kube
 from streamer_operator.options import OperatorOptions
 from streamer_operator.tables import TablesGate
@@ -62,11 +62,16 @@ def spec_problem(body: Mapping[str, Any]) -> str | None:
     if not isinstance(spec.get("image"), str) or not spec["image"].strip():
         return "spec.image is required"
     scaling = spec.get("autoscaling")
-    if scaling:
-        low = int(scaling.get("minReplicas") or children.DEFAULT_MIN_REPLICAS)
+    if scaling and not scaling.get("external"):
+        low = scaling.get("minReplicas")
+        low = children.DEFAULT_MIN_REPLICAS if low is None else low
         high = scaling.get("maxReplicas")
-        if not isinstance(high, int) or high < low:
+        if not isinstance(high, int) or not isinstance(low, int) or high < low:
             return "spec.autoscaling.maxReplicas must be an integer of at least minReplicas"
+        if low == 0 and scaling.get("metric") != "backlog":
+            return (
+                "spec.autoscaling.minReplicas 0 needs metric backlog (a CPU autoscaler cannot wake a handler)"
+            )
     try:
         parse_handler(body)
     except RegistryError as exc:
@@ -104,12 +109,14 @@ class Reconciler:
         tables: TablesGate,
         options: OperatorOptions | None = None,
         queues: queue.QueueTables | None = None,
+        autoscaler: autoscale.Autoscaler | None = None,
         clock: Callable[[], str] = status.now_iso,
     ) -> None:
         self.kube = kube
         self.tables = tables
         self.options = options or OperatorOptions()
         self.queues = queues or queue.QueueTables(settings=tables.settings, manage=tables.manage)
+        self.autoscaler = autoscaler or autoscale.Autoscaler()
         self.clock = clock
         self._locks: dict[Key, asyncio.Lock] = {}
         self._deleting: set[Key] = set()
@@ -176,9 +183,12 @@ class Reconciler:
                 self._post(
                     post, body, "Warning", table_state.observation.reason, table_state.observation.message
                 )
+        replicas: int | None = None
+        if children.scaling_mode(body) == autoscale.BACKLOG and problem is None and denied is None:
+            replicas = await self._autoscale(body, table_state)
         if problem is None and denied is None:
             try:
-                deployment, processors = await self._sync_children(body, post=post)
+                deployment, processors = await self._sync_children(body, post=post, replicas=replicas)
             except ChildConflict as exc:
                 child_conflict = str(exc)
         if deployment is None:
@@ -186,7 +196,16 @@ class Reconciler:
             if deployment is not None and not claimable(deployment, body):
                 deployment = None  # somebody else's: its pods are not ours to report
         consumer = queue.consumer_observation(processors) if queue.is_dedicated(body) else None
-        extra: dict[str, Any] = {"queue": {"mode": queue.mode_of(body)}}
+        if replicas == 0 and consumer is not None and consumer.status is not True:
+            consumer = status.Observation(
+                status=True, reason="ScaledToZero", message="no backlog: no processor runs"
+            )
+        extra: dict[str, Any] = {
+            "queue": {"mode": queue.mode_of(body)},
+            "selector": children.selector_string(body),
+        }
+        if replicas is not None:
+            extra["desiredReplicas"] = replicas
         if table_state is not None and table_state.table:
             extra["queue"]["table"] = table_state.table
             if table_state.stream_arn:
@@ -207,6 +226,7 @@ class Reconciler:
             denied=denied,
             consumer=consumer,
             extra=extra,
+            scaled_to_zero=replicas == 0,
             now=self.clock(),
         )
         if status.status_changed(old, new):
@@ -218,11 +238,36 @@ class Reconciler:
             self._announce(body, old, new, post)
         return new
 
-    def _wanted(self, body: Mapping[str, Any]) -> list[tuple[children.Ref, str, dict[str, Any] | None]]:
+    async def _autoscale(self, body: Mapping[str, Any], table_state: queue.TableState | None) -> int:
+        """The backlog autoscaler's count for this handler (see :mod:`.autoscale`)."""
+        key = (children.namespace_of(body), children.name_of(body))
+        policy = autoscale.Policy.of(body)
+        live = await self.kube.get(children.DEPLOYMENTS, *key)
+        raw = ((live or {}).get("spec") or {}).get("replicas")
+        current = policy.minimum if raw is None else int(raw)
+        table = (table_state.table if table_state is not None else "") or self.tables.settings.table_name(
+            "requests"
+        )
+        try:
+            backlog = await self._measure(table, key[1])
+        except Exception as exc:  # no reading: keep the count, try again next tick
+            log.warning("could not read a handler's backlog", extra={"handler": key[1], "error": repr(exc)})
+            return current
+        return self.autoscaler.step(key, current=current, backlog=backlog, policy=policy)
+
+    async def _measure(self, table: str, handler: str) -> autoscale.Backlog:
+        from streamer.store.dynamo import open_client
+
+        async with open_client("dynamodb", settings=self.tables.settings) as client:
+            return await autoscale.measure(client, table, handler=handler)
+
+    def _wanted(
+        self, body: Mapping[str, Any], replicas: int | None = None
+    ) -> list[tuple[children.Ref, str, dict[str, Any] | None]]:
         """Every child (kind, name) with its wanted object, or None where it must not exist."""
         name = children.name_of(body)
         wanted: list[tuple[children.Ref, str, dict[str, Any] | None]] = [
-            (ref, name, obj) for ref, obj in children.desired(body).items()
+            (ref, name, obj) for ref, obj in children.desired(body, replicas=replicas).items()
         ]
         dedicated = queue.is_dedicated(body)
         prefix = self.tables.settings.table_prefix
@@ -231,19 +276,23 @@ class Reconciler:
             (
                 children.DEPLOYMENTS,
                 proc,
-                queue.processor_deployment(body, options=self.options, prefix=prefix) if dedicated else None,
+                queue.processor_deployment(
+                    body, options=self.options, prefix=prefix, replicas=0 if replicas == 0 else None
+                )
+                if dedicated
+                else None,
             )
         )
         wanted.append((children.PDBS, proc, queue.processor_pdb(body) if dedicated else None))
         return wanted
 
     async def _sync_children(
-        self, body: Mapping[str, Any], *, post: EventFn | None
+        self, body: Mapping[str, Any], *, post: EventFn | None, replicas: int | None = None
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Create, fix or remove each child; returns the live handler and processor Deployments."""
         namespace, name = children.namespace_of(body), children.name_of(body)
         found: dict[tuple[str, str], dict[str, Any] | None] = {}
-        wanted_children = self._wanted(body)
+        wanted_children = self._wanted(body, replicas)
         lives = [await self.kube.get(ref, namespace, child) for ref, child, _ in wanted_children]
         # Check every name first: a conflict must not leave half a set of children behind.
         for (ref, child, _), live in zip(wanted_children, lives, strict=True):

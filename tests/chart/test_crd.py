@@ -74,7 +74,14 @@ def test_the_crd_is_what_kubectl_expects() -> None:
     assert {"sh", "shandler"} <= set(names["shortNames"])
     v = version()
     assert v["name"] == "v1alpha1" and v["served"] and v["storage"]
-    assert v["subresources"] == {"status": {}}
+    assert v["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
     columns = {col["name"]: col["jsonPath"] for col in v["additionalPrinterColumns"]}
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Endpoint"] == ".status.endpoint"
