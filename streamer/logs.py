@@ -1,6 +1,7 @@
 """JSON logs that carry the request and connection ids of the work at hand.
 
-Ids live in context variables, so every log line written while a request is being
+With tracing on (:mod:`streamer.tracing`) a line written inside a span also carries its
+``trace_id``. Ids live in context variables, so every log line written while a request is being
 handled carries them without threading them through every call::
 
     with log_context(request_id=rid, connection_id=cid):
@@ -21,6 +22,14 @@ import re
 import sys
 from collections.abc import Iterator
 from typing import Any
+
+try:
+    from streamer.tracing import current_trace_id
+except ImportError:  # the light (client-only) install has no OpenTelemetry: no trace ids
+
+    def current_trace_id() -> str | None:
+        return None
+
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 connection_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("connection_id", default=None)
@@ -72,6 +81,9 @@ class JsonFormatter(logging.Formatter):
             entry["request_id"] = rid
         if cid:
             entry["connection_id"] = cid
+        tid = current_trace_id()
+        if tid:
+            entry["trace_id"] = tid
         for key, value in record.__dict__.items():
             if key in _STANDARD_ATTRS or key in entry or key.startswith("_"):
                 continue
@@ -87,7 +99,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = getattr(record, "request_id", None) or request_id_var.get()
         cid = getattr(record, "connection_id", None) or connection_id_var.get()
-        ids = " ".join(f"{k}={v}" for k, v in (("req", rid), ("conn", cid)) if v)
+        ids = " ".join(
+            f"{k}={v}" for k, v in (("req", rid), ("conn", cid), ("trace", current_trace_id())) if v
+        )
         base = f"{record.levelname[0]} {record.name}: {redact(record.getMessage())}"
         text = f"{base} [{ids}]" if ids else base
         if record.exc_info:

@@ -9,7 +9,8 @@ object (``services/<name>/service.py``), which only has to ``start()`` and ``sto
 2. settings are loaded, TLS and the service token (:mod:`streamer.callers`) configured —
    a :class:`~streamer.config.ConfigError` prints ``streamer <name>: configuration
    error: …`` (naming the variable) and exits 2;
-3. JSON (or text) logs for the service are set up;
+3. JSON (or text) logs for the service are set up, and tracing when the ``OTEL_*``
+   variables ask for it (:mod:`streamer.tracing`);
 4. the service is built and started on uvloop; a :class:`ConfigError` or
    :class:`~streamer.registry.RegistryError` while building or starting exits 2;
 5. SIGTERM or SIGINT → ``stop()``, which drains within ``STREAMER_DRAIN_SECONDS``
@@ -28,7 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from streamer import callers, rpc
+from streamer import callers, rpc, tracing
 from streamer.config import ConfigError, Settings
 from streamer.logs import setup_logging
 from streamer.registry import RegistryError
@@ -105,6 +106,7 @@ def prepare(
     except ConfigError as exc:
         return config_error(name, exc)
     setup_logging(service=name, level=loaded.log_level, json_format=loaded.log_json)
+    tracing.setup(name)  # off unless the OTEL_* variables ask for it (streamer/tracing.py)
     return args, loaded
 
 

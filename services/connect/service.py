@@ -43,7 +43,7 @@ from services.connect.limits import (
 from services.connect.router_client import RouterClient, RouterUnavailable
 from services.connect.servicer import SERVICE_NAME, ConnectionsServicer
 from services.connect.session import ClientConnection
-from streamer import protocol, rpc
+from streamer import protocol, rpc, tracing
 from streamer.api.v1 import connections_pb2_grpc
 from streamer.auth import AuthError, Identity, TokenVerifier, extract_token
 from streamer.config import Settings
@@ -465,7 +465,15 @@ class ConnectService:
         self, conn: ClientConnection, message: protocol.ClientMessage, request_id: str
     ) -> None:
         assert self._router is not None
-        with log_context(request_id=request_id):
+        with (
+            log_context(request_id=request_id),
+            tracing.frame_span(
+                message.action,
+                request_id=request_id,
+                metadata=message.metadata,
+                connection_id=conn.connection_id,
+            ),
+        ):
             started = time.perf_counter()
             try:
                 frames = await self._router.route(

@@ -60,6 +60,7 @@ from services.processor.claims import ClaimKeeper
 from services.processor.fanout import Fanout
 from services.processor.jobs import Job, StopReason
 from services.processor.progress import ProgressReporter
+from streamer import tracing
 from streamer.config import Settings
 from streamer.handler_client import Failure, HandlerClient, Invocation, Progress, Result
 from streamer.logs import log_context
@@ -182,7 +183,16 @@ class Invoker:
         self.handlers = handlers or HandlerClient(max_message_bytes=settings.grpc_max_message_bytes)
 
     async def run(self, job: Job) -> None:
-        with log_context(request_id=job.request_id, connection_id=job.record.connection_id or None):
+        with (
+            log_context(request_id=job.request_id, connection_id=job.record.connection_id or None),
+            tracing.request_span(
+                f"process {job.action}",
+                traceparent=job.record.traceparent,
+                request_id=job.request_id,
+                action=job.action,
+                attributes={"streamer.attempt": job.attempt},
+            ),
+        ):
             try:
                 await self._run(job)
             finally:

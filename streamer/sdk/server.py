@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from grpc import aio
 
-from streamer import rpc
+from streamer import rpc, tracing
 from streamer.api.v1 import common_pb2, handler_pb2, handler_pb2_grpc
 from streamer.logs import log_context, setup_logging
 from streamer.metrics import Health, counter, gauge, histogram, start_http
@@ -179,7 +179,14 @@ class HandlerServicer(handler_pb2_grpc.HandlerServicer):
             INVOCATIONS.labels(action="unknown", outcome="invalid_action").inc()
             await context.write(_event_error(INVALID_ACTION, f"Unknown action {request.action[:128]!r}"))
             return
-        with log_context(request_id=request.request_id or None, connection_id=request.connection_id or None):
+        with (
+            log_context(request_id=request.request_id or None, connection_id=request.connection_id or None),
+            tracing.rpc_server_span(
+                tracing.HANDLER_INVOKE,
+                context.invocation_metadata(),
+                attributes={"streamer.request_id": request.request_id, "streamer.action": action.name},
+            ),
+        ):
             started = time.monotonic()
             outcome = "cancelled"
             IN_FLIGHT.labels(action=action.name).inc()
@@ -209,6 +216,7 @@ class HandlerServicer(handler_pb2_grpc.HandlerServicer):
                 return  # reported after the end (a stray task): nobody is listening any more
             pct = float(percentage)
             pct = 0.0 if math.isnan(pct) else min(100.0, max(0.0, pct))
+            tracing.event("progress", {"streamer.percentage": pct, "streamer.message": str(message)})
             await queue.put(
                 handler_pb2.InvokeEvent(
                     progress=handler_pb2.Progress(
@@ -226,7 +234,11 @@ class HandlerServicer(handler_pb2_grpc.HandlerServicer):
                     error = await check_request(action, req)
                     if error is not None:
                         return handler_pb2.InvokeEvent(error=error), "validation_error"
-                    result = await action.process(req, progress)
+                    with tracing.span(
+                        f"process {action.name}",
+                        attributes={"streamer.request_id": req.request_id, "streamer.action": action.name},
+                    ):
+                        result = await action.process(req, progress)
                 try:
                     data = rpc.dumps(result)
                 except (TypeError, ValueError) as exc:
@@ -398,6 +410,7 @@ def serve(
         print(f"streamer handler: {exc}", file=sys.stderr)
         return 2
     setup_logging(service=f"handler:{name}", level=settings.log_level, json_format=settings.log_json)
+    tracing.setup(f"handler-{name}")  # off unless the OTEL_* variables ask for it
     try:
         server = HandlerServer(actions=actions, name=name, max_message_bytes=settings.grpc_max_message_bytes)
     except ValueError as exc:

@@ -29,6 +29,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from streamer import tracing
 from streamer.store.base import TableStore, expression, now, record_from_item
 from streamer.store.dynamo import (
     BOTO_ERRORS,
@@ -94,6 +95,9 @@ class RequestRecord:
     #: Set by ``$subscribe`` (and re-attaching) after writing a subscription: the
     #: processor queries the subscriptions table only for requests that carry it.
     subscribed: bool = False
+    #: W3C traceparent of the span the request was created in (streamer/tracing.py), so the
+    #: processor's work joins the trace whichever way it gets the request; None untraced.
+    traceparent: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -141,6 +145,7 @@ class RequestRecord:
             timeout=timeout,
             permissions=tuple(permissions),
             offer_until=t + offer_grace if offer_grace is not None else None,
+            traceparent=tracing.current_traceparent(),
         )
 
     def to_item(self) -> dict[str, Any]:

@@ -311,3 +311,31 @@ def test_handler_services_match_the_handler_service_monitor(render: Render) -> N
     assert wanted.items() <= handler_svc["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in handler_svc["spec"]["ports"]}
     assert NAMESPACE in monitor["spec"]["namespaceSelector"]["matchNames"]
+
+
+def test_tracing_points_every_service_at_the_collector(render: Render) -> None:
+    """Off by default; with tracing.endpoint, the standard OTEL_* variables reach every service."""
+
+    def otel(docs: list[dict[str, Any]]) -> dict[str, str]:
+        (config,) = [
+            d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == f"{RELEASE}-streamer"
+        ]
+        return {k: v for k, v in config["data"].items() if k.startswith("OTEL_")}
+
+    assert otel(render()) == {}
+    assert otel(render(values=[str(FULL_VALUES)])) == {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_RESOURCE_ATTRIBUTES": f"k8s.namespace.name={NAMESPACE}",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+    }
+    for component in ("connect", "router", "processor", "operator"):
+        (deployment,) = [
+            d
+            for d in render()
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{RELEASE}-streamer-{component}"
+        ]
+        env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        assert {"configMapRef": {"name": f"{RELEASE}-streamer"}} in env_from, component

@@ -36,6 +36,7 @@ SERVER_MODULES = (
     "yaml",
     "uvloop",
     "dnslib",
+    "opentelemetry",
 )
 
 
