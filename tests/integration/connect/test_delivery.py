@@ -329,3 +329,35 @@ async def test_a_slow_pod_does_not_delay_the_others(
     assert await store.connections.get(hung) is not None  # slow is not gone
     for ws in clients:
         await ws.close()
+
+
+async def test_a_final_frame_that_cannot_reach_a_live_record_is_counted_dropped(
+    connect: ConnectService,
+    make_delivery: Callable[..., Delivery],
+    store: Store,
+    tenant: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    """streamer_delivery_final_dropped_total feeds the StreamerFinalFramesDropped alert: a
+    final frame that a connection record pointed somewhere but that did not arrive. A
+    connection without a record (the client is gone) is not a drop; a delivered one neither."""
+
+    def dropped() -> float:
+        return sample("streamer_delivery_final_dropped_total")
+
+    before = dropped()
+    unreachable = await put_record(store, endpoint=f"127.0.0.1:{free_port()}", tenant=tenant)
+    delivery = make_delivery(final_attempts=1)
+    assert await delivery.send(unreachable, MESSAGE, final=True) is False
+    assert dropped() == before + 1
+    result = await delivery.send_many([unreachable, "never-connected"], MESSAGE, final=True)
+    assert result.delivered == 0
+    assert dropped() == before + 2  # the one with a record, not the one without
+    assert await delivery.send(unreachable, MESSAGE) is False  # progress frames are not counted
+    assert dropped() == before + 2
+    ws = await open_ws(http, connect, tenant=tenant)
+    [live] = list(connect.connections)
+    assert await delivery.send(live, MESSAGE, final=True) is True
+    assert await receive_json(ws) == MESSAGE
+    assert dropped() == before + 2
+    await ws.close()

@@ -98,7 +98,15 @@ async def test_processor_killed_mid_request_is_taken_over(env: Env) -> None:
     assert (await env.settled(after.request_id)).owner == "w-survivor"
 
 
+def _lease_changes(event: str) -> float:
+    """streamer_processor_lease_changes_total (the StreamerLeaseChurn alert counts stolen and lost)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("streamer_processor_lease_changes_total", {"event": event}) or 0.0
+
+
 async def test_graceful_stop_hands_back_leases_and_running_requests(env: Env) -> None:
+    taken, released = _lease_changes("taken"), _lease_changes("released")
     a = await env.processor("w-leaving")
     conn = await env.connection()
     await wait_until(lambda: bool(a.coordinator.readers), what="w-leaving reading the shard")
@@ -111,6 +119,7 @@ async def test_graceful_stop_hands_back_leases_and_running_requests(env: Env) ->
     handed_back = await env.store.requests.get(req.request_id)
     assert handed_back is not None and handed_back.owner != "w-leaving"
     assert await lease_owners(env) in ([None], ["w-staying"]), "the lease was released, not left to expire"
+    assert _lease_changes("taken") >= taken + 1 and _lease_changes("released") >= released + 1
     done = await env.settled(req.request_id, timeout=10)
     assert done.status == COMPLETED and done.owner == "w-staying"
     assert done.attempt == 1 and done.recoveries == 0
