@@ -7,6 +7,7 @@ from typing import Any
 
 import kubernetes_validate.utils as kv
 import pytest
+import yaml
 from chart_render import CHART, CRD, FULL_VALUES, NAMESPACE, RELEASE, Render, by_kind, name, run
 
 from streamer.config import load_settings
@@ -101,10 +102,20 @@ def test_monitoring_objects_follow_the_api_or_the_switch(render: Render) -> None
     assert not kinds(sets=off, api_versions=MONITORING) & {"ServiceMonitor", "PrometheusRule"}
 
 
-def test_the_charts_crd_is_the_crd(render: Render) -> None:
-    assert (CHART / "crds" / "streamerhandlers.yaml").read_bytes() == CRD.read_bytes()
+def test_the_charts_crd_is_the_crd_and_helm_upgrade_keeps_it_current(render: Render) -> None:
+    # A template (not crds/, which Helm installs once and never upgrades), kept on uninstall.
+    assert not (CHART / "crds").exists()
+    assert (CHART / "files" / "crds" / "streamerhandlers.yaml").read_bytes() == CRD.read_bytes()
     (crd,) = by_kind(render(), "CustomResourceDefinition").values()
     assert crd["metadata"]["name"] == "streamerhandlers.streamer.dev"
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["spec"] == yaml.safe_load(CRD.read_text())["spec"]  # nothing lost in the round trip
+    assert not by_kind(render(sets=["crds.install=false"]), "CustomResourceDefinition")
+
+
+def test_the_values_schema_accepts_global(helm: str) -> None:
+    result = run([helm, "template", RELEASE, str(CHART), "--set", "global.imageRegistry=example.com"])
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("variant", ["defaults", "everything"])
