@@ -18,10 +18,10 @@ running) every ``claim_seconds / 3``. A renew returns the record, so a
 ``cancel_requested`` set by ``$cancel`` is noticed there and the job is told to
 stop; a refused renew means the claim expired and another processor took over,
 and the job stops without writing anything. A claim that could not be renewed
-(DynamoDB unreachable, throttled) stops its job *locally* shortly before the
-claim's deadline (``Job.deadline`` less :data:`LAPSE_MARGIN_SECONDS` at most): the
-sweepers of other processors may take the request over from then on, and the old
-run must have ended by then — two runs of one request never overlap.
+(DynamoDB unreachable, throttled) stops its job *locally* when the claim's deadline
+passes (``Job.deadline``, measured with this process's own clocks): the sweepers of
+other processors take the request over only ``STREAMER_CLOCK_SKEW_SECONDS`` later,
+and the old run has ended by then — two runs of one request never overlap.
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ _IMAGE_FIELDS = (
     "claim_token",
     "subscribed",
 )
-#: How long before its claim's deadline an unrenewed job is stopped (at most; a
-#: quarter of the claim when that is shorter): time for the handler call's cancel to
-#: reach the handler before anyone else may claim the request.
-LAPSE_MARGIN_SECONDS = 1.0
+#: How long before its claim's deadline an unrenewed job is stopped. None: at the
+#: deadline itself — the sweepers wait ``STREAMER_CLOCK_SKEW_SECONDS`` beyond it, which
+#: is the time the handler call's cancel has to reach the handler; stopping earlier
+#: only turned slow renewals on a loaded machine into needless recoveries.
+LAPSE_MARGIN_SECONDS = 0.0
 #: Renewal calls in flight at once per processor.
 RENEW_CONCURRENCY = 32
 
@@ -293,7 +294,7 @@ class ClaimKeeper:
 
     @property
     def lapse_margin(self) -> float:
-        return min(LAPSE_MARGIN_SECONDS, self.claim_seconds / 4)
+        return LAPSE_MARGIN_SECONDS
 
     def add(self, job: Job) -> None:
         """Hold ``job``'s claim. An older job of ours for the same request (its claim
@@ -363,6 +364,8 @@ class ClaimKeeper:
             return
         except StoreError as exc:
             log.warning("claim renew failed", extra={"request_id": job.request_id, "error": str(exc)})
+            # Try again soon rather than a whole interval later: the claim is running out.
+            job.renew_at = min(job.renew_at, time.monotonic() + self.interval / 4)
             return
         if self.jobs.get(job.request_id) is job:
             job.refresh(record)

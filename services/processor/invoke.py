@@ -304,13 +304,14 @@ class Invoker:
     def _outcome_metric(self, job: Job, outcome: str) -> None:
         metrics.REQUESTS.labels(job.action, outcome).inc()
 
-    async def _end_claim(self, job: Job, write: Awaitable[Any], *, too_large: bool = False) -> bool:
+    async def _end_claim(self, job: Job, write: Awaitable[Any], *, permanent: bool = False) -> bool:
         """Run the one conditional write that ends this attempt's claim; True if it won.
 
         The keeper stops renewing first, so no renew races the write. A refused write
-        means another processor owns the request now (nothing may be sent); a storage
-        failure leaves the claim to expire and the sweeper to finish the job.
-        ``too_large``: an :class:`ItemTooLarge` is raised to the caller instead.
+        means another processor owns the request now (nothing may be sent); a temporary
+        storage failure leaves the claim to expire and the sweeper to finish the job.
+        ``permanent``: a :class:`StoreError` that is not retryable (the same write would
+        fail the same way on every attempt) is raised to the caller instead.
         """
         self.keeper.remove(job)
         try:
@@ -318,12 +319,9 @@ class Invoker:
         except TransitionRefused:
             self._lost(job)
             return False
-        except ItemTooLarge:
-            if too_large:
-                raise
-            self._store_trouble(job, StoreError("item too large"))
-            return False
         except StoreError as exc:
+            if permanent and not exc.retryable:
+                raise
             self._store_trouble(job, exc)
             return False
         if isinstance(ended, RequestRecord):
@@ -342,12 +340,20 @@ class Invoker:
                     result=outcome.result,
                     progress=last,
                 ),
-                too_large=True,
+                permanent=True,
             )
         except ItemTooLarge:
             # Under our own limit but not with the payload in one 400 KB item: the
             # same result would be refused on every attempt, so the request ends here.
             await self._fail(job, _too_large(outcome.size, limit=self.settings.max_result_bytes, item=True))
+            return
+        except StoreError as exc:
+            # Refused for good (not throttling, not an outage): end it rather than re-run it.
+            log.error("the result could not be stored", extra={"attempt": job.attempt, "error": str(exc)})
+            await self._fail(
+                job,
+                Outcome(kind=Kind.REFUSED, code=INTERNAL_ERROR, message="The result could not be stored"),
+            )
             return
         if not won:
             return

@@ -514,7 +514,11 @@ class Chaos:
                 return
             except StreamerError as exc:
                 if not handle.done:
-                    # No answer for result_timeout: whatever the server did, the client never heard.
+                    if loop.time() < deadline:
+                        # Slow, not necessarily lost (an outage, recoveries, a loaded machine):
+                        # the client keeps waiting until the request's budget is spent.
+                        continue
+                    # No answer within the budget: whatever the server did, the client never heard.
                     t.outcome = "stalled"
                     return
                 if exc.retryable and exc.code in ("SERVICE_UNAVAILABLE", "RATE_LIMITED", "INTERNAL_ERROR"):

@@ -198,7 +198,7 @@ async def test_services_restart_while_this_process_uses_grpc(shared: Shared) -> 
     assert not failures, failures
 
 
-@pytest.mark.timeout(110)
+@pytest.mark.timeout(150)
 async def test_chaos_short(shared: Shared, capsys: pytest.CaptureFixture[str]) -> None:
     dynamodb, stack, run_dir = shared
     config = ChaosConfig(
