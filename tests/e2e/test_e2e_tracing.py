@@ -6,7 +6,9 @@ The stack runs with tracing turned on the standard way (``OTEL_TRACES_EXPORTER=o
 one trace across every service: the WebSocket frame in connect, the Route call in the router
 (which stores the request with its trace context), the processor's work on the stored
 request, the handler's Invoke and its ``process`` span with one event per progress report.
-A client's own ``traceparent`` (in the frame's ``metadata``) is continued, not replaced.
+This holds whether the processor got the request by the router's direct offer or from the
+table with no offer at all. A client's own ``traceparent`` (in the frame's ``metadata``) is
+continued, not replaced.
 """
 
 from __future__ import annotations
@@ -97,17 +99,22 @@ async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
         await runner.cleanup()
 
 
+def _otel_env(port: int) -> dict[str, str]:
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+
+
 @pytest.fixture(scope="module")
 async def traced_stack(
     dynamodb: str, tmp_path_factory: pytest.TempPathFactory, receiver: tuple[Receiver, int]
 ) -> AsyncIterator[LocalStack]:
-    env = {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
-    async with running_stack(dynamodb, pathlib.Path(tmp_path_factory.mktemp("traced")), env=env) as st:
+    """The router offers each new async request to a processor (direct dispatch)."""
+    run_dir = pathlib.Path(tmp_path_factory.mktemp("traced"))
+    async with running_stack(dynamodb, run_dir, env=_otel_env(receiver[1])) as st:
         yield st
 
 
@@ -122,7 +129,25 @@ def _is_handler(service: str) -> bool:
 async def test_an_async_request_is_one_trace_across_every_service(
     traced_stack: LocalStack, receiver: tuple[Receiver, int]
 ) -> None:
-    rec = receiver[0]
+    spans = await _one_async_trace(traced_stack, receiver[0])
+    assert any(s.name == "/streamer.v1.Processor/Offer" for s in spans), "taken by direct dispatch"
+
+
+async def test_a_request_taken_from_the_stream_joins_the_same_trace(
+    dynamodb: str, tmp_path_factory: pytest.TempPathFactory, receiver: tuple[Receiver, int]
+) -> None:
+    """No direct dispatch (no processor addresses): the processor finds the request in the
+    table (its stream, or the sweeper), and still continues the trace stored with it."""
+    env = {**_otel_env(receiver[1]), "STREAMER_PROCESSOR_ADDRESSES": ""}
+    run_dir = pathlib.Path(tmp_path_factory.mktemp("traced-stream"))
+    async with running_stack(dynamodb, run_dir, env=env) as stack:
+        spans = await _one_async_trace(stack, receiver[0])
+    assert not any(s.name == "/streamer.v1.Processor/Offer" for s in spans), "no offer was made"
+
+
+async def _one_async_trace(stack: LocalStack, rec: Receiver) -> list[Span]:
+    """Run one async request; check its spans form one trace across every service."""
+    traced_stack = stack
     request_id = f"traced-{uuid.uuid4().hex[:10]}"
     async with connect(traced_stack) as client:
         handle = await client.start("generate_report", REPORT, request_id=request_id)
@@ -190,6 +215,7 @@ async def test_an_async_request_is_one_trace_across_every_service(
     progress = [e for e in handler_process[0].events if e[0] == "progress"]
     assert len(progress) >= 2
     assert progress[-1][1]["streamer.percentage"] == 100
+    return spans
 
 
 async def test_a_client_traceparent_is_continued(
