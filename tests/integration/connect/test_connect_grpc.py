@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import grpc
 import pytest
-from connect_helpers import eventually, open_ws, receive_close, receive_json
+from connect_helpers import FakeRouter, eventually, open_ws, receive_close, receive_json
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -136,3 +136,32 @@ async def test_grpc_health_is_serving(connect: ConnectService) -> None:
             health_pb2.HealthCheckRequest(service="streamer.v1.Connections"), timeout=5
         )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_pushed_frame_waits_for_its_requests_route_answer(
+    connect: ConnectService,
+    router: tuple[FakeRouter, str],
+    stub: connections_pb2_grpc.ConnectionsAsyncStub,
+    tenant: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Direct dispatch can start a request before the router's answer is back here: its
+    progress must still reach the client after that answer, and other frames not wait."""
+    servicer, _ = router
+    ws = await open_ws(http, connect, tenant=tenant)
+    [cid] = list(connect.connections)
+    await ws.send_json({"action": "slow", "id": "r-held", "payload": {}})
+    await eventually(lambda: servicer.slow_started == 1, what="the route is in flight")
+    early = protocol.progress_message("r-held", percentage=0, message="started", seq=1)
+    other = protocol.progress_message("r-other", percentage=50, message="half", seq=1)
+    for frame in (early, other):
+        reply = await stub.Send(
+            connections_pb2.SendRequest(connection_id=cid, frame=rpc.dumps(frame)), timeout=5
+        )
+        assert reply.delivered is True
+    assert await receive_json(ws) == other  # not held: its request is not being routed here
+    servicer.release.set()
+    answer = await receive_json(ws)
+    assert (answer["type"], answer["request_id"]) == ("response", "r-held")
+    assert await receive_json(ws) == early  # released right after the answer
+    await ws.close()
