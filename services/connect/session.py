@@ -1,10 +1,13 @@
 """One open WebSocket: its send queue, writer, heartbeat and the way it closes.
 
-Everything that writes to a socket goes through :meth:`ClientConnection.send_text`,
-which only appends to a bounded queue; a single writer task drains it. That keeps a
-client that reads slowly from blocking whoever produced the frame (a Route answer, a
-gRPC ``Send`` from the processor), and turns "too slow to read" into a decision: when
-the queue is full the connection is closed with 1013 instead of growing memory.
+Everything that writes to a socket goes through :meth:`ClientConnection.send_text`.
+When nothing is queued or being written and the transport is not back-pressured, the
+frame is written to the transport at once (no task wake-up per frame: what a fan-out
+to thousands of sockets spends its time on otherwise). Else it is appended to a bounded
+queue that a single writer task drains. That keeps a client that reads slowly from
+blocking whoever produced the frame (a Route answer, a gRPC ``Send`` from the
+processor), and turns "too slow to read" into a decision: when the queue is full the
+connection is closed with 1013 instead of growing memory.
 
 Closing is one idempotent call that records *why* (for the disconnect metric); the
 first reason wins. A flushing close (Disconnect, drain) lets queued frames out first,
@@ -22,7 +25,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from services.connect import metrics
 from services.connect.limits import (
@@ -80,6 +83,7 @@ class ClientConnection:
         self.close_code: int | None = None
         self.transport: asyncio.BaseTransport | None = None
         self._started = False
+        self._writing = False  # the writer task is inside a write (direct writes must wait)
         self._pending_close: tuple[int, str, bool] | None = None
         self._flushed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -161,7 +165,37 @@ class ClientConnection:
                 flush=False,
             )
             return False
+        if self._write_now(text):
+            return True
         self.queue.put_nowait(text)
+        return True
+
+    def _write_now(self, text: str) -> bool:
+        """Write one frame straight to the transport; False when it must be queued instead.
+
+        Only when it keeps the order and the flow control of the queued path: nothing
+        queued, the writer task not in the middle of a write, the transport not paused
+        (its buffer under the high-water mark). Uses aiohttp's frame writer directly
+        (the sockets never negotiate compression, so a frame is one synchronous write);
+        anything unexpected falls back to the queue.
+        """
+        if not self._started or self._writing or not self.queue.empty() or self.ws.closed:
+            return False
+        writer = getattr(self.ws, "_writer", None)
+        write = getattr(writer, "_write_websocket_frame", None)
+        if write is None or getattr(writer, "compress", True) or getattr(writer, "_closing", True):
+            return False
+        if getattr(getattr(writer, "protocol", None), "_paused", True):
+            return False
+        data = text.encode("utf-8")
+        try:
+            write(data, WSMsgType.TEXT, 0)
+        except (ConnectionError, RuntimeError) as exc:
+            metrics.send_failures_total.labels("error").inc()
+            log.debug("write failed: %s", type(exc).__name__)
+            return True  # the peer is gone; the reader sees it next (as in the writer task)
+        metrics.messages_out_total.inc()
+        metrics.bytes_out_total.inc(len(data))
         return True
 
     def push_text(self, text: str) -> bool:
@@ -198,6 +232,7 @@ class ClientConnection:
                 self._flushed.set()
                 return
             assert isinstance(item, str)
+            self._writing = True
             try:
                 await self.ws.send_str(item)
             except (ConnectionError, RuntimeError) as exc:
@@ -205,6 +240,8 @@ class ClientConnection:
                 metrics.send_failures_total.labels("error").inc()
                 log.debug("write failed: %s", type(exc).__name__)
                 return
+            finally:
+                self._writing = False
             metrics.messages_out_total.inc()
             metrics.bytes_out_total.inc(utf8_size(item))
 

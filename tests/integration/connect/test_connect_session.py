@@ -293,3 +293,19 @@ async def test_draining_refuses_new_upgrades(
 
 def _token(tenant: str) -> str:
     return token("alice", tenant, permissions=["reports:read"])
+
+
+async def test_a_frame_goes_straight_to_the_socket_unless_one_is_being_written(
+    connect: ConnectService, tenant: str, http: aiohttp.ClientSession
+) -> None:
+    ws = await open_ws(http, connect, tenant=tenant)
+    [conn] = list(connect.connections.values())
+    assert conn.send_text('{"type":"x","n":1}')
+    assert conn.queue.empty(), "written to the transport at once, not handed to the writer task"
+    conn._writing = True  # the writer task is in the middle of an earlier frame: queue, keep order
+    assert conn.send_text('{"type":"x","n":2}')
+    assert conn.queue.qsize() == 1
+    conn._writing = False
+    assert await receive_json(ws) == {"type": "x", "n": 1}
+    assert await receive_json(ws) == {"type": "x", "n": 2}
+    await ws.close()
