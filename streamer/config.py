@@ -318,6 +318,18 @@ class Settings:
     ws_touch_seconds: float = _field(
         "STREAMER_WS_TOUCH_SECONDS", _positive(float), 60.0, "Least time between last-seen/TTL writes."
     )
+    ws_reconnect_rate: float = _field(
+        "STREAMER_WS_RECONNECT_RATE",
+        _non_negative(float),
+        200.0,
+        "Sockets/s a drain spreads its clients' reconnects over (close-reason hint); 0: no hint.",
+    )
+    ws_reconnect_max_seconds: float = _field(
+        "STREAMER_WS_RECONNECT_MAX_SECONDS",
+        _positive(float),
+        30.0,
+        "Longest a drain asks a client to wait before reconnecting.",
+    )
     drain_seconds: float = _field(
         "STREAMER_DRAIN_SECONDS", _positive(float), 20.0, "Grace period on SIGTERM."
     )

@@ -70,6 +70,9 @@ NEEDS_REQUEST_ID: Final = frozenset({CANCEL, STATUS, SUBSCRIBE, UNSUBSCRIBE})
 # --- WebSocket close codes ---------------------------------------------------------
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001  # server shutting down (SIGTERM drain)
+#: In a 1001's close reason: how long this client should wait before reconnecting, so the
+#: sockets of a draining pod come back spread over time, not all at once.
+RECONNECT_HINT: Final = "reconnect_after_ms="
 CLOSE_POLICY: Final = 1008  # sustained rate-limit abuse
 CLOSE_TOO_BIG: Final = 1009  # a frame far over the size limit
 CLOSE_INTERNAL: Final = 1011
@@ -133,6 +136,22 @@ class ClientMessage:
         """For system actions: the request named in the payload (``request_id`` or ``id``)."""
         value = self.payload.get("request_id", self.payload.get("id"))
         return value if isinstance(value, str) else None
+
+
+def drain_close_reason(reason: str, *, reconnect_after: float) -> str:
+    """A 1001 close reason that asks the client to wait ``reconnect_after`` seconds first."""
+    if reconnect_after <= 0:
+        return reason
+    return f"{reason}; {RECONNECT_HINT}{int(reconnect_after * 1000)}"
+
+
+_HINT = re.compile(re.escape(RECONNECT_HINT) + r"(\d{1,9})")
+
+
+def reconnect_hint(reason: str | None) -> float | None:
+    """Seconds a close reason asks the client to wait before reconnecting, if it says."""
+    match = _HINT.search(reason or "")
+    return int(match.group(1)) / 1000 if match else None
 
 
 def new_request_id() -> str:

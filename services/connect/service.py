@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import time
 import uuid
 from typing import Any
@@ -159,6 +160,11 @@ class ConnectService:
     async def drain(self, *, timeout: float | None = None) -> None:
         """Not ready, stop accepting, close every socket (1001), delete their records.
 
+        Each close reason carries a reconnect hint (``reconnect_after_ms=N``, N random
+        over ``open sockets / STREAMER_WS_RECONNECT_RATE`` seconds, at most
+        ``STREAMER_WS_RECONNECT_MAX_SECONDS``): clients that honour it come back to the
+        remaining pods spread out rather than in one burst.
+
         Returns within ``timeout`` (default: most of ``drain_seconds``, keeping the rest
         for :meth:`stop`'s own cleanup). gRPC keeps serving meanwhile, so progress for
         a closing socket still finds it until the socket is gone.
@@ -177,9 +183,22 @@ class ConnectService:
             for site in list(self._runner.sites):
                 await site.stop()
         open_now = list(self.connections.values())
-        log.info("draining", extra={"connections": len(open_now), "budget_seconds": round(budget, 3)})
+        window = reconnect_window(
+            len(open_now), rate=self.settings.ws_reconnect_rate, cap=self.settings.ws_reconnect_max_seconds
+        )
+        log.info(
+            "draining",
+            extra={
+                "connections": len(open_now),
+                "budget_seconds": round(budget, 3),
+                "reconnect_window_seconds": round(window, 3),
+            },
+        )
         for conn in open_now:
-            conn.close(code=protocol.CLOSE_GOING_AWAY, reason=SHUTDOWN_REASON, why="shutdown", flush=True)
+            # Each client is told its own moment to come back, spread over the window, so
+            # the pods that remain see the drained sockets arrive at `rate`, not at once.
+            reason = protocol.drain_close_reason(SHUTDOWN_REASON, reconnect_after=random.uniform(0, window))
+            conn.close(code=protocol.CLOSE_GOING_AWAY, reason=reason, why="shutdown", flush=True)
         handlers = [t for t in self._handlers if not t.done()]
         if handlers:
             # Keep a slice of the budget for deleting whatever is left.
@@ -538,6 +557,13 @@ def _bound_port(site: web.TCPSite, requested: int) -> int:
     if server is not None and getattr(server, "sockets", None):
         return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr,attr-defined]
     return requested
+
+
+def reconnect_window(connections: int, *, rate: float, cap: float) -> float:
+    """Seconds over which ``connections`` drained sockets should come back (0: no hint)."""
+    if rate <= 0 or connections <= 0:
+        return 0.0
+    return min(cap, connections / rate)
 
 
 def _drain_budget(drain_seconds: float) -> float:

@@ -27,7 +27,7 @@ import logging
 import random
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -283,12 +283,16 @@ MAX_RESUME_RETRIES = 8
 class StreamerClient:
     """An async client: ``async with StreamerClient(url, token=...) as client: ...``.
 
-    :param url: ``ws://host:port/ws`` (or ``wss://``).
+    :param url: ``ws://host:port/ws`` (or ``wss://``), or several such URLs (gateways of one
+        deployment): each reconnect then tries another one than the one just lost.
     :param token: a JWT, or a function (sync or async) returning one; called again on
         every reconnect, so it can refresh an expiring token.
     :param token_in: ``"header"`` (``Authorization: Bearer``, the default) or ``"query"``
         (``?token=``, for proxies that strip headers).
-    :param reconnect: reconnect automatically after the connection drops.
+    :param reconnect: reconnect automatically after the connection drops. A server that
+        drains asks each client to wait a moment of its own first (``reconnect_after_ms``
+        in the close reason), so a drained gateway's clients come back spread out; the
+        client honours it (at most ``reconnect_max_delay``).
     :param heartbeat: seconds between ``$ping`` frames (and WebSocket pings); None turns both off.
     :param reconnect_delay: first backoff delay; doubles per failed attempt up to ``reconnect_max_delay``.
     :param max_reconnect_attempts: attempts in a row before giving up (None: never give up);
@@ -298,7 +302,7 @@ class StreamerClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: str | TokenProvider | None = None,
         token_in: str = "header",
@@ -316,7 +320,11 @@ class StreamerClient:
     ) -> None:
         if token_in not in ("header", "query"):
             raise ValueError("token_in must be 'header' or 'query'")
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("at least one URL")
+        #: The URL in use (or last tried).
+        self.url = self.urls[0]
         self._token = token
         self.token_in = token_in
         self.reconnect = reconnect
@@ -348,6 +356,9 @@ class StreamerClient:
         #: How many times the connection was re-established (for tests and metrics).
         self.reconnects = 0
         self.last_close_code: int | None = None
+        self.last_close_reason: str | None = None
+        #: Reconnect attempts that failed (refused upgrades, unreachable gateways).
+        self.reconnect_failures = 0
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> StreamerClient:
@@ -454,7 +465,7 @@ class StreamerClient:
             while True:
                 ws = self._ws
                 assert ws is not None
-                await self._read(ws)
+                self.last_close_reason = await self._read(ws)
                 self._connected.clear()
                 self.last_close_code = ws.close_code
                 if self._closing:
@@ -474,7 +485,8 @@ class StreamerClient:
             log.exception("client reader failed")
             self._fail_all(InternalError(f"Client reader failed: {exc}"))
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str | None:
+        """Dispatch messages until the socket closes; return the server's close reason, if any."""
         silence = self.heartbeat * 2.5 if self.heartbeat else None
         while True:
             try:
@@ -486,18 +498,21 @@ class StreamerClient:
                     transport.abort()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), timeout=1.0)
-                return
+                return None
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self._dispatch_text(msg.data)
             elif msg.type == aiohttp.WSMsgType.BINARY:
                 self._dispatch_text(msg.data.decode("utf-8", errors="replace"))
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                reason = (
+                    msg.extra if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.extra, str) else None
+                )
                 if not ws.closed:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(ws.close(), timeout=2.0)
-                return
+                return reason
             elif msg.type == aiohttp.WSMsgType.ERROR:
-                return
+                return None
 
     def _dispatch_text(self, text: str) -> None:
         try:
@@ -592,9 +607,21 @@ class StreamerClient:
     async def _reconnect(self) -> bool:
         attempt = 0
         delay = self.reconnect_delay
+        hint = (
+            protocol.reconnect_hint(self.last_close_reason)
+            if self.last_close_code == protocol.CLOSE_GOING_AWAY
+            else None
+        )
+        failed = self.url  # try another gateway than the one that just failed us
         while not self._closing:
             attempt += 1
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            if attempt == 1 and hint is not None:
+                # The draining server picked this client's moment; a little jitter on top.
+                await asyncio.sleep(min(hint, self.reconnect_max_delay) + random.uniform(0, delay / 2))
+            else:
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+            self.url = random.choice([u for u in self.urls if u != failed] or self.urls)
+            failed = self.url
             try:
                 self._ws = await self._open()
             except (UnauthorizedError, ForbiddenError) as exc:
@@ -602,6 +629,7 @@ class StreamerClient:
                 self._fail_all(exc)
                 return False
             except ServiceUnavailableError as exc:
+                self.reconnect_failures += 1
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 if self.max_reconnect_attempts is not None and attempt >= self.max_reconnect_attempts:
                     message = f"Gave up reconnecting after {attempt} attempts: {exc}"

@@ -27,7 +27,9 @@ async def test_sigterm_drains_closes_with_1001_and_removes_records(
 
     proc.terminate()
     for ws in clients:
-        assert await receive_close(ws, timeout=10) == (protocol.CLOSE_GOING_AWAY, "server shutting down")
+        code, reason = await receive_close(ws, timeout=10)
+        assert code == protocol.CLOSE_GOING_AWAY and reason.startswith("server shutting down")
+        assert protocol.reconnect_hint(reason) is not None  # when to come back (spread over the drain)
     assert await proc.wait(timeout=10) == 0
     assert await store.connections.by_tenant(tenant) == []
     for record in records:

@@ -268,7 +268,9 @@ async def test_drain_closes_with_1001_and_removes_records(
     assert len(ids) == 3
     await connect.drain(timeout=4.0)
     for ws in clients:
-        assert await receive_close(ws) == (protocol.CLOSE_GOING_AWAY, "server shutting down")
+        code, reason = await receive_close(ws)
+        assert code == protocol.CLOSE_GOING_AWAY and reason.startswith("server shutting down")
+        assert protocol.reconnect_hint(reason) is not None  # when to come back (spread over the drain)
     for cid in ids:
         assert await store.connections.get(cid) is None
     async with http.get(f"http://127.0.0.1:{connect.http_port}/readyz") as resp:
