@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import threading
 from typing import Any
 
@@ -24,8 +25,9 @@ from kubernetes import config as k8s_config
 from streamer.config import ConfigError, Settings, load_settings
 from streamer.metrics import Health, start_http
 from streamer.runtime import config_error, prepare
+from streamer_operator.children import Ref
 from streamer_operator.handlers import register
-from streamer_operator.kube import Kube
+from streamer_operator.kube import ApiError, Kube
 from streamer_operator.options import OperatorOptions, load_options
 from streamer_operator.reconciler import Reconciler
 from streamer_operator.tables import TablesGate
@@ -51,6 +53,48 @@ def build(
     )
     register(registry, reconciler=reconciler, options=options)
     return registry, reconciler
+
+
+def peering_args(options: OperatorOptions) -> dict[str, Any]:
+    """kopf's peering arguments: standalone without a peering name; else that peering with
+    this replica's priority (a random one unless set, so two replicas never tie: kopf
+    freezes every operator of a tied priority, and pauses all but the highest)."""
+    if not options.peering:
+        return {"standalone": True, "peering_name": None, "priority": None}
+    priority = options.priority or random.SystemRandom().randint(1, 1_000_000)
+    return {"standalone": False, "peering_name": options.peering, "priority": priority}
+
+
+KOPF_PEERINGS = Ref("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
+
+
+def ensure_peering(kube: Kube, name: str, namespaces: list[str]) -> None:
+    """Create the peering object(s) the replicas meet at, if missing (kopf needs them)."""
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    if namespaces:
+        for ns in namespaces:
+            path = KOPF_PEERINGS.path(ns)
+            bodies.append(
+                (
+                    path,
+                    {
+                        "apiVersion": "kopf.dev/v1",
+                        "kind": "KopfPeering",
+                        "metadata": {"name": name, "namespace": ns},
+                    },
+                )
+            )
+    else:
+        path = "/apis/kopf.dev/v1/clusterkopfpeerings"
+        bodies.append(
+            (path, {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}})
+        )
+    for path, body in bodies:
+        try:
+            kube._call("POST", path, body=body, content_type="application/json")
+        except ApiError as exc:
+            if exc.status != 409:  # 409: it exists already
+                log.warning("could not create the peering object", extra={"path": path, "error": str(exc)})
 
 
 def _api_client(server: str | None) -> k8s.ApiClient:
@@ -124,14 +168,18 @@ def run(
             await runner.cleanup()
 
     namespaces = list(args.namespace) or ([settings.namespace] if settings.namespace else [])
+    peering = peering_args(options)
+    if peering["peering_name"]:
+        ensure_peering(Kube(api_client), options.peering, namespaces)
+        log.info("peering", extra={"peering": options.peering, "priority": peering["priority"]})
     try:
         kopf.run(
             registry=registry,
-            standalone=True,  # one replica (Recreate strategy): no peering objects needed
             clusterwide=not namespaces,
             namespaces=namespaces,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
+            **peering,
         )
     finally:
         api_client.close()

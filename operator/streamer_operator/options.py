@@ -24,6 +24,12 @@ class OperatorOptions:
     resync_seconds: float = 60.0
     # How often a handler with backlog autoscaling is re-read and re-scaled.
     autoscale_seconds: float = 15.0
+    # kopf peering: with a name, several operator replicas run and only the one with the
+    # highest priority is active (the others pause until it is gone); empty = standalone.
+    peering: str = ""
+    # This replica's priority; 0 picks a random one at start, so two replicas never tie
+    # (kopf freezes every operator of a tied priority).
+    priority: int = 0
     manage_tables: bool = True
     tables_retry_seconds: float = 15.0
     field_manager: str = FIELD_MANAGER
@@ -68,6 +74,21 @@ def _globs(env: Mapping[str, str], var: str, default: tuple[str, ...]) -> tuple[
     return tuple(item.strip() for item in env[var].split(",") if item.strip())
 
 
+def _priority(env: Mapping[str, str]) -> int:
+    raw = env.get("STREAMER_OPERATOR_PRIORITY", "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            "STREAMER_OPERATOR_PRIORITY", f"invalid value {raw!r}: expected an integer"
+        ) from None
+    if value < 0:
+        raise ConfigError("STREAMER_OPERATOR_PRIORITY", f"invalid value {raw!r}: must not be negative")
+    return value
+
+
 def _labels(env: Mapping[str, str], var: str) -> tuple[tuple[str, str], ...]:
     out = []
     for item in _globs(env, var, ()):
@@ -89,6 +110,8 @@ def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
     return OperatorOptions(
         resync_seconds=_positive(source, "STREAMER_OPERATOR_RESYNC_SECONDS", 60.0),
         autoscale_seconds=_positive(source, "STREAMER_OPERATOR_AUTOSCALE_SECONDS", 15.0),
+        peering=source.get("STREAMER_OPERATOR_PEERING", "").strip(),
+        priority=_priority(source),
         manage_tables=manage_raw not in _FALSE,
         tables_retry_seconds=_positive(source, "STREAMER_OPERATOR_TABLES_RETRY_SECONDS", 15.0),
         # Unset: anything (the operator run by hand, as before); the chart always sets them.

@@ -106,11 +106,24 @@ def test_the_charts_crd_is_the_crd_and_helm_upgrade_keeps_it_current(render: Ren
     # A template (not crds/, which Helm installs once and never upgrades), kept on uninstall.
     assert not (CHART / "crds").exists()
     assert (CHART / "files" / "crds" / "streamerhandlers.yaml").read_bytes() == CRD.read_bytes()
-    (crd,) = by_kind(render(), "CustomResourceDefinition").values()
-    assert crd["metadata"]["name"] == "streamerhandlers.streamer.dev"
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    crds = by_kind(render(), "CustomResourceDefinition")
+    # kopf's peering CRDs come along (two operator replicas by default), kept as well.
+    assert set(crds) == {
+        "streamerhandlers.streamer.dev",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
+    assert all(c["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"} for c in crds.values())
+    crd = crds["streamerhandlers.streamer.dev"]
     assert crd["spec"] == yaml.safe_load(CRD.read_text())["spec"]  # nothing lost in the round trip
     assert not by_kind(render(sets=["crds.install=false"]), "CustomResourceDefinition")
+    single = render(sets=["operator.replicas=1"])
+    assert set(by_kind(single, "CustomResourceDefinition")) == {"streamerhandlers.streamer.dev"}
+    (op,) = containers(by_kind(single, "Deployment")[name("operator")])
+    assert "STREAMER_OPERATOR_PEERING" not in env_of(op)
+    peered = by_kind(render(), "Deployment")[name("operator")]
+    assert peered["spec"]["replicas"] == 2 and peered["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert env_of(containers(peered)[0])["STREAMER_OPERATOR_PEERING"] == f"{RELEASE}-streamer"
 
 
 def test_the_values_schema_accepts_global(helm: str) -> None:

@@ -76,3 +76,51 @@ def test_options_defaults_and_parsing() -> None:
         load_options({"STREAMER_OPERATOR_MANAGE_TABLES": "maybe"})
     with pytest.raises(ValueError, match="greater than 0"):
         load_options({"STREAMER_OPERATOR_TABLES_RETRY_SECONDS": "0"})
+
+
+async def test_two_replicas_with_peering_one_object_both_peers_and_the_work_done(
+    cluster: Cluster, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kmock
+
+    cluster.resources["kopf.dev/v1/clusterkopfpeerings"] = kmock.ResourceInfo(
+        kind="ClusterKopfPeering",
+        singular="clusterkopfpeering",
+        namespaced=False,
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    )
+    monkeypatch.setenv("STREAMER_HOST", "127.0.0.1")
+    monkeypatch.setenv("STREAMER_HTTP_PORT", "0")
+    monkeypatch.setenv("STREAMER_OPERATOR_MANAGE_TABLES", "false")
+    monkeypatch.setenv("STREAMER_LOG_JSON", "false")
+    monkeypatch.setenv("STREAMER_OPERATOR_PEERING", "streamer")
+    server = str(cluster.url).rstrip("/")
+    stops = [threading.Event(), threading.Event()]
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda s=s: results.append(run(["--server", server], stop_flag=s)))
+        for s in stops
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+
+        async def both_peers() -> bool:
+            # Created by the operator itself; each replica writes its heartbeat into status.
+            status, peering = await api._call("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/streamer")
+            return status == 200 and len((peering or {}).get("status") or {}) >= 2
+
+        await eventually(both_peers, timeout=30, what="two peers in the KopfPeering")
+        await asyncio.sleep(0.5)
+        await api.create(children.HANDLERS, handler_body("peered", actions=["peered.a"]))
+
+        async def deployed() -> bool:
+            return await api.get(children.DEPLOYMENTS, "default", "peered") is not None
+
+        await eventually(deployed, timeout=30, what="the Deployment made by the active replica")
+    finally:
+        for stop in stops:
+            stop.set()
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 30)
+    assert results == [0, 0]

@@ -89,3 +89,22 @@ def test_options_from_the_environment() -> None:
     assert opts.allowed_secrets == ()
     assert opts.allowed_service_accounts == ("handler-*", "ns/sa")
     assert opts.denied_secrets == ("jwt",)
+
+
+def test_peering_options() -> None:
+    import pytest
+    from streamer_operator.main import peering_args
+
+    from streamer.config import ConfigError
+
+    alone = load_options({})
+    assert peering_args(alone) == {"standalone": True, "peering_name": None, "priority": None}
+    peers = load_options({"STREAMER_OPERATOR_PEERING": "streamer"})
+    first, second = peering_args(peers), peering_args(peers)
+    assert first["standalone"] is False and first["peering_name"] == "streamer"
+    assert 1 <= first["priority"] <= 1_000_000  # random: two replicas (almost) never tie
+    assert {first["priority"], second["priority"]} != {0}
+    fixed = load_options({"STREAMER_OPERATOR_PEERING": "streamer", "STREAMER_OPERATOR_PRIORITY": "7"})
+    assert peering_args(fixed)["priority"] == 7
+    with pytest.raises(ConfigError):
+        load_options({"STREAMER_OPERATOR_PRIORITY": "high"})
