@@ -219,7 +219,7 @@ class Invoker:
         spec = self.registry.lookup(job.action)
         metrics.QUEUE_WAIT.observe(max(0.0, loop.time() - job.claimed_at))
         reporter = ProgressReporter(
-            request_id=job.request_id,
+            request_id=job.client_request_id,
             publish=lambda frame: self.fanout.publish(job.record, frame),
             persist=lambda progress: self._persist(job, progress),
             interval=self.settings.progress_interval_seconds,
@@ -264,7 +264,10 @@ class Invoker:
                 message=f"No ready handler serves action {job.action!r}",
                 retryable=True,
             )
-        request = Invocation.of(job.record, attempt=job.record.attempt)
+        # The handler sees the id the client gave (the record's request_id is the table key).
+        request = dataclasses.replace(
+            Invocation.of(job.record, attempt=job.record.attempt), request_id=job.client_request_id
+        )
 
         async def consume() -> Outcome:
             async for event in self.handlers.invoke(spec.endpoint, request, timeout=spec.timeout):
@@ -358,7 +361,7 @@ class Invoker:
         if not won:
             return
         self._outcome_metric(job, "completed")
-        await self._publish_final(job, complete_message(job.request_id, outcome.result))
+        await self._publish_final(job, complete_message(job.client_request_id, outcome.result))
 
     async def _retry(self, job: Job, outcome: Outcome, last: dict[str, Any] | None) -> None:
         delay = self.backoff.delay(job.attempt)
@@ -399,7 +402,7 @@ class Invoker:
             error_message(
                 error["code"],
                 error["message"],
-                request_id=job.request_id,
+                request_id=job.client_request_id,
                 details=error["details"],
                 retryable=False,
             ),
@@ -415,7 +418,10 @@ class Invoker:
             return
         self._outcome_metric(job, "cancelled")
         await self._publish_final(
-            job, error_message(CANCELLED, "Request was cancelled", request_id=job.request_id, retryable=False)
+            job,
+            error_message(
+                CANCELLED, "Request was cancelled", request_id=job.client_request_id, retryable=False
+            ),
         )
 
     async def _stopped(self, job: Job, *, reporter: ProgressReporter | None) -> None:

@@ -64,7 +64,13 @@ class Job:
 
     @property
     def request_id(self) -> str:
+        """The table key (tenant-scoped): every store call and subscription uses it."""
         return self.record.request_id
+
+    @property
+    def client_request_id(self) -> str:
+        """The id the client gave: every frame and the handler's ``Invoke`` carry it."""
+        return self.record.client_request_id
 
     @property
     def attempt(self) -> int:

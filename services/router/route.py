@@ -48,7 +48,7 @@ from streamer.protocol import (
 )
 from streamer.registry import ActionSpec, Registry
 from streamer.schema import payload_errors
-from streamer.store import AlreadyExists, RequestRecord, Store, StoreError
+from streamer.store import AlreadyExists, RequestRecord, Store, StoreError, request_key
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class _Replay:
 
 
 class SyncReplay:
-    """This replica's memory of recent sync answers, by request id (see the module doc)."""
+    """This replica's memory of recent sync answers, by (tenant, request id) (see the module doc)."""
 
     def __init__(
         self,
@@ -96,20 +96,20 @@ class SyncReplay:
     def __len__(self) -> int:
         return len(self._done)
 
-    def _lookup(self, request_id: str, at: float) -> _Replay | None:
-        entry = self._done.get(request_id)
+    def _lookup(self, key: str, at: float) -> _Replay | None:
+        entry = self._done.get(key)
         if entry is not None and entry.expires <= at:
-            del self._done[request_id]
+            del self._done[key]
             return None
         return entry
 
-    def _keep(self, request_id: str, owner: tuple[str, str], frame: dict[str, Any], at: float) -> None:
+    def _keep(self, key: str, owner: tuple[str, str], frame: dict[str, Any], at: float) -> None:
         if frame.get("type") == "error" and frame["error"].get("retryable"):
             return  # a retryable failure must be retried by a re-send, not replayed
         if len(encode_bytes(frame)) > self.max_frame_bytes:
             return
-        self._done[request_id] = _Replay(owner=owner, frame=frame, expires=at + self.ttl)
-        self._done.move_to_end(request_id)
+        self._done[key] = _Replay(owner=owner, frame=frame, expires=at + self.ttl)
+        self._done.move_to_end(key)
         while len(self._done) > self.max_entries:
             self._done.popitem(last=False)
         while self._done:  # drop expired entries from the old end
@@ -120,11 +120,12 @@ class SyncReplay:
 
     async def run(self, call: Call, answer: Next, ctx: RouteContext) -> dict[str, Any]:
         owner = (call.tenant_id, call.user_id)
+        key = request_key(call.tenant_id, call.request_id)  # ids are scoped per tenant
         while True:
-            entry = self._lookup(call.request_id, time.monotonic())
+            entry = self._lookup(key, time.monotonic())
             if entry is not None:
                 return entry.frame if entry.owner == owner else _duplicate(call)
-            running = self._running.get(call.request_id)
+            running = self._running.get(key)
             if running is None:
                 break
             if running[0] != owner:
@@ -134,15 +135,15 @@ class SyncReplay:
                 return shared
             # the first attempt was abandoned (its caller went away): run it ourselves
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        self._running[call.request_id] = (owner, future)
+        self._running[key] = (owner, future)
         frame: dict[str, Any] | None = None
         try:
             frames = await answer(ctx)
             frame = frames[0]
-            self._keep(call.request_id, owner, frame, time.monotonic())
+            self._keep(key, owner, frame, time.monotonic())
             return frame
         finally:
-            del self._running[call.request_id]
+            del self._running[key]
             future.set_result(frame)
 
 

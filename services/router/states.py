@@ -63,7 +63,7 @@ def status_frame(record: RequestRecord, **extra: Any) -> dict[str, Any]:
         fields["cancel_requested"] = True
     fields.update(extra)
     return status_message(
-        record.request_id,
+        record.client_request_id,
         status=record.status,
         percentage=int(pct) if pct == int(pct) else pct,
         message=message,
@@ -78,7 +78,9 @@ def outcome_frame(record: RequestRecord) -> dict[str, Any]:
     running answers its ``status`` instead.
     """
     if record.status == COMPLETED:
-        return complete_message(record.request_id, record.result, at=record.finished_at or record.updated_at)
+        return complete_message(
+            record.client_request_id, record.result, at=record.finished_at or record.updated_at
+        )
     if record.status in (FAILED, CANCELLED):
         error = record.error if isinstance(record.error, dict) else {}
         default = protocol.CANCELLED if record.status == CANCELLED else PROCESSING_FAILED
@@ -86,7 +88,7 @@ def outcome_frame(record: RequestRecord) -> dict[str, Any]:
         return error_message(
             str(code),
             str(error.get("message") or _DEFAULT_MESSAGES[record.status]),
-            request_id=record.request_id,
+            request_id=record.client_request_id,
             details=error.get("details"),
             retryable=False,
         )

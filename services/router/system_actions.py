@@ -26,7 +26,7 @@ from streamer.protocol import (
     error_message,
     pong_message,
 )
-from streamer.store import NotFound, RequestRecord, Store, StoreError
+from streamer.store import NotFound, RequestRecord, Store, StoreError, request_key
 from streamer.store.base import now
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ class SystemActions:
             ]
 
     async def _owned(self, call: Call, target: str) -> RequestRecord | None:
-        """The request, if it exists *in the caller's tenant*."""
-        record = await self.store.requests.get(target)
+        """The request, if it exists *in the caller's tenant* (ids are scoped per tenant)."""
+        record = await self.store.requests.get(request_key(call.tenant_id, target))
         if record is None or record.tenant_id != call.tenant_id:
             return None
         return record
@@ -136,7 +136,9 @@ class SystemActions:
     async def cancel(self, call: Call, target: str) -> Frames:
         """PENDING → CANCELLED at once; PROCESSING → cancel requested; terminal: unchanged."""
         try:
-            record = await self.store.requests.cancel(target, tenant_id=call.tenant_id)
+            record = await self.store.requests.cancel(
+                request_key(call.tenant_id, target), tenant_id=call.tenant_id
+            )
         except NotFound:
             return _not_found(call, target)
         log.info("cancel", extra={"target": target, "status": record.status})
@@ -155,7 +157,9 @@ class SystemActions:
         record = await self._owned(call, target)
         if record is None:
             return _not_found(call, target)
-        await self.store.subscriptions.unsubscribe(request_id=target, connection_id=call.connection_id)
+        await self.store.subscriptions.unsubscribe(
+            request_id=record.request_id, connection_id=call.connection_id
+        )
         return [status_frame(record, subscribed=False)]
 
     async def resume(self, call: Call) -> Frames:

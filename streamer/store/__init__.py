@@ -16,6 +16,7 @@ from streamer.config import Settings
 from streamer.store.connections import ConnectionRecord, ConnectionStore
 from streamer.store.dynamo import open_client
 from streamer.store.errors import AlreadyExists, ConditionFailed, NotFound, StoreError, TransitionRefused
+from streamer.store.keys import request_key, user_key
 from streamer.store.leases import Lease, LeaseStore
 from streamer.store.requests import (
     CANCELLED,
@@ -52,7 +53,9 @@ __all__ = [
     "SubscriptionStore",
     "TransitionRefused",
     "ensure_tables",
+    "request_key",
     "requests_stream_arn",
+    "user_key",
 ]
 
 

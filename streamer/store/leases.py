@@ -21,6 +21,9 @@ from streamer.store.dynamo import (
     wrap_error,
 )
 from streamer.store.errors import AlreadyExists, ConditionFailed
+from streamer.store.keys import compose, lease_key
+
+__all__ = ["SHARD_END", "TRIM_HORIZON", "Lease", "LeaseStore", "lease_key"]
 
 SHARD_END = "SHARD_END"
 TRIM_HORIZON = "TRIM_HORIZON"
@@ -61,13 +64,8 @@ MEMBER_ATTRIBUTE = "member"
 
 
 def member_key(worker_id: str) -> str:
-    """A processor's heartbeat item (never a lease: lease keys start with a stream ARN)."""
-    return f"member|{worker_id}"
-
-
-def lease_key(stream_arn: str, shard_id: str) -> str:
-    """Leases of a recreated table's new stream never collide with the old one's."""
-    return f"{stream_arn}|{shard_id}"
+    """A processor's heartbeat item (never a lease: a lease key's first part is a stream ARN)."""
+    return compose("member", worker_id)
 
 
 class LeaseStore(TableStore):

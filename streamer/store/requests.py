@@ -39,6 +39,7 @@ from streamer.store.dynamo import (
     wrap_error,
 )
 from streamer.store.errors import AlreadyExists, NotFound, TransitionRefused
+from streamer.store.keys import client_request_id, request_key, user_key
 
 REQUEST_TTL_SECONDS = 7 * 24 * 3600
 
@@ -51,14 +52,15 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 _JSON_FIELDS = ("payload", "metadata", "result")
 
 
-def user_key(tenant_id: str, user_id: str) -> str:
-    """The ``user-index`` hash key: a user id is only unique within its tenant."""
-    return f"{tenant_id}#{user_id}"
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RequestRecord:
-    """One async request as stored. ``payload``/``metadata``/``result`` are JSON values."""
+    """One async request as stored. ``payload``/``metadata``/``result`` are JSON values.
+
+    ``request_id`` is the table key, :func:`~streamer.store.keys.request_key` of
+    (tenant, the client's id): ids are scoped per tenant. Every store call, the
+    subscriptions and the processor use it; every frame a client or handler sees
+    carries :attr:`client_request_id`, the id the client gave.
+    """
 
     request_id: str
     action: str
@@ -107,6 +109,11 @@ class RequestRecord:
     def user_key(self) -> str:
         return user_key(self.tenant_id, self.user_id)
 
+    @property
+    def client_request_id(self) -> str:
+        """The id the client gave (frames, handlers, logs); ``request_id`` is the key."""
+        return client_request_id(self.request_id)
+
     @classmethod
     def new(
         cls,
@@ -126,9 +133,10 @@ class RequestRecord:
         permissions: tuple[str, ...] | list[str] = (),
         offer_grace: float | None = None,
     ) -> RequestRecord:
+        """A new PENDING request; ``request_id`` is the *client's* id (the key is built here)."""
         t = now()
         return cls(
-            request_id=request_id,
+            request_id=request_key(tenant_id, request_id),
             action=action,
             status=PENDING,
             user_id=user_id,

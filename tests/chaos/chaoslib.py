@@ -62,7 +62,7 @@ from streamer.client.errors import StreamerError
 from streamer.local.dynamodb import DynamoDBLocal
 from streamer.local.faultproxy import FaultProxy, parse_fault
 from streamer.local.stack import LocalStack, StackError
-from streamer.store import COMPLETED, FAILED, TERMINAL, Store
+from streamer.store import COMPLETED, FAILED, TERMINAL, Store, request_key
 
 log = logging.getLogger("chaos")
 
@@ -603,7 +603,9 @@ class Chaos:
         records: dict[str, Any] = {}
         async with Store.open(settings=self.stack.settings) as store:
             for t in self.tracked:
-                records[t.rid] = await store.requests.get(t.rid)
+                records[t.rid] = await store.requests.get(
+                    request_key(f"tenant-{t.client % cfg.tenants}", t.rid)
+                )
         reasons: collections.Counter[str] = collections.Counter()
         for t in self.tracked:
             record = records[t.rid]

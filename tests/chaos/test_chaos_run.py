@@ -44,7 +44,7 @@ from streamer.client import StreamerClient
 from streamer.local.dynamodb import DynamoDBLocal
 from streamer.local.stack import LocalStack, StackError
 from streamer.sdk import HandlerServer
-from streamer.store import COMPLETED, Store
+from streamer.store import COMPLETED, Store, request_key
 
 Shared = tuple[DynamoDBLocal, LocalStack, pathlib.Path]
 
@@ -87,9 +87,9 @@ def check(figures: Figures, config: ChaosConfig) -> None:
     assert all(reason.split(":")[0] != "?" for reason in figures.failure_reasons), figures.failure_reasons
 
 
-async def _stored(stack: LocalStack, request_id: str) -> Any:
+async def _stored(stack: LocalStack, request_id: str, tenant: str = "t-brk") -> Any:
     async with Store.open(settings=stack.settings) as store:
-        return await store.requests.get(request_id)
+        return await store.requests.get(request_key(tenant, request_id))
 
 
 async def test_results_reach_clients_that_resumed_on_a_restarted_connect(shared: Shared) -> None:

@@ -12,9 +12,10 @@ import uuid
 from e2e_helpers import eventually
 
 from streamer.cli.request import EXIT_CODES, EXIT_USAGE
+from streamer.local.devauth import DEV_TENANT
 from streamer.local.ports import free_port
 from streamer.local.stack import LocalStack
-from streamer.store import CANCELLED, Store
+from streamer.store import CANCELLED, Store, request_key
 
 REPORT = {"start_date": "2026-01-01", "end_date": "2026-01-31", "format": "pdf", "report_type": "sales"}
 
@@ -110,7 +111,7 @@ async def test_timeout_exits_18_and_cancels_the_request(stack: LocalStack) -> No
 
     async def cancelled() -> bool:
         async with Store.open(settings=stack.settings) as store:
-            record = await store.requests.get(request_id)
+            record = await store.requests.get(request_key(DEV_TENANT, request_id))
         return record is not None and record.status == CANCELLED
 
     await eventually(cancelled, timeout=30)

@@ -14,7 +14,7 @@ from e2e_helpers import Recorder, connect, eventually, handler_invocations, runn
 
 from streamer.client import StreamerError
 from streamer.local.stack import LocalStack
-from streamer.store import COMPLETED, FAILED, RequestRecord, Store
+from streamer.store import COMPLETED, FAILED, RequestRecord, Store, request_key
 
 REPORT = {"start_date": "2026-01-01", "end_date": "2026-01-31", "format": "json", "report_type": "sales"}
 
@@ -43,9 +43,9 @@ async def healthy(stack: LocalStack) -> AsyncIterator[LocalStack]:
                 await stack.restart(name, kill_first=False)
 
 
-async def _finished(stack: LocalStack, request_id: str) -> RequestRecord | None:
+async def _finished(stack: LocalStack, request_id: str, tenant: str = "acme") -> RequestRecord | None:
     async with Store.open(settings=stack.settings) as store:
-        record = await store.requests.get(request_id)
+        record = await store.requests.get(request_key(tenant, request_id))
     return record if record is not None and record.terminal else None
 
 

@@ -16,7 +16,7 @@ from streamer.client import (
     ValidationError,
 )
 from streamer.local.stack import LocalStack
-from streamer.store import CANCELLED, COMPLETED, Store
+from streamer.store import CANCELLED, COMPLETED, Store, request_key
 
 REPORT = {"start_date": "2026-01-01", "end_date": "2026-01-31", "format": "csv", "report_type": "sales"}
 
@@ -52,7 +52,7 @@ async def test_async_request_reports_ordered_progress_and_exactly_one_complete(s
     seqs = [p["seq"] for p in progress]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     async with Store.open(settings=stack.settings) as store:
-        record = await store.requests.require(request_id)
+        record = await store.requests.require(request_key("acme", request_id))
     assert record.status == COMPLETED and record.result == result
 
 
@@ -97,7 +97,7 @@ async def test_cancel_a_running_request(stack: LocalStack) -> None:
 
 
 async def _terminal(store: Store, request_id: str) -> object:
-    record = await store.requests.get(request_id)
+    record = await store.requests.get(request_key("acme", request_id))
     return record if record is not None and record.terminal else None
 
 

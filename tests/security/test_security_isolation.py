@@ -27,7 +27,7 @@ from streamer.api.v1 import (
     router_pb2_grpc,
 )
 from streamer.local.stack import LocalStack
-from streamer.store import COMPLETED, Store
+from streamer.store import COMPLETED, Store, request_key
 
 ENV = {
     "STREAMER_SWEEP_INTERVAL_SECONDS": "0.5",
@@ -99,10 +99,15 @@ async def test_another_tenant_cannot_see_cancel_subscribe_or_resume(stack: Local
                 rid, "X"
             )
 
-        # Alice's id, sent again by Mallory as a new request: refused, not attached, nothing leaked.
+        # Alice's id, sent by Mallory as a new request: ids are scoped per tenant, so it is
+        # Mallory's own request (no DUPLICATE_REQUEST telling her Alice's exists), never
+        # attached to Alice's, and it finishes with Mallory's payload (issue #18 item 6).
         await mallory.send({"action": "echo_async", "id": rid, "payload": {"message": "hijack"}})
-        dup = await mallory.wait_for(is_error("DUPLICATE_REQUEST", rid))
-        assert MARKER not in json.dumps(dup) and "delay" not in json.dumps(dup)
+        await mallory.wait_for(lambda f: f.get("type") == "acknowledgment" and f["request_id"] == rid)
+        mine = await mallory.wait_for(
+            lambda f: f.get("type") == "complete" and f["request_id"] == rid, timeout=60
+        )
+        assert "hijack" in json.dumps(mine) and MARKER not in json.dumps(mine)
 
         await mallory.send({"action": "$resume", "id": f"r-{uuid.uuid4().hex[:8]}"})
         # Bob shares Alice's tenant but not her requests: $resume is per user.
@@ -117,8 +122,10 @@ async def test_another_tenant_cannot_see_cancel_subscribe_or_resume(stack: Local
         assert done["result"] == {"seconds": 2, "steps": 8}  # Mallory's $cancel changed nothing
         await mallory.send({"action": "$ping"})
         await mallory.wait_for(lambda f: f.get("type") == "pong")
-        assert [f for f in mallory.about(rid) if f.get("type") != "error"] == [], mallory.about(rid)
-        assert not any(f.get("resumed") for f in mallory.frames)
+        # Everything Mallory heard about the id is about her own request, never Alice's.
+        assert not [f for f in mallory.about(rid) if MARKER in json.dumps(f) or "steps" in json.dumps(f)]
+        assert not [f for f in mallory.about(rid) if f.get("type") == "status" and f.get("action") == "delay"]
+        assert all(f.get("action") == "echo_async" for f in mallory.frames if f.get("resumed"))
         assert not [f for f in bob.frames if f.get("resumed") and f.get("request_id") == rid]
         assert not [f for f in bob.about(rid) if f.get("type") in ("progress", "complete")]
     finally:
@@ -154,7 +161,7 @@ async def test_a_client_cannot_reach_another_connection(stack: LocalStack) -> No
                 {"action": "$subscribe", "payload": {"request_id": rid, "connection_id": alice_conn}}
             )
             await mallory.wait_for(lambda f: f.get("type") == "status" and f["request_id"] == rid)
-            record = await store.requests.get(rid)
+            record = await store.requests.get(request_key("tenant-b", rid))
             assert record is not None and record.status == COMPLETED
             assert (record.tenant_id, record.user_id, record.connection_id) == (
                 "tenant-b",

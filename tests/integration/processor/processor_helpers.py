@@ -23,7 +23,13 @@ from streamer.config import Settings
 from streamer.registry.static import StaticRegistry
 from streamer.retry import Backoff
 from streamer.sdk import Action, ProgressFn, Request, RetryableError
-from streamer.store import ConnectionRecord, RequestRecord, Store
+from streamer.store import ConnectionRecord, RequestRecord, Store, request_key
+from streamer.store.keys import client_request_id
+
+
+def key_of(request: Request) -> str:
+    """The table key of a request a handler got (it sees the client's id and the tenant)."""
+    return request_key(request.tenant_id, request.request_id)
 
 
 def uid(prefix: str) -> str:
@@ -40,10 +46,11 @@ class Calls:
         self.cancelled: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
 
     def hit(self, request: Request) -> int:
-        self.count[request.request_id] += 1
-        self.order.append(request.request_id)
-        self.started[request.request_id].set()
-        return self.count[request.request_id]
+        key = key_of(request)  # the table key, which the tests hold as ``record.request_id``
+        self.count[key] += 1
+        self.order.append(key)
+        self.started[key].set()
+        return self.count[key]
 
 
 class Fast(Action):
@@ -105,7 +112,7 @@ class Slow(Action):
                 await progress(100 * i / steps, "working")
                 await asyncio.sleep(seconds / steps)
         except asyncio.CancelledError:
-            self.calls.cancelled[request.request_id].set()
+            self.calls.cancelled[key_of(request)].set()
             raise
         return {"slept": seconds}
 
@@ -161,7 +168,7 @@ class Never(Action):
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            self.calls.cancelled[request.request_id].set()
+            self.calls.cancelled[key_of(request)].set()
             raise
         return None
 
@@ -261,7 +268,8 @@ class Capture(connections_pb2_grpc.ConnectionsServicer):
 
     def of(self, connection_id: str, request_id: str) -> list[dict[str, Any]]:
         """The frames a connection got about one request, in arrival order."""
-        return [f for f in self.frames.get(connection_id, []) if f.get("request_id") == request_id]
+        rid = client_request_id(request_id)  # frames carry the client's id; tests hold the key
+        return [f for f in self.frames.get(connection_id, []) if f.get("request_id") == rid]
 
     def endings(self, connection_id: str, request_id: str) -> list[dict[str, Any]]:
         return [f for f in self.of(connection_id, request_id) if f["type"] in ("complete", "error")]

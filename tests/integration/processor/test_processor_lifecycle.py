@@ -113,7 +113,7 @@ async def test_retry_then_failed(env: Env) -> None:
     endings = await env.endings(conn, req.request_id)
     assert len(endings) == 1
     error = endings[0]
-    assert error["type"] == "error" and error["request_id"] == req.request_id
+    assert error["type"] == "error" and error["request_id"] == req.client_request_id
     assert error["error"]["code"] == "PROCESSING_FAILED"
     assert error["error"]["retryable"] is False
     assert error["error"]["message"] == "the database is down"
@@ -160,7 +160,7 @@ async def test_cancel_while_running_ends_the_handler_call(env: Env) -> None:
     assert endings == [
         {
             "type": "error",
-            "request_id": req.request_id,
+            "request_id": req.client_request_id,
             "error": {"code": "CANCELLED", "message": "Request was cancelled", "retryable": False},
         }
     ]

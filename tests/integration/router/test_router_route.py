@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from router_helpers import ActionsUnderTest, Route, route_request
 
-from streamer.store import FAILED, PENDING, Store
+from streamer.store import FAILED, PENDING, Store, request_key
 
 
 def one(frames: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,25 +68,23 @@ async def test_schema_failure_lists_paths_and_keeps_the_id(route: Route, ids: Ca
 async def test_schema_failure_stores_nothing(
     route: Route, router_store: Store, ids: Callable[[str], str]
 ) -> None:
-    rid = ids("r")
+    rid, tenant = ids("r"), ids("t")
     frame = err(
-        await route("echo_async", request_id=rid, user=ids("u"), tenant=ids("t"), payload={"message": 5})
+        await route("echo_async", request_id=rid, user=ids("u"), tenant=tenant, payload={"message": 5})
     )
     assert frame["error"]["details"][0]["path"] == "message"
-    assert await router_store.requests.get(rid) is None
+    assert await router_store.requests.get(request_key(tenant, rid)) is None
 
 
 async def test_handler_rule_beyond_schema_refuses_an_async_request(
     route: Route, router_store: Store, ids: Callable[[str], str]
 ) -> None:
-    rid = ids("r")
+    rid, tenant = ids("r"), ids("t")
     payload = {"start_date": "2024-02-01", "end_date": "2024-01-31", "format": "pdf", "report_type": "sales"}
-    frame = err(
-        await route("generate_report", request_id=rid, user=ids("u"), tenant=ids("t"), payload=payload)
-    )
+    frame = err(await route("generate_report", request_id=rid, user=ids("u"), tenant=tenant, payload=payload))
     assert frame["error"]["code"] == "VALIDATION_ERROR"
     assert frame["error"]["details"] == [{"path": "end_date", "message": "must be on or after start_date"}]
-    assert await router_store.requests.get(rid) is None
+    assert await router_store.requests.get(request_key(tenant, rid)) is None
 
 
 async def test_malformed_route_request(router_stub: Any, ids: Callable[[str], str]) -> None:
@@ -143,7 +141,7 @@ async def test_auto_at_threshold_stays_sync_and_over_goes_async(
         "status": "queued",
         "message": over["message"],
     }
-    record = await router_store.requests.get(rid)
+    record = await router_store.requests.get(request_key(tenant, rid))
     assert record is not None and record.status == PENDING
 
 
@@ -166,10 +164,10 @@ async def test_handler_down_is_service_unavailable(route: Route, ids: Callable[[
 async def test_async_is_queued_even_when_its_handler_is_down(
     route: Route, router_store: Store, ids: Callable[[str], str]
 ) -> None:
-    rid = ids("r")
-    frame = one(await route("gone_async", request_id=rid, user=ids("u"), tenant=ids("t")))
+    rid, tenant = ids("r"), ids("t")
+    frame = one(await route("gone_async", request_id=rid, user=ids("u"), tenant=tenant))
     assert frame["type"] == "acknowledgment"
-    record = await router_store.requests.get(rid)
+    record = await router_store.requests.get(request_key(tenant, rid))
     assert record is not None and record.handler == "gone"
 
 
@@ -192,7 +190,7 @@ async def test_async_request_is_stored_pending(
         )
     )
     assert frame["type"] == "acknowledgment" and frame["request_id"] == rid and frame["status"] == "queued"
-    record = await router_store.requests.get(rid)
+    record = await router_store.requests.get(request_key(tenant, rid))
     assert record is not None
     assert (record.status, record.action, record.handler) == (PENDING, "echo_async", "examples")
     assert (record.user_id, record.tenant_id, record.connection_id) == (user, tenant, "conn-a")
@@ -207,20 +205,20 @@ async def test_async_request_is_stored_pending(
 async def test_async_priority(
     route: Route, router_store: Store, ids: Callable[[str], str], metadata: dict[str, Any], expected: int
 ) -> None:
-    rid = ids("r")
+    rid, tenant = ids("r"), ids("t")
     payload = {"start_date": "2024-01-01", "end_date": "2024-01-31", "format": "pdf", "report_type": "sales"}
     frame = one(
         await route(
             "generate_report",
             request_id=rid,
             user=ids("u"),
-            tenant=ids("t"),
+            tenant=tenant,
             payload=payload,
             metadata=metadata,
         )
     )
     assert frame["type"] == "acknowledgment"
-    record = await router_store.requests.get(rid)
+    record = await router_store.requests.get(request_key(tenant, rid))
     assert record is not None and record.priority == expected
 
 
@@ -251,7 +249,7 @@ async def test_async_resend_answers_current_state_never_a_second_request(
     user, tenant, rid = ids("u"), ids("t"), ids("r")
     first = one(await route("echo_async", request_id=rid, user=user, tenant=tenant, payload={"message": "a"}))
     assert first["type"] == "acknowledgment"
-    created = await router_store.requests.get(rid)
+    created = await router_store.requests.get(request_key(tenant, rid))
     again = one(
         await route(
             "echo_async",
@@ -263,15 +261,19 @@ async def test_async_resend_answers_current_state_never_a_second_request(
         )
     )
     assert again["type"] == "status" and again["status"] == PENDING and again["request_id"] == rid
-    record = await router_store.requests.get(rid)
+    record = await router_store.requests.get(request_key(tenant, rid))
     assert record is not None and record.subscribed  # marked: it has a subscriber now
     # Otherwise untouched: same payload, same connection.
     assert dataclasses.replace(record, subscribed=False) == created
-    subs = await router_store.subscriptions.for_request(rid)
+    subs = await router_store.subscriptions.for_request(request_key(tenant, rid))
     assert [s.connection_id for s in subs] == ["conn-new"]  # re-attached to where it was re-sent
 
-    tok = (await router_store.requests.claim(rid, owner="w1", attempt=1, claim_seconds=30)).claim_token
-    await router_store.requests.complete(rid, owner="w1", attempt=1, token=tok, result={"message": "a"})
+    tok = (
+        await router_store.requests.claim(request_key(tenant, rid), owner="w1", attempt=1, claim_seconds=30)
+    ).claim_token
+    await router_store.requests.complete(
+        request_key(tenant, rid), owner="w1", attempt=1, token=tok, result={"message": "a"}
+    )
     done = one(await route("echo_async", request_id=rid, user=user, tenant=tenant, payload={"message": "a"}))
     assert done["type"] == "complete" and done["result"] == {"message": "a"}
 
@@ -281,13 +283,19 @@ async def test_async_resend_of_a_failed_request_answers_its_error(
 ) -> None:
     user, tenant, rid = ids("u"), ids("t"), ids("r")
     one(await route("echo_async", request_id=rid, user=user, tenant=tenant, payload={"message": "a"}))
-    tok = (await router_store.requests.claim(rid, owner="w1", attempt=1, claim_seconds=30)).claim_token
+    tok = (
+        await router_store.requests.claim(request_key(tenant, rid), owner="w1", attempt=1, claim_seconds=30)
+    ).claim_token
     await router_store.requests.fail(
-        rid, owner="w1", attempt=1, token=tok, error={"code": "PROCESSING_FAILED", "message": "no"}
+        request_key(tenant, rid),
+        owner="w1",
+        attempt=1,
+        token=tok,
+        error={"code": "PROCESSING_FAILED", "message": "no"},
     )
     frame = err(await route("echo_async", request_id=rid, user=user, tenant=tenant, payload={"message": "a"}))
     assert frame["error"] == {"code": "PROCESSING_FAILED", "message": "no", "retryable": False}
-    record = await router_store.requests.get(rid)
+    record = await router_store.requests.get(request_key(tenant, rid))
     assert record is not None and record.status == FAILED
 
 
@@ -296,15 +304,51 @@ async def test_async_id_of_another_user_is_duplicate(
 ) -> None:
     tenant, rid = ids("t"), ids("r")
     one(await route("echo_async", request_id=rid, user="alice", tenant=tenant, payload={"message": "a"}))
-    for user, other_tenant in (("bob", tenant), ("alice", ids("t"))):
-        frame = err(
-            await route(
-                "echo_async", request_id=rid, user=user, tenant=other_tenant, payload={"message": "a"}
-            )
-        )
-        assert frame["error"]["code"] == "DUPLICATE_REQUEST" and frame["request_id"] == rid
-    record = await router_store.requests.get(rid)
+    frame = err(
+        await route("echo_async", request_id=rid, user="bob", tenant=tenant, payload={"message": "a"})
+    )
+    assert frame["error"]["code"] == "DUPLICATE_REQUEST" and frame["request_id"] == rid
+    record = await router_store.requests.get(request_key(tenant, rid))
     assert record is not None and (record.user_id, record.tenant_id) == ("alice", tenant)
+
+
+async def test_request_ids_are_scoped_per_tenant(
+    route: Route, router_store: Store, ids: Callable[[str], str]
+) -> None:
+    """Issue #18 item 6: tenant B re-using tenant A's id got DUPLICATE_REQUEST (and learnt it existed)."""
+    tenant_a, tenant_b, rid = ids("t"), ids("t"), ids("r")
+    one(await route("echo_async", request_id=rid, user="alice", tenant=tenant_a, payload={"message": "a"}))
+    for tenant, user in ((tenant_b, "alice"), (tenant_b + "#x", "bob")):
+        frame = one(
+            await route("echo_async", request_id=rid, user=user, tenant=tenant, payload={"message": "b"})
+        )
+        assert frame == {
+            "type": "acknowledgment",
+            "request_id": rid,
+            "status": "queued",
+            "message": frame["message"],
+        }
+        status = one(await route("$status", user=user, tenant=tenant, payload={"request_id": rid}))
+        assert status["request_id"] == rid and status["status"] == PENDING
+    a = await router_store.requests.get(request_key(tenant_a, rid))
+    b = await router_store.requests.get(request_key(tenant_b, rid))
+    assert a is not None and b is not None
+    assert (a.tenant_id, a.payload, b.tenant_id, b.payload) == (
+        tenant_a,
+        {"message": "a"},
+        tenant_b,
+        {"message": "b"},
+    )
+    assert a.client_request_id == b.client_request_id == rid
+    # the same holds for sync ids: each tenant's replay memory is its own
+    first = one(
+        await route("echo", request_id=rid + "-s", user="alice", tenant=tenant_a, payload={"message": "1"})
+    )
+    other = one(
+        await route("echo", request_id=rid + "-s", user="alice", tenant=tenant_b, payload={"message": "2"})
+    )
+    assert (first["type"], other["type"]) == ("response", "response")
+    assert first["data"] != other["data"]
 
 
 async def test_sync_resend_replays_the_answer(

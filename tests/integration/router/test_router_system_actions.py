@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from router_helpers import Route
 
-from streamer.store import CANCELLED, COMPLETED, PENDING, PROCESSING, RequestRecord, Store
+from streamer.store import CANCELLED, COMPLETED, PENDING, PROCESSING, RequestRecord, Store, request_key
 from streamer.store.dynamo import serialize_item
 
 
@@ -74,13 +75,21 @@ async def test_status_of_a_completed_request_carries_the_result(
 ) -> None:
     tenant, rid = ids("t"), ids("r")
     await make_request(router_store, rid=rid, user="alice", tenant=tenant)
-    tok = (await router_store.requests.claim(rid, owner="w", attempt=1, claim_seconds=30)).claim_token
+    tok = (
+        await router_store.requests.claim(request_key(tenant, rid), owner="w", attempt=1, claim_seconds=30)
+    ).claim_token
     await router_store.requests.save_progress(
-        rid, owner="w", attempt=1, token=tok, progress={"percentage": 40, "message": "Rendering"}
+        request_key(tenant, rid),
+        owner="w",
+        attempt=1,
+        token=tok,
+        progress={"percentage": 40, "message": "Rendering"},
     )
     frame = one(await route("$status", user="alice", tenant=tenant, payload={"request_id": rid}))
     assert (frame["status"], frame["percentage"], frame["message"]) == (PROCESSING, 40, "Rendering")
-    await router_store.requests.complete(rid, owner="w", attempt=1, token=tok, result={"ok": 1})
+    await router_store.requests.complete(
+        request_key(tenant, rid), owner="w", attempt=1, token=tok, result={"ok": 1}
+    )
     frame = one(await route("$status", user="alice", tenant=tenant, payload={"request_id": rid}))
     assert (frame["status"], frame["result"]) == (COMPLETED, {"ok": 1})
 
@@ -92,18 +101,18 @@ async def test_cancel_pending_and_processing(
     await make_request(router_store, rid=pending, user="alice", tenant=tenant)
     frame = one(await route("$cancel", user="alice", tenant=tenant, payload={"request_id": pending}))
     assert frame["type"] == "status" and frame["status"] == CANCELLED
-    record = await router_store.requests.get(pending)
+    record = await router_store.requests.get(request_key(tenant, pending))
     assert record is not None and record.status == CANCELLED
 
     await make_request(router_store, rid=running, user="alice", tenant=tenant)
-    await router_store.requests.claim(running, owner="w", attempt=1, claim_seconds=30)
+    await router_store.requests.claim(request_key(tenant, running), owner="w", attempt=1, claim_seconds=30)
     frame = one(await route("$cancel", user="alice", tenant=tenant, payload={"request_id": running}))
     assert (frame["status"], frame["cancel_requested"], frame["message"]) == (
         PROCESSING,
         True,
         "Cancellation requested",
     )
-    record = await router_store.requests.get(running)
+    record = await router_store.requests.get(request_key(tenant, running))
     assert record is not None and record.cancel_requested and record.status == PROCESSING
 
 
@@ -111,7 +120,7 @@ async def test_cancel_is_tenant_scoped(route: Route, router_store: Store, ids: C
     tenant, rid = ids("t"), ids("r")
     await make_request(router_store, rid=rid, user="alice", tenant=tenant)
     not_found(await route("$cancel", user="alice", tenant=ids("t"), payload={"request_id": rid}), rid)
-    record = await router_store.requests.get(rid)
+    record = await router_store.requests.get(request_key(tenant, rid))
     assert record is not None and record.status == PENDING
 
 
@@ -126,7 +135,7 @@ async def test_subscribe_and_unsubscribe(
         )
     )
     assert frame["type"] == "status" and frame["subscribed"] is True
-    subs = await router_store.subscriptions.for_request(rid)
+    subs = await router_store.subscriptions.for_request(request_key(tenant, rid))
     assert [(s.connection_id, s.user_id, s.tenant_id) for s in subs] == [("conn-bob", "bob", tenant)]
     frame = one(
         await route(
@@ -134,7 +143,7 @@ async def test_subscribe_and_unsubscribe(
         )
     )
     assert frame["subscribed"] is False
-    assert await router_store.subscriptions.for_request(rid) == []
+    assert await router_store.subscriptions.for_request(request_key(tenant, rid)) == []
 
 
 async def test_subscribe_and_unsubscribe_are_tenant_scoped(
@@ -149,9 +158,9 @@ async def test_subscribe_and_unsubscribe_are_tenant_scoped(
         ),
         rid,
     )
-    assert await router_store.subscriptions.for_request(rid) == []
+    assert await router_store.subscriptions.for_request(request_key(tenant, rid)) == []
     await router_store.subscriptions.subscribe(
-        request_id=rid, connection_id="conn-a", user_id="alice", tenant_id=tenant
+        request_id=request_key(tenant, rid), connection_id="conn-a", user_id="alice", tenant_id=tenant
     )
     not_found(
         await route(
@@ -159,7 +168,7 @@ async def test_subscribe_and_unsubscribe_are_tenant_scoped(
         ),
         rid,
     )
-    assert len(await router_store.subscriptions.for_request(rid)) == 1
+    assert len(await router_store.subscriptions.for_request(request_key(tenant, rid))) == 1
 
 
 async def test_system_action_without_a_target_is_a_validation_error(
@@ -176,10 +185,18 @@ async def test_resume_reattaches_unfinished_and_recent_requests(
     pending, running, recent, old = ids("pending"), ids("running"), ids("recent"), ids("old")
     await make_request(router_store, rid=pending, user=user, tenant=tenant)
     await make_request(router_store, rid=running, user=user, tenant=tenant)
-    tok = (await router_store.requests.claim(running, owner="w", attempt=1, claim_seconds=30)).claim_token
+    tok = (
+        await router_store.requests.claim(
+            request_key(tenant, running), owner="w", attempt=1, claim_seconds=30
+        )
+    ).claim_token
     await make_request(router_store, rid=recent, user=user, tenant=tenant)
-    tok = (await router_store.requests.claim(recent, owner="w", attempt=1, claim_seconds=30)).claim_token
-    await router_store.requests.complete(recent, owner="w", attempt=1, token=tok, result={"r": 1})
+    tok = (
+        await router_store.requests.claim(request_key(tenant, recent), owner="w", attempt=1, claim_seconds=30)
+    ).claim_token
+    await router_store.requests.complete(
+        request_key(tenant, recent), owner="w", attempt=1, token=tok, result={"r": 1}
+    )
     long_ago = time.time() - 3600
     base = await make_request(router_store, rid=old, user=user, tenant=tenant)
     await put_raw(
@@ -204,10 +221,37 @@ async def test_resume_reattaches_unfinished_and_recent_requests(
     assert by_id[recent]["result"] == {"r": 1}
     assert by_id[pending]["subscribed"] is True and "subscribed" not in by_id[recent]
     for rid in (pending, running):
-        subs = await router_store.subscriptions.for_request(rid)
+        subs = await router_store.subscriptions.for_request(request_key(tenant, rid))
         assert [s.connection_id for s in subs] == ["conn-new"]
-    assert await router_store.subscriptions.for_request(recent) == []
+    assert await router_store.subscriptions.for_request(request_key(tenant, recent)) == []
 
 
 async def test_resume_with_nothing_to_resume(route: Route, ids: Callable[[str], str]) -> None:
     assert await route("$resume", user=ids("u"), tenant=ids("t")) == []
+
+
+@pytest.mark.parametrize("sep", ["#", "|", ":", "/", "%", "1:", "#2:", "é", "租", "🙂"])
+async def test_ids_holding_a_separator_never_reach_another_tenant(
+    route: Route, router_store: Store, ids: Callable[[str], str], sep: str
+) -> None:
+    """Issue #18 item 6: user ``u#v`` of tenant ``t9``, then ``$resume`` by user ``v`` of
+    tenant ``t9#u``: the second tenant received the first one's request (both keys were
+    ``t9#u#v``). Tried with every separator a key could be built with."""
+    t9 = ids("t9")
+    victim_tenant, victim_user = t9, f"u{sep}v"
+    other_tenant, other_user = f"{t9}{sep}u", "v"
+    rid = f"r{sep}1"
+    await make_request(router_store, rid=rid, user=victim_user, tenant=victim_tenant)
+    assert await route("$resume", user=other_user, tenant=other_tenant, connection="conn-evil") == []
+    not_found(await route("$status", user=other_user, tenant=other_tenant, payload={"request_id": rid}), rid)
+    # a tenant whose name ends like the other's id: ("t9", "x#r") against ("t9#x", "r")
+    not_found(
+        await route(
+            "$status", user=victim_user, tenant=f"{victim_tenant}{sep}r", payload={"request_id": "1"}
+        ),
+        "1",
+    )
+    assert await router_store.subscriptions.for_connection("conn-evil") == []
+    # the victim still sees it, under the id it gave
+    [mine] = await route("$resume", user=victim_user, tenant=victim_tenant, connection="conn-new")
+    assert (mine["request_id"], mine["status"], mine["resumed"]) == (rid, PENDING, True)

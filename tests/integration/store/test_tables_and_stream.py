@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from streamer.config import Settings
-from streamer.store import RequestRecord, Store
+from streamer.store import RequestRecord, Store, request_key
 from streamer.store.dynamo import deserialize_item, open_client
 from streamer.store.tables import ensure_tables, requests_stream_arn, table_definitions
 
@@ -29,8 +29,12 @@ async def test_every_request_write_produces_a_stream_record(settings: Settings, 
         request_id="s-1", action="a", user_id="u", tenant_id="t", connection_id="c", payload={}
     )
     await store.requests.create(rec)
-    tok = (await store.requests.claim("s-1", owner="w", attempt=1, claim_seconds=5)).claim_token
-    await store.requests.complete("s-1", owner="w", attempt=1, token=tok, result={"done": True})
+    tok = (
+        await store.requests.claim(request_key("t", "s-1"), owner="w", attempt=1, claim_seconds=5)
+    ).claim_token
+    await store.requests.complete(
+        request_key("t", "s-1"), owner="w", attempt=1, token=tok, result={"done": True}
+    )
 
     arn = await requests_stream_arn(store.client, settings=settings)
     seen: list[tuple[str | None, str | None]] = []

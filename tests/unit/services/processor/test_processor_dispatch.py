@@ -26,6 +26,7 @@ from services.processor.invoke import (
 from services.processor.jobs import Job, JobState, StopReason
 from streamer.registry.static import StaticRegistry
 from streamer.store.dynamo import serialize_item
+from streamer.store.keys import request_key
 from streamer.store.requests import RequestRecord
 from streamer.store.subscriptions import Subscription
 
@@ -83,7 +84,7 @@ def test_lane_pops_higher_priority_first_then_oldest_then_arrival() -> None:
         lane.push(queued)
     order = []
     while (popped := lane.pop()) is not None:
-        order.append(popped.request_id)
+        order.append(popped.client_request_id)
     assert order == ["high-early", "high-late", "mid", "low", "low-same-time-b"]
 
 
@@ -109,8 +110,8 @@ class Runner:
         self.gates: dict[str, asyncio.Event] = {}
 
     async def __call__(self, j: Job) -> None:
-        self.started.append(j.request_id)
-        gate = self.gates.setdefault(j.request_id, asyncio.Event())
+        self.started.append(j.client_request_id)
+        gate = self.gates.setdefault(j.client_request_id, asyncio.Event())
         await gate.wait()
 
     def release(self, rid: str) -> None:
@@ -193,7 +194,7 @@ async def test_take_queued_and_start_now() -> None:
     d.start_now(c)  # e.g. cancelled while queued: settled outside the bulkhead
     await settle()
     assert run.started == ["a", "c"]
-    assert [j.request_id for j in d.take_queued()] == ["b"]
+    assert [j.client_request_id for j in d.take_queued()] == ["b"]
     assert d.queued == 0
     for rid in "abc":
         run.release(rid)
@@ -205,7 +206,7 @@ async def test_a_crashing_job_frees_its_slot() -> None:
     started: list[str] = []
 
     async def run(j: Job) -> None:
-        started.append(j.request_id)
+        started.append(j.client_request_id)
         raise RuntimeError("boom")
 
     d = Dispatcher(registry=registry(concurrency=1), default_limit=1, run=run)
@@ -392,7 +393,12 @@ class FakeSubscriptions:
 
 def sub(cid: str, tenant: str = "t") -> Subscription:
     return Subscription(
-        request_id="r1", connection_id=cid, user_id="u", tenant_id=tenant, created_at=0, ttl=0
+        request_id=request_key("t", "r1"),
+        connection_id=cid,
+        user_id="u",
+        tenant_id=tenant,
+        created_at=0,
+        ttl=0,
     )
 
 
