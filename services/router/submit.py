@@ -99,7 +99,7 @@ class Submitter:
         if not ids:
             return 0
         # The acknowledgment first: no progress can reach a connection before it is subscribed.
-        await self.delivery.send_many(ids, acknowledgment_message(record.request_id))
+        await self.delivery.send_many(ids, acknowledgment_message(record.client_request_id))
         for cid in ids:
             await self.store.subscriptions.subscribe(
                 request_id=record.request_id,

@@ -19,7 +19,7 @@ from e2e_helpers import Recorder, eventually, running_stack
 from streamer.backend import AsyncBackend, Backend
 from streamer.client import InvalidActionError, StreamerClient, ValidationError
 from streamer.local.stack import LocalStack
-from streamer.store import COMPLETED, Store
+from streamer.store import COMPLETED, Store, request_key
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -144,7 +144,7 @@ async def test_submitted_request_reaches_every_socket_of_the_user_and_resume_fin
         status = await late.status(request_id)
         assert status["status"] == COMPLETED
     async with Store.open(settings=stack2.settings) as store:
-        record = await store.requests.require(request_id)
+        record = await store.requests.require(request_key(tenant, request_id))
     assert record.connection_id == "" and record.user_id == user
 
 

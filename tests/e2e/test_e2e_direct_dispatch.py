@@ -26,7 +26,7 @@ import pytest
 from e2e_helpers import Recorder, connect, eventually, running_stack
 
 from streamer.local.stack import LocalStack
-from streamer.store import COMPLETED, RequestRecord, Store
+from streamer.store import COMPLETED, RequestRecord, Store, request_key
 
 #: Long enough that neither the stream reader (offer grace) nor the sweeper (pending
 #: grace) can claim a request before the tests look.
@@ -56,9 +56,9 @@ def delta(after: dict[str, float], before: dict[str, float], label: str) -> floa
     return after.get(label, 0.0) - before.get(label, 0.0)
 
 
-async def record_of(stack: LocalStack, request_id: str) -> RequestRecord | None:
+async def record_of(stack: LocalStack, request_id: str, tenant: str = "acme") -> RequestRecord | None:
     async with Store.open(settings=stack.settings) as store:
-        return await store.requests.get(request_id)
+        return await store.requests.get(request_key(tenant, request_id))
 
 
 async def finished(stack: LocalStack, request_id: str) -> RequestRecord | None:

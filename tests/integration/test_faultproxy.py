@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from streamer.config import Settings, load_settings
 from streamer.local.faultproxy import Fault, FaultProxy, parse_fault
-from streamer.store import PENDING, PROCESSING, RequestRecord, Store
+from streamer.store import PENDING, PROCESSING, RequestRecord, Store, request_key
 from streamer.store.errors import StoreError
 
 
@@ -63,11 +63,11 @@ async def test_throttling_and_500s_are_retried_by_the_sdk_then_surface_retryable
     await via_proxy.requests.create(new("r1"))
     proxy.set_faults([Fault(kind=kind, ops=frozenset({"UpdateItem"}))])
     with pytest.raises(StoreError) as info:
-        await via_proxy.requests.claim("r1", owner="w", attempt=1, claim_seconds=5)
+        await via_proxy.requests.claim(request_key("t", "r1"), owner="w", attempt=1, claim_seconds=5)
     assert info.value.retryable and code in str(info.value)
     assert proxy.counts[("UpdateItem", kind)] >= 2  # the SDK retried before giving up
     proxy.set_faults([])
-    assert (await via_proxy.requests.get("r1")).status == PENDING  # type: ignore[union-attr]
+    assert (await via_proxy.requests.get(request_key("t", "r1"))).status == PENDING  # type: ignore[union-attr]
 
 
 async def test_an_ambiguous_write_lands_and_the_sdk_retry_meets_its_own_condition(
@@ -78,7 +78,7 @@ async def test_an_ambiguous_write_lands_and_the_sdk_retry_meets_its_own_conditio
     with pytest.raises(ClientError) as info:  # what botocore itself reports
         await via_proxy.client.update_item(
             TableName=via_proxy.requests.table,
-            Key={"request_id": {"S": "r2"}},
+            Key={"request_id": {"S": request_key("t", "r2")}},
             UpdateExpression="SET #s = :p",
             ConditionExpression="#s = :pending",
             ExpressionAttributeNames={"#s": "status"},
@@ -86,7 +86,7 @@ async def test_an_ambiguous_write_lands_and_the_sdk_retry_meets_its_own_conditio
         )
     assert info.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
     assert proxy.counts[("UpdateItem", "ambiguous")] == 1
-    stored = await store.requests.get("r2")
+    stored = await store.requests.get(request_key("t", "r2"))
     assert stored is not None and stored.status == PROCESSING  # it did land
 
 
@@ -95,13 +95,13 @@ async def test_stale_reads_answer_an_earlier_state_of_an_index(
 ) -> None:
     await store.requests.create(new("r3"))
     proxy.set_faults([Fault(kind="stale", stale=60.0)])
-    assert [r.request_id for r in await via_proxy.requests.by_status(PENDING)] == ["r3"]
-    await store.requests.claim("r3", owner="w", attempt=1, claim_seconds=5)
+    assert [r.client_request_id for r in await via_proxy.requests.by_status(PENDING)] == ["r3"]
+    await store.requests.claim(request_key("t", "r3"), owner="w", attempt=1, claim_seconds=5)
     # The index as it was: still PENDING, though the table says PROCESSING.
-    assert [r.request_id for r in await via_proxy.requests.by_status(PENDING)] == ["r3"]
+    assert [r.client_request_id for r in await via_proxy.requests.by_status(PENDING)] == ["r3"]
     assert proxy.counts[("Query", "stale")] == 1
     # Strongly consistent base-table reads are never stale.
-    assert (await via_proxy.requests.get("r3")).status == PROCESSING  # type: ignore[union-attr]
+    assert (await via_proxy.requests.get(request_key("t", "r3"))).status == PROCESSING  # type: ignore[union-attr]
     proxy.set_faults([])
     assert await via_proxy.requests.by_status(PENDING) == []
 

@@ -345,7 +345,7 @@ async def test_a_held_candidate_is_claimed_after_the_grace_unless_settled_first(
     assert claimer.scheduled == 2 and store.claims == []
     assert claimer.settle("taken", 1)  # its claim's record showed up on the stream
     await asyncio.sleep(0.2)
-    assert store.claims == ["kept"] and [r.request_id for r in won] == ["kept"]
+    assert store.claims == ["kept"] and [r.client_request_id for r in won] == ["kept"]
     claimer.stop()
 
 
