@@ -17,7 +17,7 @@ from e2e_helpers import connect, eventually, running_stack
 
 from streamer.client import RequestCancelledError
 from streamer.local.stack import LocalStack
-from streamer.store import CANCELLED, COMPLETED, Store
+from streamer.store import CANCELLED, COMPLETED, Store, request_key
 from streamer.store.requests import RequestStore
 
 
@@ -49,12 +49,14 @@ async def test_shared_and_dedicated_handlers_side_by_side(stack: LocalStack) -> 
 
     async with Store.open(settings=stack.settings) as store:
         own = RequestStore(store.client, stack.dedicated_table)
-        in_shared = await store.requests.get(shared_id)
+        in_shared = await store.requests.get(request_key("acme", shared_id))
         assert in_shared is not None and in_shared.status == COMPLETED
-        assert await store.requests.get(dedicated_id) is None  # never in the shared table
-        in_dedicated = await own.get(dedicated_id)
+        assert (
+            await store.requests.get(request_key("acme", dedicated_id)) is None
+        )  # never in the shared table
+        in_dedicated = await own.get(request_key("acme", dedicated_id))
         assert in_dedicated is not None and in_dedicated.status == COMPLETED
-        assert await own.get(shared_id) is None
+        assert await own.get(request_key("acme", shared_id)) is None
         # Only the dedicated processor reads that table (the router offers nothing for it).
         desc = (await store.client.describe_table(TableName=stack.dedicated_table))["Table"]
         assert desc["StreamSpecification"]["StreamEnabled"] is True
@@ -79,7 +81,7 @@ async def test_a_dedicated_request_can_be_cancelled(stack: LocalStack) -> None:
         own = RequestStore(store.client, str(stack.dedicated_table))
 
         async def cancelled() -> bool:
-            record = await own.get(request_id)
+            record = await own.get(request_key("acme", request_id))
             return record is not None and record.status == CANCELLED
 
         await eventually(cancelled)

@@ -31,7 +31,7 @@ from streamer.client import StreamerClient
 from streamer.client.errors import StreamerError
 from streamer.local.devauth import dev_token
 from streamer.local.stack import LocalStack
-from streamer.store import COMPLETED, Store
+from streamer.store import COMPLETED, Store, request_key
 
 REQUESTS = 40
 CLIENTS = 6
@@ -159,7 +159,7 @@ async def test_load_while_replicas_come_and_go(dynamodb: str, tmp_path: Any) -> 
             "removed handler-2",
         ]
         async with Store.open(settings=stack.settings) as store:
-            records = {rid: await store.requests.get(rid) for rid in markers}
+            records = {rid: await store.requests.get(request_key("acme", rid)) for rid in markers}
         lost = {rid: rec for rid, rec in records.items() if rec is None or rec.status != COMPLETED}
         assert not lost, f"not completed: {lost}"
         for i, (rid, marker) in enumerate(markers.items()):
