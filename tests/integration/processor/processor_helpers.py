@@ -205,7 +205,7 @@ class Quiet(Action):
         try:
             await asyncio.sleep(float(request.payload.get("seconds", 1)))
         except asyncio.CancelledError:
-            self.calls.cancelled[request.request_id].set()
+            self.calls.cancelled[key_of(request)].set()
             raise
         return {"quiet": True}
 

@@ -194,7 +194,7 @@ async def test_a_new_claim_by_the_same_owner_fences_the_old_one(store: Store) ->
 async def test_an_expired_claim_is_released_only_past_the_tolerated_skew(store: Store) -> None:
     await store.requests.create(_new())
     tok = (await store.requests.claim(K("r-1"), owner="w", attempt=1, claim_seconds=-2)).claim_token
-    assert [r.request_id for r in await store.requests.expired_claims(now=time.time())] == ["r-1"]
+    assert [r.client_request_id for r in await store.requests.expired_claims(now=time.time())] == ["r-1"]
     assert await store.requests.expired_claims(now=time.time(), skew=5) == []
     with pytest.raises(TransitionRefused):
         await store.requests.release_expired(K("r-1"), owner="w", attempt=1, token=tok, skew=5)
