@@ -320,6 +320,8 @@ class ClaimKeeper:
             )
             del self.jobs[job.request_id]
             self._stop(job, StopReason.LOST)
+        if lapsed:
+            metrics.CLAIMS.labels("lapsed").inc(len(lapsed))
         return lapsed
 
     def remove(self, job: Job) -> None:

@@ -46,7 +46,8 @@ CLAIMS = counter(
     "streamer_processor_claims_total",
     "Claim attempts: won, refused (someone else has it or it is no longer PENDING), deferred "
     "(scheduled for its not_before), held (offered to a processor directly: claimed from the stream "
-    "only if no claim shows up within the offer grace), error.",
+    "only if no claim shows up within the offer grace), error, lapsed (a held claim ran out "
+    "unrenewed; its job was stopped).",
     ["result"],
 )
 SWEEPER_RECOVERED = counter(
