@@ -306,8 +306,13 @@ class ClaimKeeper:
                 extra={"request_id": job.request_id, "attempt": old.attempt},
             )
             self._stop(old, StopReason.LOST)
-        job.renew_at = time.monotonic() + self.interval
+        self._schedule(job)
         self.jobs[job.request_id] = job
+
+    def _schedule(self, job: Job) -> None:
+        """Next renewal when a third of the claim has gone by — at once if a slow claim or
+        renewal call already used that up (the claim's time counts from when it was sent)."""
+        job.renew_at = min(time.monotonic() + self.interval, job.deadline - 2 * self.interval)
 
     def lapse(self, now: float | None = None) -> list[Job]:
         """Stop (and drop) every job whose claim deadline is about to pass unrenewed."""
@@ -371,6 +376,7 @@ class ClaimKeeper:
             return
         if self.jobs.get(job.request_id) is job:
             job.refresh(record)
+            self._schedule(job)
         if record.cancel_requested and job.stop_reason is not StopReason.CANCEL:
             self._stop(job, StopReason.CANCEL)
 

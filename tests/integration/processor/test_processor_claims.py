@@ -85,10 +85,12 @@ async def test_reclaiming_our_own_lapsed_claim_stops_the_old_job(env: Env) -> No
     await asyncio.wait_for(env.calls.started[req.request_id].wait(), 10)
     old = proc.keeper.jobs[req.request_id]
     # The claim runs out (as if renewals had failed) and is released, then won back by us.
+    await proc.keeper.stop()  # no renewal may slip in between (the keeper runs again below)
     requests = env.store.requests
     await requests.renew(req.request_id, owner="w-self", attempt=1, token=old.token, claim_seconds=-5)
     released = await requests.release_expired(req.request_id, owner="w-self", attempt=1, token=old.token)
     assert await proc.claimer.offer(candidate_from_request(released, source="sweeper"))
+    proc.keeper.start()
     new = proc.keeper.jobs[req.request_id]
     assert new is not old and new.token != old.token
     await asyncio.wait_for(env.calls.cancelled[req.request_id].wait(), 10)  # the old run was stopped
