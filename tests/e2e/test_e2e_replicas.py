@@ -24,6 +24,7 @@ import sys
 import uuid
 from typing import Any
 
+import aiohttp
 import pytest
 from e2e_helpers import E2E_ENV, running_stack
 
@@ -265,3 +266,45 @@ def _processes_of(launcher: int, kind: str) -> list[int]:
         if len(argv) > 3 and argv[1:3] == [b"-m", b"streamer.cli.main"] and argv[3] == kind.encode():
             found.append(int(entry))
     return sorted(found)
+
+
+async def _router_calls(stack: LocalStack, name: str, session: Any) -> int:
+    service = stack.service(name)
+    async with session.get(f"http://{service.host}:{service.http_port}/metrics") as resp:
+        text = await resp.text()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("streamer_router_requests_total{") and 'action="echo"' in line
+        )
+    )
+
+
+async def test_a_router_started_later_gets_its_share(dynamodb: str, tmp_path: Any) -> None:
+    """connect reaches the routers through one DNS name; a third router joins and is used."""
+    env = {**E2E_ENV, "STREAMER_GRPC_MAX_CONNECTION_AGE_SECONDS": "1"}
+    async with (
+        running_stack(dynamodb, tmp_path, env=env, routers=2) as stack,
+        aiohttp.ClientSession() as session,
+        StreamerClient(stack.ws_url, token=stack.token(user="u", tenant="t"), heartbeat=None) as client,
+    ):
+
+        async def round_of(n: int) -> None:
+            for i in range(n):
+                await client.request("echo", {"message": f"m{i}"}, timeout=30)
+
+        await round_of(20)
+        newcomer = await stack.add_replica("router")
+        joined = asyncio.get_running_loop().time()
+        share = 0.0
+        while asyncio.get_running_loop().time() - joined < 60 and share < 0.2:
+            names = [n for n in stack.services if stack.services[n].kind == "router"]
+            before = {n: await _router_calls(stack, n, session) for n in names}
+            await round_of(30)
+            after = {n: await _router_calls(stack, n, session) for n in names}
+            total = sum(after.values()) - sum(before.values())
+            share = (after[newcomer] - before[newcomer]) / max(1, total)
+        took = asyncio.get_running_loop().time() - joined
+        print(f"\n{newcomer}: {share:.0%} of a round's calls {took:.1f} s after it joined")
+        assert share >= 0.2
