@@ -3,7 +3,7 @@
 - ``redis-server`` (Debian's package) for the peer stack: installed with apt-get when
   missing (as root, or through sudo), then run by the harness on a free port.
 - The Python packages of the ``bench`` extra (python-socketio, celery, redis, py-spy,
-  pyinstrument): installed into the running interpreter's environment with the
+  pyinstrument, aiodynamo): installed into the running interpreter's environment with the
   project's constraints when one of them cannot be imported.
 - RLIMIT_NOFILE raised to the hard limit, so 10k sockets fit (children inherit it).
 
@@ -21,7 +21,7 @@ import sys
 from bench.child import raise_nofile
 from bench.procs import REPO
 
-BENCH_MODULES = ("socketio", "celery", "redis", "pyinstrument")
+BENCH_MODULES = ("socketio", "celery", "redis", "pyinstrument", "aiodynamo")
 
 
 class PrepareError(RuntimeError):

@@ -25,6 +25,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import resource
 import sys
 import time
 import uuid
@@ -320,54 +322,114 @@ async def async_jobs(spec: Spec) -> None:
 
 
 # --------------------------------------------------------------------------- dynamo
-async def dynamo(spec: Spec) -> None:
-    """Raw conditional puts (attribute_not_exists) with the services' aiobotocore client."""
-    from streamer.config import load_settings
-    from streamer.store.dynamo import open_client
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
+
+async def dynamo(spec: Spec) -> None:
+    """Raw conditional puts (attribute_not_exists): completed/s and this process's CPU per call.
+
+    ``client``: ``aiobotocore`` (the services' own setup, ``streamer.store.dynamo``) or
+    ``aiodynamo`` (the candidate lean client, over one aiohttp session). Both send the
+    same item with the same condition, ``concurrency`` at a time.
+    """
     commands = await stdin_lines()
-    settings = load_settings({}, dynamodb_endpoint=spec["endpoint"])
     table = spec["table"]
-    async with open_client("dynamodb", settings=settings) as client:
-        with contextlib.suppress(Exception):
-            await client.create_table(
-                TableName=table,
-                KeySchema=[{"AttributeName": "request_id", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "request_id", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        # one warm call so the first timed one does not pay for the connection
-        await client.put_item(TableName=table, Item={"request_id": {"S": "warm-" + uuid.uuid4().hex}})
+    async with contextlib.AsyncExitStack() as stack:
+        put = await _put_function(spec.get("client", "aiobotocore"), spec["endpoint"], table, stack)
+        await put("warm-" + uuid.uuid4().hex)  # the first timed call does not pay for the connection
         emit("ready")
         if (await next_command(commands, timeout=spec["max_seconds"])).get("cmd") != "go":
             return
         window = Window(warmup=spec.get("warmup", 0.3), duration=spec["duration"])
-        out: dict[str, Any] = {"completed": 0, "errors": 0, "error_samples": []}
+        out: dict[str, Any] = {"completed": 0, "errors": 0, "error_samples": [], "calls": 0}
+        cpu: list[float] = []
 
         async def writer() -> None:
             while not window.over():
-                rid = uuid.uuid4().hex
+                if window.inside(time.monotonic()) and not cpu:
+                    cpu.append(_cpu_seconds())
+                    out["calls"] = 0
                 sent = time.monotonic()
                 try:
-                    await client.put_item(
-                        TableName=table,
-                        Item={
-                            "request_id": {"S": rid},
-                            "status": {"S": "PENDING"},
-                            "created_at": {"N": repr(time.time())},
-                            "payload": {"S": '{"message":"hello"}'},
-                        },
-                        ConditionExpression="attribute_not_exists(request_id)",
-                    )
+                    await put(uuid.uuid4().hex)
                 except Exception as exc:
                     _error(out, f"{type(exc).__name__}: {exc}")
                     continue
+                out["calls"] += 1
                 if window.inside(sent):
                     out["completed"] += 1
 
         await asyncio.gather(*(writer() for _ in range(spec.get("concurrency", 32))))
+        if cpu and out["calls"]:
+            out["cpu_ms_per_call"] = (_cpu_seconds() - cpu[0]) * 1000 / out["calls"]
         emit("done", **out)
         await next_command(commands, timeout=spec["max_seconds"])
+
+
+async def _put_function(
+    client: str, endpoint: str, table: str, stack: contextlib.AsyncExitStack
+) -> Callable[[str], Awaitable[Any]]:
+    """A conditional put of one request-shaped item with ``client``; creates the table."""
+    from streamer.config import load_settings
+    from streamer.store.dynamo import open_client
+
+    settings = load_settings({}, dynamodb_endpoint=endpoint)
+    boto = await stack.enter_async_context(open_client("dynamodb", settings=settings))
+    with contextlib.suppress(Exception):
+        await boto.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "request_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "request_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    if client == "aiobotocore":
+
+        async def put_boto(rid: str) -> Any:
+            return await boto.put_item(
+                TableName=table,
+                Item={
+                    "request_id": {"S": rid},
+                    "status": {"S": "PENDING"},
+                    "created_at": {"N": repr(time.time())},
+                    "payload": {"S": '{"message":"hello"}'},
+                },
+                ConditionExpression="attribute_not_exists(request_id)",
+            )
+
+        return put_boto
+    if client != "aiodynamo":
+        raise ValueError(f"unknown DynamoDB client {client!r}")
+    import yarl
+    from aiodynamo.client import Client
+    from aiodynamo.credentials import Key, StaticCredentials
+    from aiodynamo.expressions import F
+    from aiodynamo.http.aiohttp import AIOHTTP
+
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    lean = Client(
+        AIOHTTP(session),
+        StaticCredentials(
+            Key(
+                os.environ.get("AWS_ACCESS_KEY_ID", "local"), os.environ.get("AWS_SECRET_ACCESS_KEY", "local")
+            )
+        ),
+        settings.aws_region,
+        endpoint=yarl.URL(endpoint),
+    )
+    condition = F("request_id").does_not_exist()
+
+    async def put_lean(rid: str) -> Any:
+        item = {
+            "request_id": rid,
+            "status": "PENDING",
+            "created_at": time.time(),
+            "payload": '{"message":"hello"}',
+        }
+        return await lean.put_item(table, item, condition=condition)
+
+    return put_lean
 
 
 # --------------------------------------------------------------------------- socket.io peer

@@ -74,19 +74,22 @@ async def measure(
     return out
 
 
-async def raw_dynamo(ctx: Context, *, run: int) -> float:
+async def raw_dynamo(ctx: Context, *, run: int, client: str = "aiobotocore") -> tuple[float, float | None]:
+    """Conditional puts/s from one process with ``client``, and that process's CPU ms per call."""
     s = ctx.sizes
     spec = ctx.worker_spec(
         endpoint=ctx.dynamodb.endpoint,
         table=f"b{ctx.tag}-raw",
         duration=s.dynamo_seconds,
         concurrency=s.dynamo_concurrency,
+        client=client,
     )
-    reports = await run_load("dynamo", [spec], label=f"dynamo-{run}", timeout=s.dynamo_seconds + 30)
+    reports = await run_load("dynamo", [spec], label=f"dynamo-{client}-{run}", timeout=s.dynamo_seconds + 30)
     count, samples = errors(reports)
     if count:
-        ctx.notes.append(f"raw DynamoDB run {run}: {count} errors {samples}")
-    return sum(int(r["completed"]) for r in reports) / s.dynamo_seconds
+        ctx.notes.append(f"raw DynamoDB ({client}) run {run}: {count} errors {samples}")
+    cpu = reports[0].get("cpu_ms_per_call") if reports else None
+    return sum(int(r["completed"]) for r in reports) / s.dynamo_seconds, cpu
 
 
 async def _counts(proxy: Child) -> dict[str, int]:
@@ -174,6 +177,7 @@ async def run(ctx: Context, *, streamer_url: str, peer_url: str | None) -> list[
     s = ctx.sizes
     series: dict[tuple[str, int, str], Series] = {}
     raw = Series()
+    clients: dict[tuple[str, str], Series] = {}
     for r in range(s.runs):
         for level in s.async_levels:
             systems = [("streamer", "async", streamer_url)]
@@ -191,7 +195,13 @@ async def run(ctx: Context, *, streamer_url: str, peer_url: str | None) -> list[
                 for key, value in result.items():
                     if isinstance(value, float):
                         series.setdefault((system, level, key), Series()).add(value)
-        raw.add(await raw_dynamo(ctx, run=r))
+        for client in ("aiobotocore", "aiodynamo"):
+            rate, cpu = await raw_dynamo(ctx, run=r, client=client)
+            if client == "aiobotocore":
+                raw.add(rate)
+            clients.setdefault((client, "rate"), Series()).add(rate)
+            if cpu is not None:
+                clients.setdefault((client, "cpu"), Series()).add(cpu)
     writes = await count_writes(ctx)
     ctx.extra["dynamodb_calls_per_request"] = writes
     ctx.extra["raw_conditional_writes_per_second"] = raw.as_dict()
@@ -239,6 +249,23 @@ async def run(ctx: Context, *, streamer_url: str, peer_url: str | None) -> list[
                 target=Target("ratio_min", 0.5),
             )
         )
+    # The lean-client candidate, measured the same way (#12: adopt only if the figures say so).
+    for key, metric, unit in (
+        ("cpu", "client CPU per cond. put_item", "ms"),
+        ("rate", "cond. put_item", "req/s"),
+    ):
+        if ("aiodynamo", key) in clients and ("aiobotocore", key) in clients:
+            rows.append(
+                Row(
+                    scenario="3 async echo",
+                    case=f"DynamoDB client: aiodynamo, {s.dynamo_concurrency} in flight",
+                    metric=metric,
+                    unit=unit,
+                    streamer=clients[("aiodynamo", key)],
+                    baseline=clients[("aiobotocore", key)],
+                    baseline_name="aiobotocore (the services' setup)",
+                )
+            )
     if peer_url:
         for level in s.async_levels:
             case = f"{level} in flight"
