@@ -1,10 +1,10 @@
 """Simulate the stream lease coordinator at a scale no test stack can reach.
 
 DynamoDB Local has one open shard and rolls it over only every 4 hours, so the lease rules
-(:func:`services.processor.shards.plan_leases`) are tested on DescribeStream-shaped data.
+(:func:`services.processor.stream.shards.plan_leases`) are tested on DescribeStream-shaped data.
 This module runs the *same* planning function, unchanged, inside a discrete-event model of a
 large deployment: hundreds of shards closing and splitting over time (DescribeStream-shaped
-:class:`~services.processor.shards.Shard` objects with parents and ending sequence numbers),
+:class:`~services.processor.stream.shards.Shard` objects with parents and ending sequence numbers),
 and tens of processors joining, dying without a goodbye, and restarting under new ids.
 
 What is modelled, and how it maps to the real coordinator (``coordinator.py``):
@@ -50,7 +50,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from services.processor.shards import Shard, plan_leases
+from services.processor.stream.shards import Shard, plan_leases
 from streamer.store.leases import SHARD_END, Lease
 
 STREAM_ARN = "arn:aws:dynamodb:sim:000000000000:table/streamer-requests/stream/sim"

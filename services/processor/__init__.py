@@ -1,9 +1,11 @@
-"""The processor service: consumes the requests table's DynamoDB Stream and runs async requests.
+"""The processor service: runs async requests, offered directly or read from the requests stream.
 
-Modules: :mod:`.shards` (pure lease/lineage planning), :mod:`.coordinator` (leases
-and shard readers), :mod:`.claims` (records → claims, claim renewal),
-:mod:`.dispatch` (per-handler bulkheads, priority), :mod:`.invoke` (the handler
-call and its outcome), :mod:`.progress` (rate-limited, coalesced progress),
-:mod:`.fanout` (connection + subscribers), :mod:`.sweeper`, :mod:`.service` (the
-wiring), :mod:`.main` (``streamer processor``).
+Modules: :mod:`.path` (one request's way through: records → claim → bulkhead → handler
+call and ending), :mod:`.stream` (stream leasing: shard planning, leases, readers,
+behind one ``on_records`` seam), :mod:`.offers` (``Processor.Offer``), :mod:`.claims`
+(claims and their renewal), :mod:`.dispatch` (per-handler bulkheads, priority),
+:mod:`.invoke` (the handler call and how it ended), :mod:`.progress` (rate-limited,
+coalesced progress), :mod:`.fanout` (connection + subscribers), :mod:`.membership`
+(cluster-wide concurrency shares), :mod:`.sweeper`, :mod:`.service` (the wiring),
+:mod:`.main` (``streamer processor``).
 """

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from services.processor.jobs import Job, JobState
 from streamer.registry import ActionSpec, Registry
+from streamer.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ class Dispatcher:
         #: This processor's part of a lane's cluster-wide limit (see membership.py).
         self.share = share
         self.lanes: dict[str, Lane] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
+        #: Every job task (and hand-backs the drain must wait for).
+        self.tasks = TaskSet()
 
     def _lane_of(self, action: str) -> tuple[str, int]:
         """(lane key, concurrency limit) of ``action``, following the registry."""
@@ -127,9 +129,7 @@ class Dispatcher:
                 return
             job.state = JobState.RUNNING
             lane.running += 1
-            task = asyncio.create_task(self._run(lane, job), name=f"job-{job.request_id}")
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.tasks.spawn(self._run(lane, job), name=f"job-{job.request_id}")
 
     async def _run(self, lane: Lane, job: Job) -> None:
         try:
@@ -143,9 +143,7 @@ class Dispatcher:
         if job.state is not JobState.QUEUED:
             return
         job.state = JobState.RUNNING
-        task = asyncio.create_task(self._run_unlimited(job), name=f"job-{job.request_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(self._run_unlimited(job), name=f"job-{job.request_id}")
 
     async def _run_unlimited(self, job: Job) -> None:
         try:
@@ -181,11 +179,10 @@ class Dispatcher:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no job runs (or ``timeout``); True when idle."""
-        if not self.tasks:
+        if not len(self.tasks):
             return True
-        _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+        _, pending = await asyncio.wait(list(self.tasks), timeout=timeout)
         return not pending
 
     def cancel_all(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
+        self.tasks.cancel()

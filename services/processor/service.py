@@ -1,12 +1,13 @@
-"""The processor: stream reading, claims, bulkheads, handler calls and the sweeper, wired.
+"""The processor, wired: the stream, direct offers and the sweeper feed one request path.
 
 ::
 
-    stream shard ─▶ ShardReader ─▶ on_records ─▶ Claimer.offer ─▶ Dispatcher (lane per handler)
-                                   (checkpoint after the claims)         │
-    Sweeper ──────────────────────────────────▶ Claimer.offer           ▼
-    ClaimKeeper (renews every held claim; sees cancel / take-over) ◀── Invoker ─▶ handler Invoke
-                                                                         └─▶ Fanout ─▶ Delivery
+    stream shard ─▶ ShardReader (coordinator.py) ─▶ RequestPath.on_records ─┐
+    Processor.Offer (offers.py) ─────────────────────────────────────────────┼─▶ claim ─▶ bulkhead ─▶ handler
+    Sweeper (sweeper.py) ────────────────────────────────────────────────────┘   (path.py)
+
+This module only builds the parts, connects them and orders start and shutdown;
+what happens to a request is in :mod:`services.processor.path`.
 
 Shutdown (:meth:`Processor.stop`, on SIGTERM): stop claiming, stop the readers
 (each finishes its batch and checkpoints) and *release* the leases so another
@@ -21,7 +22,6 @@ leases expire after ``lease_seconds`` and are taken over, its claims expire afte
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -30,23 +30,11 @@ import time
 import uuid
 from typing import Any
 
-from services.processor.claims import (
-    CancelSignal,
-    Candidate,
-    Claimer,
-    ClaimKeeper,
-    cancel_from_record,
-    candidate_from_record,
-    settled_from_record,
-    subscribed_from_record,
-)
-from services.processor.coordinator import LeaseCoordinator, PollPolicy
-from services.processor.dispatch import Dispatcher
 from services.processor.fanout import Fanout, Sender
-from services.processor.invoke import Backoff, Invoker
-from services.processor.jobs import Job, JobState, StopReason
 from services.processor.membership import Membership
 from services.processor.offers import SERVICE_NAME, OfferServicer
+from services.processor.path import RequestPath
+from services.processor.stream import LeaseCoordinator, PollPolicy
 from services.processor.sweeper import Sweeper
 from streamer import rpc
 from streamer.api.v1 import processor_pb2_grpc
@@ -54,14 +42,13 @@ from streamer.config import Settings
 from streamer.handler_client import HandlerClient
 from streamer.metrics import Health, start_http
 from streamer.registry import Registry
+from streamer.retry import Backoff
 from streamer.store import Store
 from streamer.store.dynamo import open_client
 from streamer.store.leases import TRIM_HORIZON
-from streamer.store.requests import RequestRecord
 from streamer.store.tables import requests_stream_arn
 
 log = logging.getLogger(__name__)
-CLAIM_CONCURRENCY = 32
 
 
 def default_worker_id(settings: Settings) -> str:
@@ -106,7 +93,7 @@ class Processor:
         self._owned_delivery: Any = None
         self._stack = contextlib.AsyncExitStack()
         self.stream_arn = ""
-        self.started = False
+        self.path: RequestPath | None = None
         #: Port of the ``Processor`` gRPC service (direct dispatch); None: not served.
         self.grpc_port = grpc_port
         self._server: rpc.aio.Server | None = None
@@ -129,30 +116,8 @@ class Processor:
         store = self._store
         self.stream_arn = await requests_stream_arn(store.client, settings=self.settings)
 
-        self.keeper = ClaimKeeper(
-            requests=store.requests,
-            worker_id=self.worker_id,
-            claim_seconds=self.settings.claim_seconds,
-            on_stop=self._on_job_stopped,
-        )
-        self.claimer = Claimer(
-            requests=store.requests,
-            worker_id=self.worker_id,
-            claim_seconds=self.settings.claim_seconds,
-            on_claimed=self._on_claimed,
-        )
         self.fanout = Fanout(sender=self._delivery, subscriptions=store.subscriptions)
         self.handlers = HandlerClient(max_message_bytes=self.settings.grpc_max_message_bytes)
-        self.invoker = Invoker(
-            store=store,
-            registry=self.registry,
-            fanout=self.fanout,
-            keeper=self.keeper,
-            settings=self.settings,
-            worker_id=self.worker_id,
-            backoff=self.backoff,
-            handlers=self.handlers,
-        )
         self.membership = Membership(
             leases=store.leases,
             worker_id=self.worker_id,
@@ -160,12 +125,18 @@ class Processor:
             enabled=self.settings.handler_concurrency_scope == "cluster",
         )
         await self.membership.start()
-        self.dispatcher = Dispatcher(
+        self.path = RequestPath(
+            store=store,
             registry=self.registry,
-            default_limit=self.settings.handler_concurrency,
-            run=self.invoker.run,
+            fanout=self.fanout,
+            settings=self.settings,
+            worker_id=self.worker_id,
+            backoff=self.backoff,
+            handlers=self.handlers,
             share=self.membership.share,
         )
+        self.claimer, self.keeper = self.path.claimer, self.path.keeper
+        self.dispatcher, self.invoker = self.path.dispatcher, self.path.invoker
         self.sweeper = Sweeper(
             requests=store.requests,
             claimer=self.claimer,
@@ -179,14 +150,13 @@ class Processor:
             stream_arn=self.stream_arn,
             worker_id=self.worker_id,
             settings=self.settings,
-            on_records=self._on_records,
+            on_records=self.path.on_records,
             poll=self.poll,
             initial_position=self.initial_position,
         )
-        self.keeper.start()
+        self.path.start()
         await self.coordinator.start()
         self.sweeper.start()
-        self.started = True
         if self.grpc_port is not None:
             await self._serve_offers(self.grpc_port)
         self.health.set_ready()
@@ -217,39 +187,28 @@ class Processor:
         if not self.started:
             await self._stack.aclose()
             return
-        # From here on a won claim is handed straight back (see _on_claimed).
-        self.started = False
+        assert self.path is not None
+        self.path.stop_accepting()  # from here on a won claim is handed straight back
         drain = self.settings.drain_seconds if drain is None else drain
         self.health.set_not_ready("draining")
         log.info("processor draining", extra={"drain_seconds": drain})
         await self._stop_offers(1.0)  # offers now answer DRAINING; stop listening
         await self.sweeper.stop()
         await self.coordinator.stop(release=True)
-        self.claimer.stop()
-        for job in self.dispatcher.take_queued():
-            await self.invoker.hand_back(job)
-        if not await self.dispatcher.wait_idle(drain):
-            for job in list(self.keeper.jobs.values()):
-                if job.state is JobState.RUNNING:
-                    job.request_stop(StopReason.SHUTDOWN)
-            await self.dispatcher.wait_idle(10.0)
-            self.dispatcher.cancel_all()
-        await self.keeper.stop()
+        await self.path.drain(drain)
         await self.membership.stop(leave=True)
         await self._close()
         log.info("processor stopped", extra={"worker_id": self.worker_id})
 
     async def abort(self) -> None:
         """Stop at once with no writes at all — what a killed process leaves behind (tests)."""
-        self.started = False
+        assert self.path is not None
+        self.path.stop_claiming()
         await self._stop_offers(None)
-        self.claimer.stop()
         self.sweeper.abort()
         await self.coordinator.abort()
-        self.dispatcher.cancel_all()
-        await self.keeper.stop()
+        await self.path.abort()
         await self.membership.stop(leave=False)
-        await asyncio.gather(*self.dispatcher.tasks, return_exceptions=True)
         await self._close()
 
     async def _close(self) -> None:
@@ -259,71 +218,12 @@ class Processor:
             await self._owned_delivery.close()
         await self._stack.aclose()
 
-    # ------------------------------------------------------------------ the claim path
-
-    def _on_claimed(self, record: RequestRecord) -> None:
-        # An earlier job of ours for this request (its claim lapsed; our sweeper
-        # released it and our claimer won it back) is stopped by the keeper, and this
-        # one waits for it to end before calling the handler.
-        job = Job(
-            record,
-            claimed_at=asyncio.get_running_loop().time(),
-            predecessor=self.keeper.jobs.get(record.request_id),
-        )
-        self.keeper.add(job)
-        if not self.started:
-            # Claimed while we began draining: give it straight back.
-            job.state = JobState.DONE
-            task = asyncio.create_task(self.invoker.hand_back(job))
-            self.dispatcher.tasks.add(task)  # type: ignore[arg-type]
-            task.add_done_callback(self.dispatcher.tasks.discard)  # type: ignore[arg-type]
-            return
-        self.dispatcher.submit(job)
-
-    async def _on_records(self, shard_id: str, records: list[dict[str, Any]]) -> None:
-        """A batch from a shard: claim what needs claiming (the checkpoint follows).
-
-        Records of one item come in order on one shard, so a request's claim record
-        follows its INSERT: a candidate the router offered (``offer_until``) is held
-        until then and dropped when its claim shows up — here in the same batch, or
-        in a later one through :meth:`Claimer.settle` — with no claim attempt of ours.
-        """
-        pending: dict[tuple[str, int], Candidate] = {}
-        for record in records:
-            settled = settled_from_record(record)
-            if settled is not None:
-                pending.pop(settled, None)
-                self.claimer.settle(*settled)
-            cand = candidate_from_record(record)
-            if cand is not None:
-                pending[(cand.request_id, cand.attempt)] = cand  # the last one wins
-                continue
-            signal = cancel_from_record(record)
-            if signal is not None:
-                self._cancel_signal(signal)
-            subscribed = subscribed_from_record(record)
-            if subscribed is not None:
-                self.keeper.note_subscribed(subscribed)
-        candidates = list(pending.values())
-        if not candidates:
-            return
-        sem = asyncio.Semaphore(CLAIM_CONCURRENCY)
-
-        async def offer(cand: Candidate) -> None:
-            async with sem:
-                await self.claimer.offer(cand)
-
-        await asyncio.gather(*(offer(c) for c in candidates))
-
-    def _cancel_signal(self, signal: CancelSignal) -> None:
-        self.keeper.signal_cancel(signal)
-
-    def _on_job_stopped(self, job: Job) -> None:
-        """A held job was cancelled or lost: if it is still queued, settle it now, outside its bulkhead."""
-        if job.state is JobState.QUEUED and self.started:
-            self.dispatcher.start_now(job)
-
     # ------------------------------------------------------------------ introspection
+
+    @property
+    def started(self) -> bool:
+        """Running and accepting work (False before start and once shutdown began)."""
+        return self.path is not None and self.path.accepting
 
     @property
     def store(self) -> Store:

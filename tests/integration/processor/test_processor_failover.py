@@ -9,7 +9,7 @@ import time
 from processor_helpers import Env, EnvFactory, wait_until
 
 from services.processor.claims import candidate_from_request
-from services.processor.shards import LATEST
+from services.processor.stream.shards import LATEST
 from streamer.store import COMPLETED, RequestRecord
 
 

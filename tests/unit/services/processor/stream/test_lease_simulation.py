@@ -10,7 +10,7 @@ import pytest
 
 from bench import lease_sim
 from bench.lease_sim import SimConfig, simulate
-from services.processor import shards
+from services.processor.stream import shards
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from services.processor.coordinator import HeldLease, LeaseCoordinator, PollPolicy, ShardReader
+from services.processor.stream.coordinator import HeldLease, LeaseCoordinator, PollPolicy, ShardReader
 from streamer.config import load_settings
 from streamer.store.leases import SHARD_END, TRIM_HORIZON, Lease
 

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.processor.shards import (
+from services.processor.stream.shards import (
     LATEST,
     Shard,
     is_checkpoint_sequence,

@@ -5,8 +5,8 @@ requests table's stream it reads. Everything here is pure — DescribeStream pag
 and lease items in, a :class:`LeasePlan` out — because DynamoDB Local rolls its
 shards over only on a 4-hour timer, so closed shards, parents and children can
 never be produced in a test run; the rules are tested on DescribeStream-shaped
-data instead (tests/unit/services/processor/test_processor_shards.py), and the I/O around them
-(:mod:`services.processor.coordinator`) stays thin.
+data instead (tests/unit/services/processor/stream/test_processor_shards.py), and the I/O around them
+(:mod:`services.processor.stream.coordinator`) stays thin.
 
 The rules:
 

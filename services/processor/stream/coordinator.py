@@ -1,4 +1,4 @@
-"""The I/O around :mod:`.shards`: the lease coordinator and one reader per held shard.
+"""The I/O around :mod:`.shards` (in this package): the lease coordinator and one reader per held shard.
 
 The coordinator wakes every ``lease_seconds / 3``: it renews the leases it holds
 (a failed renew means another worker took the lease: that shard's reader stops),
@@ -37,7 +37,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.processor import metrics
-from services.processor.shards import LATEST, Shard, is_checkpoint_sequence, plan_leases, shards_from_pages
+from services.processor.stream.shards import (
+    LATEST,
+    Shard,
+    is_checkpoint_sequence,
+    plan_leases,
+    shards_from_pages,
+)
 from streamer.config import Settings
 from streamer.retry import Backoff
 from streamer.store.dynamo import error_code
