@@ -6,8 +6,9 @@ refused client gets a plain 401/403 and never a socket. Everything it needs is h
 - :func:`extract_token` finds the token where clients can put it. Browsers cannot set
   headers on ``new WebSocket()``, which is why the query string and the
   ``Sec-WebSocket-Protocol`` header are accepted too; the latter also tells the server
-  which subprotocol to echo, because a browser drops the handshake when the server
-  selects none of the protocols it offered.
+  which subprotocol to select: another protocol offered with the token (``bearer``,
+  ``streamer.v1``), never the token itself (a response header is logged and cached by
+  proxies as freely as a URL), so a browser must offer one besides the token.
 - :class:`TokenVerifier` checks the signature and the claims and returns an
   :class:`Identity`. Every refusal is an :class:`AuthError` with a stable ``reason``
   (one of :data:`REASONS`) for metrics and logs, and an HTTP ``status``.
@@ -29,11 +30,18 @@ Security decisions, each deliberate:
   concurrent misses share one fetch, so a burst of bad tokens cannot become a fetch
   storm against the identity provider. Expired keys are not used while the provider
   is unreachable: the answer is then ``jwks_unavailable`` (HTTP 401).
+- JWKS URLs must be ``https://`` (``http://`` only to a loopback address, for
+  development and tests): keys fetched in clear could be replaced on the way.
+- With several issuers, each issuer is bound to the tenants it may mint
+  (``STREAMER_JWT_ISSUER_TENANTS``): otherwise any trusted identity provider could
+  issue tokens for any tenant. Several issuers without a binding stop the service at
+  start.
 - Claims are checked by this module rather than by PyJWT so each failure has its own
   reason: ``iss``/``aud`` (when configured), ``exp``/``nbf``/``iat`` with leeway, then
-  ``sub``, ``tenant_id`` and ``permissions``. A token that carries ``aud`` while no
-  audience is configured is accepted (DESIGN: "checked when configured"); production
-  deployments should configure the audience.
+  ``sub``, ``tenant_id`` (each at most :data:`MAX_CLAIM_BYTES`: they become parts of
+  DynamoDB keys), ``permissions`` and the issuer's tenants. A token that carries ``aud``
+  while no audience is configured is accepted (DESIGN: "checked when configured"), and
+  the verifier logs a warning at start: production deployments should configure it.
 - Error messages never contain the token, and PyJWT's exceptions are not chained into
   ours (their text may quote token parts).
 """
@@ -44,11 +52,13 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import ipaddress
 import json
 import logging
 import math
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -67,6 +77,7 @@ if TYPE_CHECKING:
     from streamer.config import Settings
 
 __all__ = [
+    "MAX_CLAIM_BYTES",
     "REASONS",
     "AuthError",
     "Identity",
@@ -108,6 +119,12 @@ _DEFAULT_ASYMMETRIC = ("RS256", "ES256")
 # Far above any real token (a few KiB at most); stops work on absurd inputs early.
 _MAX_TOKEN_CHARS = 16 * 1024
 _MAX_JWKS_BYTES = 1024 * 1024
+#: ``sub`` and ``tenant_id`` are parts of DynamoDB keys (``streamer.store.keys``); this
+#: keeps any key built from them far below DynamoDB's 2,048-byte key limit.
+MAX_CLAIM_BYTES = 256
+#: In ``STREAMER_JWT_ISSUER_TENANTS``, an issuer bound to ``*`` may mint any tenant.
+ANY_TENANT = "*"
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 # Only signature verification is delegated to PyJWT; the claims are checked below so
 # that each failure has its own reason.
@@ -218,8 +235,9 @@ def extract_token(*, headers: Mapping[str, str], query: Mapping[str, str]) -> To
     Sources, first match wins: the ``Authorization: Bearer`` header; the ``Authorization``
     query parameter (``Bearer <t>`` or the bare token); the ``token`` query parameter;
     the ``Sec-WebSocket-Protocol`` header, where the item shaped like a JWT is the token
-    and the subprotocol to echo is the first other item offered (``bearer``,
-    ``streamer.v1``...) or, when the token was offered alone, the token itself.
+    and the subprotocol to select is the first other item offered (``bearer``,
+    ``streamer.v1``...); when the token was offered alone there is none (the token is
+    never echoed back).
     Header and parameter names are matched case-insensitively.
 
     Raises ``AuthError("missing_token")`` when no source holds a token.
@@ -242,8 +260,9 @@ def extract_token(*, headers: Mapping[str, str], query: Mapping[str, str]) -> To
     offered = [item for item in offered if item]
     token = next((item for item in offered if _looks_like_jwt(item)), None)
     if token is not None:
-        others = [item for item in offered if item != token]
-        return TokenSource(token=token, source="subprotocol", subprotocol=others[0] if others else token)
+        # Never the token itself: it would be echoed in the response header.
+        others = [item for item in offered if item != token and not _looks_like_jwt(item)]
+        return TokenSource(token=token, source="subprotocol", subprotocol=others[0] if others else None)
     raise AuthError("missing_token", "no bearer token in the Authorization header, query or subprotocol")
 
 
@@ -411,6 +430,24 @@ class _FetchError(Exception):
     pass
 
 
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_jwks_url(url: str, variable: str) -> None:
+    """``https://`` only; ``http://`` is allowed to a loopback host (development, tests)."""
+    parsed = urllib.parse.urlsplit(url)
+    host = (parsed.hostname or "").lower()
+    if parsed.scheme == "https" and host:
+        return
+    if parsed.scheme == "http" and (host in _LOOPBACK_HOSTS or _is_loopback_ip(host)):
+        return
+    raise ConfigError(variable, "a JWKS URL must be https:// (http:// only to localhost, for development)")
+
+
 def _parse_jwks(entries: list[Any]) -> dict[str, _Jwk]:
     """Usable signature keys by kid. Bad, symmetric or encryption keys are skipped."""
     keys: dict[str, _Jwk] = {}
@@ -471,6 +508,7 @@ class TokenVerifier:
         jwks_urls: Mapping[str, str] | None = None,
         jwks_refetch_seconds: float = 10.0,
         jwks_timeout: float = 5.0,
+        issuer_tenants: Mapping[str, Sequence[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if secret is not None and not secret:
@@ -479,8 +517,10 @@ class TokenVerifier:
         self._public_key = _load_pem(public_key) if public_key else None
         sources: dict[str | None, str] = {}
         if jwks_url:
+            _check_jwks_url(jwks_url, "STREAMER_JWKS_URL")
             sources[issuer] = jwks_url
         for iss, url in (jwks_urls or {}).items():
+            _check_jwks_url(url, "STREAMER_JWKS_URLS")
             sources[iss] = url
         if self._secret is None and self._public_key is None and not sources:
             raise ConfigError(
@@ -522,7 +562,26 @@ class TokenVerifier:
                 log.warning("STREAMER_JWT_SECRET is shorter than 32 bytes; use it for development only")
 
         self._issuers = frozenset(i for i in [issuer, *(jwks_urls or {})] if i is not None)
+        self._issuer_tenants: dict[str, frozenset[str]] | None = (
+            {iss: frozenset(tenants) for iss, tenants in issuer_tenants.items()} if issuer_tenants else None
+        )
+        several = len(self._issuers) > 1 or (None in sources and len(sources) > 1)
+        if several and self._issuer_tenants is None:
+            raise ConfigError(
+                "STREAMER_JWT_ISSUER_TENANTS",
+                "several issuers are configured: bind each to the tenants it may mint "
+                '(e.g. {"https://idp-a.example": ["acme"], "https://idp-b.example": ["globex"]})',
+            )
+        if self._issuer_tenants is not None and self._issuers:
+            unknown = sorted(set(self._issuer_tenants) - self._issuers)
+            if unknown:
+                raise ConfigError("STREAMER_JWT_ISSUER_TENANTS", f"issuers not configured: {unknown}")
         self._audience = audience
+        if audience is None:
+            log.warning(
+                "STREAMER_JWT_AUDIENCE is not set: tokens minted for any other service by the "
+                "same issuer are accepted; set it in production"
+            )
         self._require_exp = require_exp
         self._leeway = float(leeway)
         self._allowed_tenants = frozenset(allowed_tenants)
@@ -553,6 +612,7 @@ class TokenVerifier:
             leeway=settings.jwt_leeway_seconds,
             jwks_cache_seconds=settings.jwks_cache_seconds,
             allowed_tenants=settings.allowed_tenants,
+            issuer_tenants=dict(settings.jwt_issuer_tenants) or None,
         )
 
     async def verify(self, token: str) -> Identity:
@@ -645,6 +705,8 @@ class TokenVerifier:
                 raise AuthError("missing_claim", f"token has no {name} claim")
             if not isinstance(value, str) or not value.strip():
                 raise AuthError("invalid_claim", f"{name} must be a non-empty string")
+            if len(value.encode("utf-8", "surrogatepass")) > MAX_CLAIM_BYTES:
+                raise AuthError("invalid_claim", f"{name} is longer than {MAX_CLAIM_BYTES} bytes")
             identity[name] = value
         permissions = claims.get("permissions")
         if permissions is None:
@@ -654,6 +716,13 @@ class TokenVerifier:
 
         if self._allowed_tenants and identity["tenant_id"] not in self._allowed_tenants:
             raise AuthError("tenant_not_allowed", "tenant is not allowed to connect", status=403)
+        if self._issuer_tenants is not None:
+            iss = claims.get("iss")
+            minted = self._issuer_tenants.get(iss) if isinstance(iss, str) else None
+            if minted is None or (ANY_TENANT not in minted and identity["tenant_id"] not in minted):
+                raise AuthError(
+                    "tenant_not_allowed", "the token's issuer may not mint this tenant", status=403
+                )
         return Identity(
             user_id=identity["sub"],
             tenant_id=identity["tenant_id"],

@@ -102,6 +102,20 @@ def _issuer_urls(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _issuer_tenants(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    # JSON, not "a=b|c" pairs: issuers and tenant ids may contain any separator.
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ValueError('expected a JSON object {"issuer": ["tenant", ...]}') from None
+    if not isinstance(value, dict) or not all(
+        isinstance(tenants, list) and tenants and all(isinstance(t, str) and t for t in tenants)
+        for tenants in value.values()
+    ):
+        raise ValueError('expected a JSON object {"issuer": ["tenant", ...]} with non-empty lists')
+    return tuple((str(iss), tuple(tenants)) for iss, tenants in value.items())
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in _LOG_LEVELS:
@@ -198,12 +212,16 @@ class Settings:
     jwt_public_key: str | None = _field(
         "STREAMER_JWT_PUBLIC_KEY", _pem, None, "PEM public key (RS256/ES256)."
     )
-    jwks_url: str | None = _field("STREAMER_JWKS_URL", _parse_url, None, "JWKS URL (RS256/ES256).")
+    jwks_url: str | None = _field(
+        "STREAMER_JWKS_URL", _parse_url, None, "JWKS URL (RS256/ES256); https:// (http:// to localhost only)."
+    )
     jwks_urls: tuple[tuple[str, str], ...] = _field(
         "STREAMER_JWKS_URLS", _issuer_urls, (), "More issuers, each with its JWKS: iss=url,iss2=url2."
     )
     jwt_issuer: str | None = _field("STREAMER_JWT_ISSUER", _text, None, "Required `iss`, when set.")
-    jwt_audience: str | None = _field("STREAMER_JWT_AUDIENCE", _text, None, "Required `aud`, when set.")
+    jwt_audience: str | None = _field(
+        "STREAMER_JWT_AUDIENCE", _text, None, "Required `aud`, when set (a warning at start when not)."
+    )
     jwt_algorithms: tuple[str, ...] | None = _field(
         "STREAMER_JWT_ALGORITHMS", _algorithms, None, "Accepted algorithms; default follows the key kind."
     )
@@ -218,6 +236,13 @@ class Settings:
     )
     allowed_tenants: tuple[str, ...] = _field(
         "STREAMER_ALLOWED_TENANTS", _parse_list, (), "Tenants allowed to connect; empty allows all."
+    )
+    jwt_issuer_tenants: tuple[tuple[str, tuple[str, ...]], ...] = _field(
+        "STREAMER_JWT_ISSUER_TENANTS",
+        _issuer_tenants,
+        (),
+        'Tenants each issuer may mint, JSON: {"https://idp-a": ["acme"], "https://idp-b": ["*"]}; '
+        "required with several issuers.",
     )
 
     # --- network --------------------------------------------------------------

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from streamer.auth import AuthError, TokenVerifier
+from streamer.config import ConfigError
 
 ISS_A = "https://a.idp.example"
 ISS_B = "https://b.idp.example"
@@ -219,7 +220,11 @@ async def test_token_without_kid_is_unknown_key(server: JwksServer, verifiers: A
 async def test_two_issuers_with_the_same_kid(server: JwksServer, verifiers: Any) -> None:
     server.docs["a"] = {"keys": [jwk(RSA_A, "k1")]}
     server.docs["b"] = {"keys": [jwk(RSA_B, "k1")]}
-    verifier = verifiers(jwks_urls={ISS_A: server.url("a"), ISS_B: server.url("b")}, clock=Clock())
+    verifier = verifiers(
+        jwks_urls={ISS_A: server.url("a"), ISS_B: server.url("b")},
+        issuer_tenants={ISS_A: ["*"], ISS_B: ["*"]},
+        clock=Clock(),
+    )
     assert await verifier.verify(sign(RSA_A, kid="k1", iss=ISS_A))
     assert await verifier.verify(sign(RSA_B, kid="k1", iss=ISS_B))
     # Each issuer's k1 verifies only its own tokens.
@@ -231,10 +236,36 @@ async def test_two_issuers_with_the_same_kid(server: JwksServer, verifiers: Any)
 async def test_kid_known_only_under_another_issuer(server: JwksServer, verifiers: Any) -> None:
     server.docs["a"] = {"keys": [jwk(RSA_A, "only-a")]}
     server.docs["b"] = {"keys": [jwk(RSA_B, "k1")]}
-    verifier = verifiers(jwks_urls={ISS_A: server.url("a"), ISS_B: server.url("b")}, clock=Clock())
+    verifier = verifiers(
+        jwks_urls={ISS_A: server.url("a"), ISS_B: server.url("b")},
+        issuer_tenants={ISS_A: ["*"], ISS_B: ["*"]},
+        clock=Clock(),
+    )
     assert await verifier.verify(sign(RSA_A, kid="only-a", iss=ISS_A))  # A's key is in the cache now
     assert await reason_of(verifier, sign(RSA_A, kid="only-a", iss=ISS_B)) == "unknown_key"
     assert server.hits == {"a": 1, "b": 1}
+
+
+async def test_each_issuer_mints_only_its_own_tenants(server: JwksServer, verifiers: Any) -> None:
+    """Issue #18 item 6: with several issuers, any issuer could mint any tenant."""
+    server.docs["a"] = {"keys": [jwk(RSA_A, "ka")]}
+    server.docs["b"] = {"keys": [jwk(RSA_B, "kb")]}
+    urls = {ISS_A: server.url("a"), ISS_B: server.url("b")}
+    with pytest.raises(ConfigError) as info:  # several issuers and no binding: refused at start
+        verifiers(jwks_urls=urls, clock=Clock())
+    assert info.value.variable == "STREAMER_JWT_ISSUER_TENANTS"
+    verifier = verifiers(jwks_urls=urls, issuer_tenants={ISS_A: ["acme"], ISS_B: ["globex", "initech"]})
+    assert (await verifier.verify(sign(RSA_A, kid="ka", iss=ISS_A))).tenant_id == "acme"
+    assert (
+        await verifier.verify(sign(RSA_B, kid="kb", iss=ISS_B, tenant_id="initech"))
+    ).tenant_id == "initech"
+    with pytest.raises(AuthError) as refused:  # B's genuine token for A's tenant
+        await verifier.verify(sign(RSA_B, kid="kb", iss=ISS_B, tenant_id="acme"))
+    assert (refused.value.reason, refused.value.status) == ("tenant_not_allowed", 403)
+    assert (
+        await reason_of(verifier, sign(RSA_A, kid="ka", iss=ISS_A, tenant_id="globex"))
+        == "tenant_not_allowed"
+    )
 
 
 async def test_issuer_without_a_jwks_is_refused_before_any_fetch(server: JwksServer, verifiers: Any) -> None:

@@ -269,7 +269,10 @@ async def test_jwks_kid_from_another_issuer_is_refused(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with jwks_server() as (base, hits):
-        verifier = TokenVerifier(jwks_urls={ISS_A: f"{base}/a.json", ISS_B: f"{base}/b.json"})
+        verifier = TokenVerifier(
+            jwks_urls={ISS_A: f"{base}/a.json", ISS_B: f"{base}/b.json"},
+            issuer_tenants={ISS_A: ["*"], ISS_B: ["*"]},
+        )
         cases: list[tuple[str, str, str]] = [
             # Issuer B's key (a real key of a real issuer) presented as issuer A's token.
             ("kid of issuer B on an issuer A token", _signed(KEY_B, "b-key", iss=ISS_A), "unknown_key"),

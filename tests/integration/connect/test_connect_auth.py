@@ -192,13 +192,23 @@ async def test_rs256_token_from_jwks_connects(
     await ws.close()
 
 
-async def test_token_alone_in_subprotocol_is_echoed(
-    connect: ConnectService, tenant: str, http: aiohttp.ClientSession
+@pytest.mark.parametrize("offered", ["alone", "first", "last"])
+async def test_a_token_in_the_subprotocol_is_never_echoed(
+    offered: str, connect: ConnectService, tenant: str, http: aiohttp.ClientSession
 ) -> None:
+    """Issue #18 item 6: a token offered alone came back in the response's Sec-WebSocket-Protocol."""
     token = make_token(secret=SECRET, user="u", tenant=tenant)
-    ws = await http.ws_connect(f"http://127.0.0.1:{connect.ws_port}/ws", protocols=(token,))
-    assert ws.protocol == token
-    await ws.close()
+    protocols = {"alone": (token,), "first": (token, "streamer.v1"), "last": ("bearer", token)}[offered]
+    ws = await http.ws_connect(f"http://127.0.0.1:{connect.ws_port}/ws", protocols=protocols)
+    try:
+        answered = ws._response.headers.get("Sec-WebSocket-Protocol")  # the raw 101 response
+        assert answered == {"alone": None, "first": "streamer.v1", "last": "bearer"}[offered]
+        assert ws.protocol == answered
+        assert not any(token in value for value in ws._response.headers.values())
+        await ws.send_json({"action": "$ping"})
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "pong"
+    finally:
+        await ws.close()
 
 
 async def test_known_subprotocol_is_selected_when_the_token_is_elsewhere(

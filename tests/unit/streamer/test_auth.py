@@ -184,9 +184,12 @@ def test_subprotocol_echoes_the_first_other_item() -> None:
     assert got == TokenSource(token=JWT_LIKE, source="subprotocol", subprotocol="streamer.v1")
 
 
-def test_subprotocol_token_alone_is_echoed_itself() -> None:
+def test_subprotocol_token_alone_is_never_echoed() -> None:
+    # Issue #18 item 6: the token was echoed back in the response's Sec-WebSocket-Protocol.
     got = extract_token(headers={"Sec-WebSocket-Protocol": JWT_LIKE}, query={})
-    assert got == TokenSource(token=JWT_LIKE, source="subprotocol", subprotocol=JWT_LIKE)
+    assert got == TokenSource(token=JWT_LIKE, source="subprotocol", subprotocol=None)
+    got = extract_token(headers={"Sec-WebSocket-Protocol": f"{JWT_LIKE}, {JWT_LIKE}x"}, query={})
+    assert got.subprotocol is None
 
 
 def test_subprotocol_dotted_protocol_names_are_not_tokens() -> None:
@@ -576,3 +579,62 @@ async def test_error_messages_never_contain_the_token() -> None:
         rendered = "".join(traceback.format_exception(err))
         assert token not in rendered and token.split(".")[1] not in rendered
     assert len(seen) == len(cases)
+
+
+# --- issue #18 item 6: identity edges ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://idp.example/jwks", "http://10.0.0.1/jwks", "http://127.0.0.1.evil.example/jwks", "ftp://x/jwks"],
+)
+def test_a_jwks_url_must_be_https(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        TokenVerifier(jwks_url=url)
+    assert info.value.variable == "STREAMER_JWKS_URL"
+    with pytest.raises(ConfigError) as info:
+        TokenVerifier(jwks_urls={"https://a": url}, issuer_tenants={"https://a": ["*"]})
+    assert info.value.variable == "STREAMER_JWKS_URLS"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://idp.example/jwks", "http://127.0.0.1:8080/jwks", "http://localhost/jwks", "http://[::1]/j"],
+)
+def test_https_and_loopback_http_jwks_urls_are_accepted(url: str) -> None:
+    assert TokenVerifier(jwks_url=url).algorithms
+
+
+def test_no_audience_configured_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="streamer.auth")
+    hs_verifier()
+    assert any("STREAMER_JWT_AUDIENCE is not set" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    hs_verifier(audience="streamer")
+    assert not any("AUDIENCE" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("name", ["sub", "tenant_id"])
+async def test_ids_longer_than_a_key_part_may_be_are_refused(name: str) -> None:
+    verifier = hs_verifier()
+    assert await verifier.verify(hs(**{name: "é" * 128}))  # 256 bytes: the limit
+    err = await reason_of(verifier, hs(**{name: "é" * 129}))
+    assert err.reason == "invalid_claim"
+
+
+def test_issuer_tenants_setting_is_json_and_reaches_the_verifier() -> None:
+    s = load_settings({"STREAMER_JWT_ISSUER_TENANTS": '{"https://a": ["acme", "a#b"], "https://b": ["*"]}'})
+    assert s.jwt_issuer_tenants == (("https://a", ("acme", "a#b")), ("https://b", ("*",)))
+    for bad in ('["acme"]', '{"https://a": []}', '{"https://a": "acme"}', "https://a=acme"):
+        with pytest.raises(ConfigError) as info:
+            load_settings({"STREAMER_JWT_ISSUER_TENANTS": bad})
+        assert info.value.variable == "STREAMER_JWT_ISSUER_TENANTS"
+
+
+async def test_a_single_issuer_bound_to_tenants_mints_only_those() -> None:
+    verifier = hs_verifier(issuer="https://a", issuer_tenants={"https://a": ["acme"]})
+    assert await verifier.verify(hs(iss="https://a"))
+    err = await reason_of(verifier, hs(iss="https://a", tenant_id="globex"))
+    assert (err.reason, err.status) == ("tenant_not_allowed", 403)
+    with pytest.raises(ConfigError):  # a binding for an issuer that is not configured
+        hs_verifier(issuer="https://a", issuer_tenants={"https://b": ["acme"]})
