@@ -58,11 +58,17 @@ class SubscriptionStore(TableStore):
         return bool(out.get("Attributes"))
 
     async def for_request(self, request_id: str, *, page_size: int | None = None) -> list[Subscription]:
+        """A request's subscribers, read strongly consistently (a base-table query).
+
+        The outcome's delivery depends on it: a subscription written just before the
+        final write must be seen when the final frame is sent (docs/architecture.md).
+        """
         return [
             Subscription.from_item(item)
             async for item in self._query_pages(
                 index=None,
                 page_size=page_size,
+                ConsistentRead=True,
                 KeyConditionExpression="request_id = :r",
                 ExpressionAttributeValues=expression({"r": request_id}),
             )

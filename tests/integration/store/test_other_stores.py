@@ -6,7 +6,10 @@ import time
 
 import pytest
 
+from streamer.config import Settings, load_settings
+from streamer.local.faultproxy import Fault, FaultProxy
 from streamer.store import AlreadyExists, ConditionFailed, ConnectionRecord, Lease, NotFound, Store
+from streamer.store.keys import request_key
 from streamer.store.leases import SHARD_END, lease_key
 
 
@@ -87,3 +90,18 @@ async def test_leases_are_fenced(store: Store) -> None:
     assert released.owner is None and released.expired()
     assert [lease.lease_key for lease in await store.leases.all(stream_arn="arn:s")] == [key]
     assert await store.leases.all(stream_arn="arn:other") == []
+
+
+async def test_subscribers_are_read_strongly_consistently(store: Store, settings: Settings) -> None:
+    """Issue #18 item 4: with an eventually consistent read, a subscription written just
+    before a request's outcome could be missed, and the outcome never reached it."""
+    rid = request_key("t", f"r-{time.time_ns()}")
+    async with FaultProxy(settings.dynamodb_endpoint or "", seed=1) as proxy:
+        s = load_settings({}, dynamodb_endpoint=proxy.endpoint, table_prefix=settings.table_prefix)
+        async with Store.open(settings=s) as stale:
+            proxy.set_faults([Fault(kind="stale", stale=60.0)])
+            assert await stale.subscriptions.for_request(rid) == []
+            await store.subscriptions.subscribe(
+                request_id=rid, connection_id="c1", user_id="u", tenant_id="t"
+            )
+            assert [x.connection_id for x in await stale.subscriptions.for_request(rid)] == ["c1"]
