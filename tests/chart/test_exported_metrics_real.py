@@ -26,6 +26,7 @@ MODULES = [
     "streamer.callers",
     "streamer.sdk.server",
     "streamer_operator.reconciler",
+    "streamer_operator.autoscale",
 ]
 
 
