@@ -16,7 +16,8 @@ request's current state comes back (``status`` while it runs, ``complete`` or
 connection it was re-sent on; sent by anyone else → ``DUPLICATE_REQUEST``. Sync
 requests are not stored: each router replica remembers the answers it gave for
 :data:`SYNC_REPLAY_SECONDS` (non-retryable answers only, up to
-:data:`SYNC_REPLAY_MAX_ENTRIES` of at most :data:`SYNC_REPLAY_MAX_FRAME_BYTES`), and
+:data:`SYNC_REPLAY_MAX_ENTRIES` of at most :data:`SYNC_REPLAY_MAX_FRAME_BYTES`, and at most
+:data:`SYNC_REPLAY_MAX_BYTES` together), and
 a re-send that arrives while the first is still running waits for the same answer.
 """
 
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 SYNC_REPLAY_SECONDS = 300.0
 SYNC_REPLAY_MAX_ENTRIES = 10_000
 SYNC_REPLAY_MAX_FRAME_BYTES = 64 * 1024
+#: All remembered answers together (10,000 x 64 KiB would be 640 MB): the oldest go first.
+SYNC_REPLAY_MAX_BYTES = 32 * 1024 * 1024
 #: Clients may set ``metadata.priority`` within this range (higher runs first).
 PRIORITY_RANGE = (0, 10)
 #: The longest the router waits for a handler's Validate answer before queuing an
@@ -75,6 +78,7 @@ class _Replay:
     owner: tuple[str, str]
     frame: dict[str, Any]
     expires: float
+    size: int = 0
 
 
 class SyncReplay:
@@ -86,10 +90,13 @@ class SyncReplay:
         ttl: float = SYNC_REPLAY_SECONDS,
         max_entries: int = SYNC_REPLAY_MAX_ENTRIES,
         max_frame_bytes: int = SYNC_REPLAY_MAX_FRAME_BYTES,
+        max_bytes: int = SYNC_REPLAY_MAX_BYTES,
     ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self.max_frame_bytes = max_frame_bytes
+        self.max_bytes = max_bytes
+        self.bytes = 0  # encoded size of every remembered answer
         self._done: collections.OrderedDict[str, _Replay] = collections.OrderedDict()
         self._running: dict[str, tuple[tuple[str, str], asyncio.Future[dict[str, Any] | None]]] = {}
 
@@ -99,24 +106,35 @@ class SyncReplay:
     def _lookup(self, key: str, at: float) -> _Replay | None:
         entry = self._done.get(key)
         if entry is not None and entry.expires <= at:
-            del self._done[key]
+            self._drop(key)
             return None
         return entry
+
+    def _drop(self, key: str | None = None) -> None:
+        """Forget ``key`` (the oldest answer when None), keeping the byte count right."""
+        if key is None:
+            _, entry = self._done.popitem(last=False)
+        else:
+            entry = self._done.pop(key)
+        self.bytes -= entry.size
 
     def _keep(self, key: str, owner: tuple[str, str], frame: dict[str, Any], at: float) -> None:
         if frame.get("type") == "error" and frame["error"].get("retryable"):
             return  # a retryable failure must be retried by a re-send, not replayed
-        if len(encode_bytes(frame)) > self.max_frame_bytes:
+        size = len(encode_bytes(frame))
+        if size > self.max_frame_bytes:
             return
-        self._done[key] = _Replay(owner=owner, frame=frame, expires=at + self.ttl)
-        self._done.move_to_end(key)
-        while len(self._done) > self.max_entries:
-            self._done.popitem(last=False)
+        if key in self._done:
+            self._drop(key)
+        self._done[key] = _Replay(owner=owner, frame=frame, expires=at + self.ttl, size=size)
+        self.bytes += size
+        while len(self._done) > self.max_entries or self.bytes > self.max_bytes:
+            self._drop()
         while self._done:  # drop expired entries from the old end
             oldest = next(iter(self._done.values()))
             if oldest.expires > at:
                 break
-            self._done.popitem(last=False)
+            self._drop()
 
     async def run(self, call: Call, answer: Next, ctx: RouteContext) -> dict[str, Any]:
         owner = (call.tenant_id, call.user_id)

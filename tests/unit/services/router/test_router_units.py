@@ -14,7 +14,7 @@ from services.router.publish import InvalidPublish, parse_message
 from services.router.route import SyncReplay, _priority
 from services.router.states import outcome_frame, status_frame
 from streamer.api.v1 import common_pb2, router_pb2
-from streamer.protocol import ProtocolError, error_message, response_message
+from streamer.protocol import ProtocolError, encode_bytes, error_message, response_message
 from streamer.store import CANCELLED, COMPLETED, FAILED, PENDING, PROCESSING, RequestRecord
 
 
@@ -183,6 +183,19 @@ async def test_sync_replay_bounds() -> None:
     big = call(request_id="big")
     await replay.run(big, Answers(response_message("big", "x" * 500)), RouteContext(call=big))
     assert len(replay) == 2
+
+
+async def test_sync_replay_memory_is_bounded_by_bytes_too() -> None:
+    """Issue #18 item 5: 10,000 answers of 64 KiB each could hold 640 MB."""
+    replay = SyncReplay(max_bytes=4_000)
+    for i in range(40):
+        c = call(request_id=f"r-{i}")
+        await replay.run(c, Answers(response_message(c.request_id, "x" * 900)), RouteContext(call=c))
+        assert replay.bytes <= 4_000
+    assert 1 <= len(replay) <= 4
+    assert replay.bytes == sum(len(encode_bytes(e.frame)) for e in replay._done.values())
+    newest = call(request_id="r-39")  # the newest answers are the ones kept
+    assert (await replay.run(newest, Answers(), RouteContext(call=newest)))["data"] == "x" * 900
 
 
 async def test_sync_replay_shares_a_running_answer() -> None:
