@@ -71,7 +71,7 @@ async def test_resume_reattaches_an_old_unfinished_request_behind_many_finished_
     )
     frames = await SystemActions(store=store).resume(call)
     resumed = {f["request_id"] for f in frames}
-    assert running.request_id in resumed, (
+    assert running.client_request_id in resumed, (  # frames carry the client's own id
         f"$resume answered {len(frames)} frames (the newest finished ones) and dropped the one request "
         "still running"
     )
