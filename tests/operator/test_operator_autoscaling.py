@@ -11,6 +11,7 @@ from streamer_operator.options import OperatorOptions
 
 from streamer.config import load_settings
 from streamer.store import RequestRecord, Store
+from streamer.store.keys import request_key
 from streamer.store.tables import ensure_tables
 
 NS = "default"
@@ -64,7 +65,7 @@ async def test_backlog_up_scales_up_and_idle_scales_to_zero(
             assert handler is not None and handler["status"]["desiredReplicas"] == 3
 
             for i in range(5):
-                await store.requests.cancel(f"r{i}", tenant_id="t")
+                await store.requests.cancel(request_key("t", f"r{i}"), tenant_id="t")
 
         async def scaled_to_zero() -> bool:
             return await _replicas(operator, "busy") == 0

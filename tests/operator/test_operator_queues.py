@@ -22,8 +22,16 @@ def _env(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _tables(settings: Any) -> list[str]:
+    """Every table name, all pages (the session's DynamoDB Local holds more than one page)."""
+    names: list[str] = []
     async with open_client("dynamodb", settings=settings) as client:
-        return list((await client.list_tables())["TableNames"])
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = await client.list_tables(**kwargs)
+            names += page["TableNames"]
+            if not page.get("LastEvaluatedTableName"):
+                return names
+            kwargs["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]
 
 
 async def test_a_dedicated_handler_gets_its_table_consumer_and_conditions(
