@@ -18,6 +18,7 @@ from streamer.store.dynamo import (
     deserialize_item,
     error_code,
     serialize,
+    serialize_item,
     wrap_error,
 )
 from streamer.store.errors import AlreadyExists, ConditionFailed
@@ -101,7 +102,7 @@ class LeaseStore(TableStore):
             MEMBER_ATTRIBUTE: worker_id,
             "expires_at": now() + duration,
         }
-        await self._call("put_item", Item={k: serialize(v) for k, v in item.items()})
+        await self._call("put_item", Item=serialize_item(item))
 
     async def members(self) -> list[str]:
         """Worker ids whose heartbeat has not expired, consistently read, sorted."""
