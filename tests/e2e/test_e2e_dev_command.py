@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import sys
 import uuid
 
 import aiohttp
-from e2e_helpers import eventually
+from e2e_helpers import Dev, echo, eventually
 
 from streamer.client import StreamerClient
-from streamer.local.devauth import dev_token
-
-READY = re.compile(r"^Streamer is ready: (ws://127\.0\.0\.1:(\d+)/ws)$")
-PAGE = re.compile(r"^Demo page: (http://127\.0\.0\.1:\d+/)$")
 
 
 def descendants(pid: int) -> set[int]:
@@ -47,79 +41,6 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-class Dev:
-    """One ``streamer dev`` process."""
-
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.proc: asyncio.subprocess.Process | None = None
-        self.url = ""
-        self.page_url = ""
-        self.stdout_lines: list[str] = []
-
-    async def start(self) -> Dev:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-        env["STREAMER_DRAIN_SECONDS"] = "1"
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "streamer.cli.main",
-            "dev",
-            "--port",
-            "0",
-            *self.args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            await self._read_ready()
-        except BaseException:
-            self.kill_now()  # a stack that did not start as expected must not outlive the test
-            raise
-        return self
-
-    async def _read_ready(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=100)).decode().rstrip("\n")
-        self.stdout_lines.append(line)
-        match = READY.match(line)
-        if match is None:
-            err = await self._stderr()
-            raise AssertionError(f"expected the ready line, got {line!r}; stderr:\n{err}")
-        self.url = match.group(1)
-        if "--no-page" not in self.args:
-            line = (await asyncio.wait_for(self.proc.stdout.readline(), timeout=30)).decode().rstrip("\n")
-            self.stdout_lines.append(line)
-            page = PAGE.match(line)
-            assert page is not None, f"expected the demo page line after the ready line, got {line!r}"
-            self.page_url = page.group(1)
-
-    async def _stderr(self) -> str:
-        assert self.proc is not None and self.proc.stderr is not None
-        try:
-            return (await asyncio.wait_for(self.proc.stderr.read(), timeout=20)).decode()
-        except TimeoutError:
-            return "(stderr still open)"
-
-    async def finish(self, sig: int) -> int:
-        assert self.proc is not None and self.proc.stdout is not None
-        self.proc.send_signal(sig)
-        rest = (await asyncio.wait_for(self.proc.stdout.read(), timeout=60)).decode()
-        self.stdout_lines += rest.splitlines()
-        return await asyncio.wait_for(self.proc.wait(), timeout=60)
-
-    def kill_now(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-
-
-async def echo(url: str, message: str) -> str:
-    async with StreamerClient(url, token=dev_token(user="u", tenant="t")) as client:
-        result = await client.request("echo", {"message": message}, timeout=30)
-    return str(result["message"])
 
 
 async def check_the_demo_page(page_url: str, ws_url: str) -> None:

@@ -20,17 +20,15 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import uuid
 from typing import Any
 
 import aiohttp
 import pytest
-from e2e_helpers import E2E_ENV, running_stack
+from e2e_helpers import E2E_ENV, Dev, echo, running_stack
 
 from streamer.client import StreamerClient
 from streamer.client.errors import StreamerError
-from streamer.local.devauth import dev_token
 from streamer.local.stack import LocalStack
 from streamer.store import COMPLETED, Store, request_key
 
@@ -176,29 +174,10 @@ async def test_load_while_replicas_come_and_go(dynamodb: str, tmp_path: Any) -> 
         assert len(stack.dns.addresses("handler.streamer.local")) == 3  # handler, handler-3, handler-4
 
 
-async def _dev(dynamodb: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    env["STREAMER_DRAIN_SECONDS"] = "1"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamer.cli.main",
-        "dev",
-        "--port",
-        "0",
-        "--dynamodb-endpoint",
-        dynamodb,
-        "--table-prefix",
-        f"dev{uuid.uuid4().hex[:6]}",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), timeout=120)).decode().strip()
-    assert line.startswith("Streamer is ready: "), line
-    return proc, line.removeprefix("Streamer is ready: ")
+async def _dev(dynamodb: str, *args: str) -> Dev:
+    """``streamer dev`` on the session's DynamoDB Local, without the demo page."""
+    prefix = f"dev{uuid.uuid4().hex[:6]}"
+    return await Dev("--dynamodb-endpoint", dynamodb, "--table-prefix", prefix, "--no-page", *args).start()
 
 
 async def _read_until(stream: asyncio.StreamReader, needle: str, *, timeout: float) -> list[str]:
@@ -213,13 +192,10 @@ async def _read_until(stream: asyncio.StreamReader, needle: str, *, timeout: flo
                 return lines
 
 
-async def _echo(url: str) -> str:
-    async with StreamerClient(url, token=dev_token(user="u", tenant="t")) as client:
-        return str((await client.request("echo", {"message": "still here"}, timeout=30))["message"])
-
-
 async def test_dev_replicas_and_restart_with_backoff(dynamodb: str) -> None:
-    proc, url = await _dev(dynamodb, "--replicas", "router=2,handler=2,processor=2")
+    dev = await _dev(dynamodb, "--replicas", "router=2,handler=2,processor=2")
+    proc = dev.proc
+    assert proc is not None
     try:
         assert proc.stderr is not None
         routers = _processes_of(proc.pid, "router")
@@ -228,7 +204,7 @@ async def test_dev_replicas_and_restart_with_backoff(dynamodb: str) -> None:
         os.kill(victim, signal.SIGKILL)
         lines = await _read_until(proc.stderr, "is back", timeout=60)
         assert any("exited with status -9; restarting in 0.5 s (restart 1)" in line for line in lines), lines
-        assert await _echo(url) == "still here"
+        assert await echo(dev.url, "still here") == "still here"
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=60) == 0
     finally:
@@ -238,7 +214,8 @@ async def test_dev_replicas_and_restart_with_backoff(dynamodb: str) -> None:
 
 
 async def test_dev_exit_on_failure_stops_everything(dynamodb: str) -> None:
-    proc, _ = await _dev(dynamodb, "--exit-on-failure")
+    proc = (await _dev(dynamodb, "--exit-on-failure")).proc
+    assert proc is not None
     try:
         os.kill(_processes_of(proc.pid, "processor")[0], signal.SIGKILL)
         assert await asyncio.wait_for(proc.wait(), timeout=60) == 1
