@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
 from services.connect import metrics
+from services.connect.heartbeat import HeartbeatSchedule
 from services.connect.limits import (
     CLOSE_TIMEOUT_SECONDS,
     MAX_IN_FLIGHT,
@@ -75,6 +76,9 @@ class ConnectService:
         self.health = Health()
         self.connections: dict[str, ClientConnection] = {}
         self.frame_policy = FramePolicy(limit=settings.ws_max_frame_bytes)
+        self.heartbeats = HeartbeatSchedule(
+            interval=settings.ws_heartbeat_seconds, missed_pongs=settings.ws_missed_pongs
+        )
         self.draining = False
         self.ws_port = 0
         self.grpc_port = 0
@@ -144,6 +148,7 @@ class ConnectService:
             )
         else:
             self.http_port = self.ws_port
+        self.heartbeats.start()
         self.health.checks.append(self._dynamodb_ready)
         self.health.set_ready()
         await rpc.set_serving(self._grpc_health, service_names=[SERVICE_NAME], serving=True)
@@ -224,6 +229,7 @@ class ConnectService:
             return
         self._stopped = True
         await self.drain()
+        await self.heartbeats.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
         if self._runner is not None:
@@ -327,14 +333,13 @@ class ConnectService:
         log.info("connected", extra={"user_id": identity.user_id, "tenant_id": identity.tenant_id})
         conn.start(
             transport=request.transport,
-            heartbeat=s.ws_heartbeat_seconds,
-            missed_pongs=s.ws_missed_pongs,
             expires_in=(
                 None
                 if identity.expires_at is None
                 else identity.expires_at + s.jwt_leeway_seconds - time.time()
             ),
         )
+        self.heartbeats.add(conn)
         try:
             await self._read_loop(conn)
         except Exception:

@@ -1,4 +1,4 @@
-"""One open WebSocket: its send queue, writer, heartbeat and the way it closes.
+"""One open WebSocket: its send queue, writer, heartbeat beat and the way it closes.
 
 Everything that writes to a socket goes through :meth:`ClientConnection.send_text`.
 When nothing is queued or being written and the transport is not back-pressured, the
@@ -14,6 +14,11 @@ first reason wins. A flushing close (Disconnect, drain) lets queued frames out f
 for at most :data:`~services.connect.limits.FLUSH_TIMEOUT_SECONDS`; every close
 handshake is bounded by :data:`~services.connect.limits.CLOSE_TIMEOUT_SECONDS`, after
 which the transport is aborted, so a dead peer never pins a socket.
+
+The heartbeat has no task here: the pod's one
+:class:`~services.connect.heartbeat.HeartbeatSchedule` calls :meth:`ClientConnection.beat`
+when the socket is due, and the ping is written straight to the transport like a frame
+(a task only when the transport is back-pressured).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, Final
 from aiohttp import WSMsgType, web
 
 from services.connect import metrics
+from services.connect.heartbeat import Beat, Pulse
 from services.connect.limits import (
     CLOSE_TIMEOUT_SECONDS,
     FLUSH_TIMEOUT_SECONDS,
@@ -87,21 +93,15 @@ class ClientConnection:
         self._pending_close: tuple[int, str, bool] | None = None
         self._flushed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._pulse = Pulse()
+        self._ping: asyncio.Task[None] | None = None  # a ping waiting for the transport
         self._expiry: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(
-        self,
-        *,
-        transport: asyncio.BaseTransport | None,
-        heartbeat: float,
-        missed_pongs: int,
-        expires_in: float | None = None,
-    ) -> None:
-        """Begin writing and heartbeating (call once the upgrade is done).
+    def start(self, *, transport: asyncio.BaseTransport | None, expires_in: float | None = None) -> None:
+        """Begin writing (call once the upgrade is done; then add it to the heartbeat schedule).
 
         ``expires_in``: seconds until the token stops being valid; the socket is then
         closed with 4002 so the client reconnects with a fresh token — a socket never
@@ -110,9 +110,6 @@ class ClientConnection:
         self.transport = transport
         self._started = True
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.connection_id}")
-        self._heartbeat = asyncio.create_task(
-            self._heartbeat_loop(heartbeat, missed_pongs), name=f"ws-heartbeat-{self.connection_id}"
-        )
         if self._pending_close is not None:
             code, reason, flush = self._pending_close
             self._closer = asyncio.create_task(self._close(code, reason, flush))
@@ -179,13 +176,10 @@ class ClientConnection:
         (the sockets never negotiate compression, so a frame is one synchronous write);
         anything unexpected falls back to the queue.
         """
-        if not self._started or self._writing or not self.queue.empty() or self.ws.closed:
+        if self._writing or not self.queue.empty():
             return False
-        writer = getattr(self.ws, "_writer", None)
-        write = getattr(writer, "_write_websocket_frame", None)
-        if write is None or getattr(writer, "compress", True) or getattr(writer, "_closing", True):
-            return False
-        if getattr(getattr(writer, "protocol", None), "_paused", True):
+        write = self._direct_writer()
+        if write is None:
             return False
         data = text.encode("utf-8")
         try:
@@ -197,6 +191,18 @@ class ClientConnection:
         metrics.messages_out_total.inc()
         metrics.bytes_out_total.inc(len(data))
         return True
+
+    def _direct_writer(self) -> Any:
+        """aiohttp's synchronous frame writer when a frame may be written at once, else None."""
+        if not self._started or self.ws.closed:
+            return None
+        writer = getattr(self.ws, "_writer", None)
+        write = getattr(writer, "_write_websocket_frame", None)
+        if write is None or getattr(writer, "compress", True) or getattr(writer, "_closing", True):
+            return None
+        if getattr(getattr(writer, "protocol", None), "_paused", True):
+            return None
+        return write
 
     def push_text(self, text: str) -> bool:
         """A frame pushed by another service (``Connections.Send``): like :meth:`send_text`,
@@ -245,39 +251,38 @@ class ClientConnection:
             metrics.messages_out_total.inc()
             metrics.bytes_out_total.inc(utf8_size(item))
 
-    async def _heartbeat_loop(self, interval: float, missed_pongs: int) -> None:
-        """Ping every ``interval``; close (4000) after ``missed_pongs`` pings without an answer.
+    def beat(self, now: float, missed_pongs: int) -> bool:
+        """One heartbeat tick (called by the schedule): ping, or close (4000) after
+        ``missed_pongs`` unanswered pings. False when the socket needs no more ticks.
 
-        Any frame from the client counts as an answer, not only a pong: a client that
-        is talking is alive. A ping still waiting to be written at the next tick (the
-        peer stopped reading) counts as missed. Pings run as their own task and are
-        never cancelled (see :meth:`_close` for why).
+        A ping is a control frame: written straight to the transport when it is not
+        back-pressured (it may go between queued data frames, as the protocol allows),
+        else as its own task, never cancelled (see :meth:`_close` for why).
         """
-        missed = 0
-        ping_sent: float | None = None
-        ping: asyncio.Task[None] | None = None
-        while not self.closing:
-            await asyncio.sleep(interval)
-            if self.closing:
-                return
-            if ping_sent is not None and (
-                self.last_activity < ping_sent or (ping is not None and not ping.done())
-            ):
-                missed += 1
+        if self.closing:
+            return False
+        pending = self._ping is not None and not self._ping.done()
+        verdict = self._pulse.tick(
+            now=now, last_activity=self.last_activity, ping_pending=pending, missed_pongs=missed_pongs
+        )
+        if verdict is Beat.TIMEOUT:
+            log.info("heartbeat timeout", extra={"missed_pongs": self._pulse.missed})
+            self.close(
+                code=protocol.CLOSE_HEARTBEAT, reason="heartbeat timeout", why="heartbeat", flush=False
+            )
+            return False
+        if verdict is Beat.PING:
+            write = self._direct_writer()
+            if write is None:
+                self._ping = self.spawn(self._send_ping())
             else:
-                missed = 0
-            if missed >= missed_pongs:
-                log.info("heartbeat timeout", extra={"missed_pongs": missed})
-                self.close(
-                    code=protocol.CLOSE_HEARTBEAT, reason="heartbeat timeout", why="heartbeat", flush=False
-                )
-                return
-            if ping is not None and not ping.done():
-                continue
-            ping_sent = self.loop.time()
-            ping = self.spawn(self._ping())
+                try:
+                    write(b"", WSMsgType.PING, 0)
+                except (ConnectionError, RuntimeError) as exc:
+                    log.debug("ping failed: %s", type(exc).__name__)
+        return True
 
-    async def _ping(self) -> None:
+    async def _send_ping(self) -> None:
         # CancelledError too: a close that gives up waiting for the socket to drain
         # cancels aiohttp's shared drain future, which this ping may be waiting on.
         with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
@@ -347,7 +352,7 @@ class ClientConnection:
 
     async def finish(self) -> None:
         """Stop every task of this connection; waits for a close in progress (bounded)."""
-        for task in (self._heartbeat, self._expiry, *self.inflight):
+        for task in (self._expiry, *self.inflight):
             if task is not None:
                 task.cancel()
         if self._closer is None and self._started and not self.ws.closed:
@@ -362,7 +367,7 @@ class ClientConnection:
                 self.abort()
                 self._closer.cancel()
         # The transport is closed now, so no task is left waiting for it to drain.
-        owned = [t for t in (self._heartbeat, self._expiry, self._writer, *self.inflight) if t is not None]
+        owned = [t for t in (self._expiry, self._writer, *self.inflight) if t is not None]
         for task in owned:
             task.cancel()
         pending = owned + list(self.background)
