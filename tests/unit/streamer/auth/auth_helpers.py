@@ -1,0 +1,101 @@
+"""Keys, tokens and verifiers shared by the streamer.auth unit tests."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from streamer.auth import (
+    AuthError,
+    TokenVerifier,
+)
+
+# 64 bytes: long enough for HS512 too, so PyJWT does not warn about key length.
+SECRET = "unit-test-secret-long-enough-for-every-hmac-algorithm-0123456789"
+OTHER_SECRET = "another-secret-long-enough-for-every-hmac-algorithm-0123456789ab"
+
+# One key of each kind for the whole module: RSA generation is the slow part.
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+EC384_KEY = ec.generate_private_key(ec.SECP384R1())
+
+
+def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+RSA_PEM = public_pem(RSA_KEY)
+EC_PEM = public_pem(EC_KEY)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: Mapping[str, Any], claims: Mapping[str, Any], signature: bytes = b"") -> str:
+    """A token assembled by hand, for shapes PyJWT refuses to produce."""
+    return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)])
+
+
+def hmac_token(secret: bytes, header: Mapping[str, Any], payload: Any) -> str:
+    """An HMAC-SHA256 token signed by hand, with any header, payload and secret bytes."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(body)}"
+    sig = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(sig)}"
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = time.time()
+    base: dict[str, Any] = {
+        "sub": "user-1",
+        "tenant_id": "acme",
+        "permissions": ["reports:read"],
+        "iat": int(now),
+        "exp": int(now) + 600,
+    }
+    for name, value in overrides.items():
+        if value is DROP:
+            base.pop(name, None)
+        else:
+            base[name] = value
+    return base
+
+
+DROP = object()
+
+
+def hs(**overrides: Any) -> str:
+    return jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+
+
+def hs_verifier(**kw: Any) -> TokenVerifier:
+    return TokenVerifier(secret=SECRET, **kw)
+
+
+async def reason_of(verifier: TokenVerifier, token: str) -> AuthError:
+    with pytest.raises(AuthError) as info:
+        await verifier.verify(token)
+    return info.value
+
+
+def tamper_signature(token: str) -> str:
+    head, body, sig = token.split(".")
+    # A middle character carries six full bits (the last may only carry padding bits).
+    i = len(sig) // 2
+    return f"{head}.{body}.{sig[:i]}{'A' if sig[i] != 'A' else 'B'}{sig[i + 1 :]}"
