@@ -74,7 +74,8 @@ class Health:
 
     ``ready`` starts False; a service sets it once its dependencies answer and clears
     it when it starts draining, so the load balancer stops sending new work first.
-    Extra ``checks`` are awaited on each ``/readyz`` call.
+    Extra ``checks`` are awaited on each ``/readyz`` call; each of ``live_checks`` is
+    called on each ``/healthz`` call and names why the process is dead (None: alive).
     """
 
     def __init__(self) -> None:
@@ -82,6 +83,17 @@ class Health:
         self.ready = False
         self.reason = "starting"
         self.checks: list[Callable[[], Awaitable[bool]]] = []
+        self.live_checks: list[Callable[[], str | None]] = []
+
+    def problem(self) -> str | None:
+        """Why ``/healthz`` fails, or None."""
+        if not self.alive:
+            return "dead"
+        for check in self.live_checks:
+            reason = check()
+            if reason:
+                return reason
+        return None
 
     def set_ready(self) -> None:
         self.ready, self.reason = True, "ok"
@@ -98,8 +110,10 @@ def http_routes(health: Health) -> list[web.RouteDef]:
         return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        status = 200 if health.alive else 503
-        return web.json_response({"status": "ok" if health.alive else "dead"}, status=status)
+        problem = health.problem()
+        if problem is None:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "dead", "reason": problem}, status=503)
 
     async def readyz(_: web.Request) -> web.Response:
         ready = health.ready

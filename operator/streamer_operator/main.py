@@ -7,7 +7,9 @@ Flags::
 Without ``--namespace`` (or ``STREAMER_NAMESPACE``) every namespace is watched.
 ``--server`` talks to an API server URL without credentials (``kubectl proxy``);
 otherwise the in-cluster ServiceAccount is used, or the local kubeconfig.
-``/healthz``, ``/readyz`` and ``/metrics`` are served on ``STREAMER_HTTP_PORT``.
+``/healthz``, ``/readyz`` and ``/metrics`` are served on ``STREAMER_HTTP_PORT``;
+``/healthz`` fails while kopf's watches get no answer from the API server
+(:mod:`streamer_operator.watchdog`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from streamer_operator.kube import ApiError, Kube
 from streamer_operator.options import OperatorOptions, load_options
 from streamer_operator.reconciler import Reconciler
 from streamer_operator.tables import TablesGate
+from streamer_operator.watchdog import WatchHealth
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,8 @@ def run(
     api_client = _api_client(args.server)
     registry, _ = build(settings=settings, options=options, api_client=api_client)
     health = Health()
+    watches = WatchHealth(stale_seconds=options.watch_stale_seconds)
+    health.live_checks.append(watches.problem)
     runners: list[Any] = []
 
     @kopf.on.login(registry=registry)
@@ -156,6 +161,7 @@ def run(
 
     @kopf.on.startup(registry=registry)
     async def serve_health(**_: Any) -> None:
+        watches.attach()  # kopf's loop: the watches started after the startup handlers
         runner, port = await start_http(health=health, host=settings.host, port=settings.http_port)
         runners.append(runner)
         health.set_ready()

@@ -31,6 +31,9 @@ class OperatorOptions:
     # (kopf freezes every operator of a tied priority).
     priority: int = 0
     manage_tables: bool = True
+    # /healthz fails once a list or watch request of kopf has had no answer this long
+    # (retries included): the watches are dead. See streamer_operator.watchdog.
+    watch_stale_seconds: float = 30.0
     tables_retry_seconds: float = 15.0
     field_manager: str = FIELD_MANAGER
     # Globs (``name`` or ``namespace/name``) of the Secrets and ServiceAccounts handler
@@ -114,6 +117,7 @@ def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
         priority=_priority(source),
         manage_tables=manage_raw not in _FALSE,
         tables_retry_seconds=_positive(source, "STREAMER_OPERATOR_TABLES_RETRY_SECONDS", 15.0),
+        watch_stale_seconds=_positive(source, "STREAMER_OPERATOR_WATCH_STALE_SECONDS", 30.0),
         # Unset: anything (the operator run by hand, as before); the chart always sets them.
         allowed_secrets=_globs(source, "STREAMER_OPERATOR_ALLOWED_SECRETS", ("*",)),
         denied_secrets=_globs(source, "STREAMER_OPERATOR_DENIED_SECRETS", ()),

@@ -83,11 +83,37 @@ class Cluster(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         # (resource, namespace, name, field manager) -> the object that manager last applied.
         self.applied: dict[tuple[Any, str | None, str, str], dict[str, Any]] = {}
+        # Set: every open watch stream ends and every new watch is answered 500
+        # (an API server that lost its watch cache or its etcd), until cleared.
+        self.watch_outage = asyncio.Event()
 
     async def _handle(self, request: kmock.Request) -> Any:  # type: ignore[override]
+        if request.action == kmock.action.WATCH and self.watch_outage.is_set():
+            raise kmock.KubernetesError(status=500, reason="InternalError", message="watch outage")
         if request.resource is not None:
             self._stamp(request)
         return await super()._handle(request)
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:  # type: ignore[override]
+        """kmock's watch stream, ended when an outage starts."""
+        inner = super()._serve_watch(request)
+        outage = asyncio.ensure_future(self.watch_outage.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(inner))
+                await asyncio.wait({step, outage}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await step
+                    return
+                try:
+                    yield step.result()
+                except StopAsyncIteration:
+                    return
+        finally:
+            outage.cancel()
+            await inner.aclose()
 
     def _stamp(self, request: kmock.Request) -> None:
         data = request.data

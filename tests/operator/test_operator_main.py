@@ -124,3 +124,60 @@ async def test_two_replicas_with_peering_one_object_both_peers_and_the_work_done
         for thread in threads:
             await asyncio.to_thread(thread.join, 30)
     assert results == [0, 0]
+
+
+async def test_healthz_fails_while_the_watches_get_no_answer_and_recovers(
+    cluster: Cluster, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("STREAMER_HOST", "127.0.0.1")
+    monkeypatch.setenv("STREAMER_HTTP_PORT", str(port))
+    monkeypatch.setenv("STREAMER_OPERATOR_MANAGE_TABLES", "false")
+    monkeypatch.setenv("STREAMER_OPERATOR_WATCH_STALE_SECONDS", "1")
+    monkeypatch.setenv("STREAMER_LOG_JSON", "false")
+    stop, ready = threading.Event(), threading.Event()
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            run(["--server", str(cluster.url).rstrip("/")], stop_flag=stop, ready_flag=ready)
+        )
+    )
+    thread.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def healthz() -> tuple[int, dict[str, str]]:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        return resp.status, await resp.json()
+                except aiohttp.ClientError:
+                    return 0, {}
+
+            async def alive() -> bool:
+                return (await healthz())[0] == 200
+
+            async def dead() -> dict[str, str] | None:
+                status, body = await healthz()
+                return body if status == 503 else None
+
+            await eventually(lambda: asyncio.to_thread(ready.is_set), what="kopf ready")
+            await eventually(alive, what="/healthz 200")
+            # Every watch stream ends and the API server answers 500 to each new one:
+            # kopf retries with its back-offs; /healthz names the watch that is dead.
+            cluster.watch_outage.set()
+            body = await eventually(dead, timeout=30, what="/healthz 503 during the outage")
+            assert "watch of" in body["reason"], body
+            # Still within kopf's retries (about a minute): its next attempt is answered.
+            cluster.watch_outage.clear()
+            await eventually(alive, timeout=30, what="/healthz 200 after the outage")
+        # And the watches do work again: a new handler is reconciled.
+        await api.create(children.HANDLERS, handler_body("afterwards", actions=["afterwards.a"]))
+
+        async def deployed() -> bool:
+            return await api.get(children.DEPLOYMENTS, "default", "afterwards") is not None
+
+        await eventually(deployed, timeout=30, what="a Deployment after the outage")
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert result == [0]
