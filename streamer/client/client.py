@@ -159,6 +159,8 @@ class RequestHandle:
         self.subscribed = False
         self.status: str | None = None
         self.percentage: float = 0.0
+        #: When the client last received a message of this request (event-loop time).
+        self.last_seen_at: float = 0.0
         self._seen_progress: set[tuple[Any, Any, Any]] = set()
         self._listeners: list[asyncio.Queue[dict[str, Any] | None]] = []
         self._future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -212,6 +214,7 @@ class RequestHandle:
     def _feed(self, msg: dict[str, Any]) -> None:
         if self.done:
             return  # a replayed or late message after the end: the outcome is fixed
+        self.last_seen_at = asyncio.get_running_loop().time()
         kind = msg.get("type")
         if kind == "progress":
             key = (msg.get("seq"), msg.get("percentage"), msg.get("message"))
@@ -278,6 +281,10 @@ class _SystemCall:
 
 #: Times an automatic ``$resume`` refused with a retryable error is sent again.
 MAX_RESUME_RETRIES = 8
+#: After a reconnect, requests ``$resume`` did not mention are asked for this many at a time...
+FOLLOW_BATCH = 20
+#: ...one batch every this many seconds (well under the gateway's rate limit).
+FOLLOW_PAUSE = 0.25
 
 
 class StreamerClient:
@@ -297,6 +304,8 @@ class StreamerClient:
     :param reconnect_delay: first backoff delay; doubles per failed attempt up to ``reconnect_max_delay``.
     :param max_reconnect_attempts: attempts in a row before giving up (None: never give up);
         giving up fails every pending request with :class:`ConnectionClosedError`.
+    :param resume_grace: after a reconnect, seconds ``$resume``'s answers may take before
+        each pending request it did not mention is asked for with ``$subscribe``.
     :param on_message: called with every server message (sync or async), e.g. for logging.
     """
 
@@ -313,6 +322,7 @@ class StreamerClient:
         reconnect_delay: float = 0.25,
         reconnect_max_delay: float = 10.0,
         max_reconnect_attempts: int | None = 30,
+        resume_grace: float = 3.0,
         max_message_bytes: int = 16 * 1024 * 1024,
         on_message: MessageCallback | None = None,
         session: aiohttp.ClientSession | None = None,
@@ -334,6 +344,7 @@ class StreamerClient:
         self.reconnect_delay = reconnect_delay
         self.reconnect_max_delay = reconnect_max_delay
         self.max_reconnect_attempts = max_reconnect_attempts
+        self.resume_grace = resume_grace
         self.max_message_bytes = max_message_bytes
         self.on_message = on_message
         self._session = session
@@ -345,6 +356,7 @@ class StreamerClient:
         self._closed_error: StreamerError | None = None
         self._runner: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._requests: dict[str, RequestHandle] = {}
         self._finished_ids: collections.OrderedDict[str, RequestHandle] = collections.OrderedDict()
@@ -393,7 +405,7 @@ class StreamerClient:
         if self._closing:
             return
         self._closing = True
-        for task in (self._pinger,):
+        for task in (self._pinger, self._follower):
             if task is not None:
                 task.cancel()
         ws = self._ws
@@ -662,6 +674,45 @@ class StreamerClient:
         for call in list(self._calls.values()):
             if not call.future.done():
                 await self._send(call.frame)
+        if any(h.frame is not None and h.acknowledged for h in pending):
+            if self._follower is not None:
+                self._follower.cancel()
+            self._follower = asyncio.create_task(
+                self._follow_unanswered(asyncio.get_running_loop().time()), name="streamer-client-follow"
+            )
+
+    async def _follow_unanswered(self, since: float) -> None:
+        """Settle every pending request, whatever its age.
+
+        ``$resume`` answers a user's unfinished requests and those finished in the last
+        minutes (a bounded number). A request of this client it did not mention within
+        ``resume_grace`` (finished long ago while the client was away, or crowded out) is
+        asked for with ``$subscribe``: the answer is the request's stored state — its
+        outcome if over — and attaches it if not; a request the server no longer has
+        (past its TTL) is answered ``NOT_FOUND`` and ends with :class:`NotFoundError`.
+        Sent in small batches, well under the gateway's rate limit; a reconnect on the
+        way starts over.
+        """
+        await asyncio.sleep(self.resume_grace)
+        silent = [
+            h
+            for h in self._requests.values()
+            if not h.done and h.frame is not None and h.acknowledged and h.last_seen_at < since
+        ]
+        for i in range(0, len(silent), FOLLOW_BATCH):
+            if self._closing or not self.connected:
+                return  # the next reconnect starts over
+            for handle in silent[i : i + FOLLOW_BATCH]:
+                if not handle.done:
+                    with contextlib.suppress(StreamerError):
+                        await self._send(
+                            {
+                                "action": protocol.SUBSCRIBE,
+                                "id": self._new_id("sub"),
+                                "payload": {"request_id": handle.request_id},
+                            }
+                        )
+            await asyncio.sleep(FOLLOW_PAUSE)
 
     async def _send_auto_resume(self, retry: int) -> None:
         rid = self._new_id("resume")

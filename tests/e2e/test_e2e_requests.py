@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
 from e2e_helpers import Recorder, connect, eventually
@@ -12,11 +13,13 @@ from streamer.client import (
     InvalidActionError,
     NotFoundError,
     RequestCancelledError,
+    StreamerClient,
     StreamerError,
     ValidationError,
 )
 from streamer.local.stack import LocalStack
 from streamer.store import CANCELLED, COMPLETED, Store, request_key
+from streamer.store.dynamo import serialize, serialize_item
 
 REPORT = {"start_date": "2026-01-01", "end_date": "2026-01-31", "format": "csv", "report_type": "sales"}
 
@@ -113,6 +116,80 @@ async def test_dropped_connection_reconnects_and_resumes(stack: LocalStack) -> N
         result = await handle.result(timeout=60)
         assert client.reconnects >= 1
     assert result == {"seconds": 2, "steps": 4}
+
+
+async def _away_while(stack: LocalStack, request_id: str, user: str, meanwhile: str) -> StreamerClient:
+    """A client whose request finishes while it is away, and whose record is then aged or deleted.
+
+    The client's reconnect waits (its token function blocks) until the request has finished
+    and its record is either two days old — out of ``$resume``'s reach, which looks back 24 h
+    and answers finished requests of the last 10 minutes — or gone (past its TTL). Then the
+    client comes back with its request still pending.
+    """
+    gate = asyncio.Event()
+    opens = 0
+
+    async def token() -> str:
+        nonlocal opens
+        opens += 1
+        if opens > 1:
+            await gate.wait()
+        return stack.token(user=user, tenant="acme")
+
+    client = StreamerClient(stack.ws_url, token=token, reconnect_delay=0.05, resume_grace=0.5)
+    await client.connect()
+    handle = await client.start("delay", {"seconds": 1, "steps": 1}, request_id=request_id)
+    await eventually(lambda: handle.acknowledged, timeout=30)
+    await client.drop_connection()
+    async with Store.open(settings=stack.settings) as store:
+        key = request_key("acme", request_id)
+        record = await eventually(lambda: _terminal(store, request_id), timeout=60)
+        assert record.status == COMPLETED
+        table = store.requests
+        if meanwhile == "aged":
+            two_days = 2 * 24 * 3600.0
+            old = dataclasses.replace(
+                record,
+                created_at=record.created_at - two_days,
+                updated_at=record.updated_at - two_days,
+                finished_at=(record.finished_at or record.updated_at) - two_days,
+            )
+            await table.client.put_item(TableName=table.table, Item=serialize_item(old.to_item()))
+        else:
+            await table.client.delete_item(TableName=table.table, Key={"request_id": serialize(key)})
+    assert not handle.done  # still pending: it finished while the client was away
+    gate.set()
+    return client
+
+
+async def test_a_request_older_than_resume_reaches_still_settles_after_a_reconnect(stack: LocalStack) -> None:
+    request_id = rid("aged")
+    client = await _away_while(stack, request_id, rid("aged-user"), "aged")
+    try:
+        handle = client.handle(request_id)
+        assert handle is not None
+        assert await handle.result(timeout=60) == {"seconds": 1, "steps": 1}
+        # Settled by the $subscribe answer (the stored outcome), not by $resume.
+        assert handle.messages[-1]["type"] == "status" and not handle.messages[-1].get("resumed")
+        assert client.reconnects == 1
+    finally:
+        await client.close()
+
+
+async def test_a_request_whose_record_is_gone_ends_not_found_after_a_reconnect(stack: LocalStack) -> None:
+    request_id = rid("gone")
+    client = await _away_while(stack, request_id, rid("gone-user"), "deleted")
+    try:
+        handle = client.handle(request_id)
+        assert handle is not None
+        try:
+            await handle.result(timeout=60)
+        except NotFoundError as exc:
+            assert exc.request_id == request_id
+        else:
+            raise AssertionError("a request with no record settled with a result")
+    finally:
+        await client.close()
 
 
 async def test_a_new_connection_resumes_and_receives_the_result(stack: LocalStack) -> None:
