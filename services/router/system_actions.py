@@ -8,7 +8,12 @@ client gets its own requests back, not its colleagues').
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import logging
+import time
+from typing import Any
 
 from services.router.call import Call, Frames
 from services.router.states import status_frame
@@ -23,11 +28,13 @@ from streamer.protocol import (
     SUBSCRIBE,
     SYSTEM_ACTIONS,
     VALIDATION_ERROR,
+    encode_bytes,
     error_message,
     pong_message,
 )
-from streamer.store import NotFound, RequestRecord, Store, StoreError, request_key
+from streamer.store import COMPLETED, NotFound, RequestRecord, Store, StoreError, request_key
 from streamer.store.base import now
+from streamer.store.requests import RequestStore
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,18 @@ RESUME_RECENT_SECONDS = 600.0
 RESUME_LOOKBACK_SECONDS = 24 * 3600.0
 #: ``$resume`` answers at most this many *finished* requests (the newest); unfinished ones all.
 RESUME_MAX_REQUESTS = 100
+#: One ``$resume`` answer carries at most this many frames (connect queues at most
+#: ``STREAMER_WS_SEND_QUEUE``, 256 by default, per connection) ...
+RESUME_PAGE_FRAMES = 100
+#: ... and at most this many bytes (a frame alone may be larger: a result of up to
+#: ``STREAMER_MAX_RESULT_BYTES``); the gRPC answer's cap is 4 MiB.
+RESUME_PAGE_BYTES = 1024 * 1024
+#: ... and takes at most about this long (or a third of the caller's deadline) when it has a frame.
+RESUME_PAGE_SECONDS = 5.0
+#: Requests read from the store per query (small projections, never payloads or results).
+RESUME_QUERY_LIMIT = 200
+#: A cursor is honoured this long after the first page (then: start again).
+RESUME_CURSOR_MAX_AGE_SECONDS = 600.0
 
 
 def _not_found(call: Call, target: str) -> Frames:
@@ -168,24 +187,133 @@ class SystemActions:
         Unfinished requests sent on another connection are re-attached to this one
         (a subscription), so the processor delivers their progress and outcome here.
         No frame at all when the user has nothing to resume.
+
+        Paged (docs/protocol.md): requests newest first, each answer at most
+        :data:`RESUME_PAGE_FRAMES` frames and :data:`RESUME_PAGE_BYTES` bytes; when more
+        remain, the answer's last frame carries ``resume_cursor`` and the client sends
+        ``$resume`` again with ``{"cursor": ...}``. The store is read a page of
+        :data:`RESUME_QUERY_LIMIT` small projections at a time (never the payloads or
+        results); a finished request's result is read alone, when its frame is built.
         """
         t = now()
-        records = await self.store.requests.by_user(
-            tenant_id=call.tenant_id, user_id=call.user_id, since=t - RESUME_LOOKBACK_SECONDS
-        )
-        # Every unfinished request is re-attached, however many finished ones there are;
-        # only the recently finished are capped (the newest RESUME_MAX_REQUESTS), so a
-        # burst of finished work never crowds out a request still running.
-        unfinished = [r for r in records if not r.terminal]
-        finished = [
-            r for r in records if r.terminal and (r.finished_at or r.updated_at) >= t - RESUME_RECENT_SECONDS
-        ][-RESUME_MAX_REQUESTS:]
-        wanted = sorted([*unfinished, *finished], key=lambda r: r.created_at)
+        try:
+            cursor = ResumeCursor.decode(call.payload.get("cursor"), now=t)
+        except ValueError as exc:
+            return [error_message(VALIDATION_ERROR, f"$resume: {exc}", request_id=call.request_id)]
+        started = cursor.started if cursor else t
+        tables = self.store.requests.tables()
+        table, after = (cursor.table, cursor.after) if cursor else (0, None)
+        finished = cursor.finished if cursor else 0
         frames: Frames = []
-        for record in wanted:
-            attached = False
-            if not record.terminal and record.connection_id != call.connection_id:
-                record = await attach(self.store, record, call)
-                attached = not record.terminal
-            frames.append(status_frame(record, resumed=True, subscribed=attached or None))
-        return frames
+        size = 0
+        # A page also ends early when it has taken a while (many re-attachments under a slow
+        # store): the caller's deadline must never pass with the work of a page lost.
+        budget = RESUME_PAGE_SECONDS if call.deadline is None else min(RESUME_PAGE_SECONDS, call.deadline / 3)
+        give_up = time.monotonic() + budget
+        while table < len(tables):
+            store = tables[table]
+            records, last = await store.resume_page(
+                tenant_id=call.tenant_id,
+                user_id=call.user_id,
+                since=started - RESUME_LOOKBACK_SECONDS,
+                finished_since=started - RESUME_RECENT_SECONDS,
+                limit=RESUME_QUERY_LIMIT,
+                after=after,
+            )
+            for brief in records:
+                recent = (brief.finished_at or brief.updated_at) >= started - RESUME_RECENT_SECONDS
+                if brief.terminal and (not recent or finished >= RESUME_MAX_REQUESTS):
+                    continue  # only the newest RESUME_MAX_REQUESTS finished ones
+                frame, record = await self._resume_frame(call, store, brief)
+                encoded = len(encode_bytes(frame))
+                full = len(frames) >= RESUME_PAGE_FRAMES or size + encoded > RESUME_PAGE_BYTES
+                if frames and (full or time.monotonic() > give_up):
+                    # Full: the next answer starts after the last request this one carries.
+                    last_table, last_key = _position(frames[-1])
+                    frames[-1]["resume_cursor"] = ResumeCursor(
+                        started=started, table=last_table, after=last_key, finished=finished
+                    ).encode()
+                    return _strip(frames)
+                frames.append({**frame, _KEY: (table, brief.request_id, brief.created_at)})
+                size += encoded
+                if record.terminal and brief.terminal:
+                    finished += 1
+            if last is None:
+                table, after = table + 1, None
+            else:
+                after = last
+        return _strip(frames)
+
+    async def _resume_frame(
+        self, call: Call, store: RequestStore, brief: RequestRecord
+    ) -> tuple[dict[str, Any], RequestRecord]:
+        """The ``status`` frame of one request ``$resume`` mentions (re-attaching it if unfinished)."""
+        record = brief
+        attached = False
+        if not brief.terminal and brief.connection_id != call.connection_id:
+            record = await attach(self.store, brief, call)
+            attached = not record.terminal
+        if record.status == COMPLETED and record.result is None:
+            record = await store.get(record.request_id) or record  # the result, read alone
+        return status_frame(record, resumed=True, subscribed=attached or None), record
+
+
+#: Internal: (table, request_id, created_at) of the request a frame of a ``$resume``
+#: page stands for (removed before the answer leaves).
+_KEY = "__resume_key"
+
+
+def _position(frame: dict[str, Any]) -> tuple[int, tuple[str, float]]:
+    table, rid, created = frame[_KEY]
+    return int(table), (str(rid), float(created))
+
+
+def _strip(frames: Frames) -> Frames:
+    for frame in frames:
+        frame.pop(_KEY, None)
+    return frames
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeCursor:
+    """Where the next ``$resume`` page starts: opaque to the client (base64 of JSON).
+
+    It only positions the walk through the caller's *own* requests (the query's key is
+    always the caller's tenant and user), so a forged cursor shows nothing more.
+    """
+
+    started: float  # the first page's clock: "recently finished" keeps one meaning across pages
+    table: int  # index into the requests tables (the shared one, then dedicated ones)
+    after: tuple[str, float] | None  # the last request the previous page carried
+    finished: int  # finished requests already answered (they are capped)
+
+    def encode(self) -> str:
+        body = {"s": self.started, "t": self.table, "a": list(self.after) if self.after else None}
+        body["f"] = self.finished
+        return base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
+
+    @classmethod
+    def decode(cls, raw: Any, *, now: float) -> ResumeCursor | None:
+        """None without a cursor; :class:`ValueError` for one this server did not make."""
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or not raw or len(raw) > 4096:
+            raise ValueError("payload.cursor must be a resume_cursor this server sent")
+        try:
+            body = json.loads(base64.urlsafe_b64decode(raw.encode()))
+            started, table, after, finished = body["s"], body["t"], body["a"], body["f"]
+            numbers = (started, table, finished)
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+                raise TypeError
+            if after is not None:
+                rid, created = after
+                if not isinstance(rid, str) or not rid or not isinstance(created, int | float):
+                    raise TypeError
+                after = (rid, float(created))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError("payload.cursor must be a resume_cursor this server sent") from exc
+        if not now - RESUME_CURSOR_MAX_AGE_SECONDS <= started <= now + 60:
+            raise ValueError("payload.cursor has expired; send $resume without a cursor")
+        return cls(
+            started=float(started), table=max(0, int(table)), after=after, finished=max(0, int(finished))
+        )

@@ -363,8 +363,8 @@ class StreamerClient:
         self._calls: dict[str, _SystemCall] = {}
         self._send_lock = asyncio.Lock()
         self._resume_sink: list[dict[str, Any]] | None = None
-        #: ids of automatic ``$resume`` frames in flight -> retry count
-        self._auto_resumes: dict[str, int] = {}
+        #: ids of automatic ``$resume`` frames in flight -> (retry count, page cursor)
+        self._auto_resumes: dict[str, tuple[int, str | None]] = {}
         #: How many times the connection was re-established (for tests and metrics).
         self.reconnects = 0
         self.last_close_code: int | None = None
@@ -554,12 +554,15 @@ class StreamerClient:
             if kind == "error":
                 self._orphan_error(msg)
             return
+        cursor = msg.get("resume_cursor")
+        if msg.get("resumed") and isinstance(cursor, str) and cursor:
+            self._spawn(self._next_resume_page(cursor))  # a paged $resume: more to come
         if rid in self._auto_resumes:  # only a refusal names the $resume frame itself
-            retry = self._auto_resumes.pop(rid)
+            retry, cursor = self._auto_resumes.pop(rid)
             error = msg.get("error")
             retryable = isinstance(error, dict) and bool(error.get("retryable"))
             if kind == "error" and retryable and retry < MAX_RESUME_RETRIES:
-                self._spawn(self._retry_resume(retry + 1))
+                self._spawn(self._retry_resume(retry + 1, cursor))
             return
         call = self._calls.pop(rid, None)
         if call is not None:  # the answer names the system frame itself
@@ -714,12 +717,18 @@ class StreamerClient:
                         )
             await asyncio.sleep(FOLLOW_PAUSE)
 
-    async def _send_auto_resume(self, retry: int) -> None:
+    async def _send_auto_resume(self, retry: int, cursor: str | None = None) -> None:
         rid = self._new_id("resume")
-        self._auto_resumes[rid] = retry
-        await self._send({"action": protocol.RESUME, "id": rid, "payload": {}})
+        self._auto_resumes[rid] = (retry, cursor)
+        payload = {"cursor": cursor} if cursor else {}
+        await self._send({"action": protocol.RESUME, "id": rid, "payload": payload})
 
-    async def _retry_resume(self, retry: int) -> None:
+    async def _next_resume_page(self, cursor: str) -> None:
+        """The server had more to resume than one answer holds: ask for the next page."""
+        with contextlib.suppress(StreamerError):
+            await self._send_auto_resume(0, cursor)
+
+    async def _retry_resume(self, retry: int, cursor: str | None = None) -> None:
         """Send ``$resume`` again after a retryable refusal (the router restarting too).
 
         Without it, a reconnect that races a router restart never re-attaches the
@@ -729,7 +738,7 @@ class StreamerClient:
         if self._closing or self._closed_error is not None:
             return
         with contextlib.suppress(StreamerError):
-            await self._send_auto_resume(retry)
+            await self._send_auto_resume(retry, cursor)
 
     # ------------------------------------------------------------------ sending
     async def _send(self, frame: Mapping[str, Any]) -> None:
@@ -934,8 +943,10 @@ class StreamerClient:
         The server answers one ``status`` frame (``"resumed": true``) per unfinished or
         recently finished request, and nothing at all when there is none, so there is
         no reply to wait for: the frames flow into the requests' handles (and
-        ``on_message``) as they arrive. With ``wait`` > 0 the frames that arrive within
-        that many seconds are also returned. Sent automatically after a reconnect.
+        ``on_message``) as they arrive. An answer too long for one frame batch ends with a
+        ``resume_cursor``; the client asks for the next page by itself. With ``wait`` > 0
+        the frames that arrive within that many seconds are also returned. Sent
+        automatically after a reconnect.
         """
         collected: list[dict[str, Any]] = []
         previous = self._resume_sink

@@ -52,6 +52,9 @@ class QueuedRequests(RequestStore):
             store = self._stores[table] = RequestStore(self.client, table)
         return store
 
+    def tables(self) -> list[RequestStore]:
+        return self._all()
+
     def _all(self) -> list[RequestStore]:
         """The shared table's store first, then each dedicated table's."""
         dedicated = sorted({t for t in self._tables() if t and t != self.table})

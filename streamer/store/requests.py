@@ -52,6 +52,26 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 _JSON_FIELDS = ("payload", "metadata", "result")
 
 
+#: What ``$resume`` reads of each request (:meth:`RequestStore.resume_page`): what a
+#: ``status`` frame shows, without the payload, metadata or result.
+BRIEF_FIELDS = (
+    "request_id",
+    "action",
+    "status",
+    "user_id",
+    "tenant_id",
+    "connection_id",
+    "created_at",
+    "updated_at",
+    "ttl",
+    "attempt",
+    "finished_at",
+    "progress",
+    "error",
+    "cancel_requested",
+)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RequestRecord:
     """One async request as stored. ``payload``/``metadata``/``result`` are JSON values.
@@ -186,6 +206,10 @@ class RequestStore(TableStore):
         if not await self._create(record.to_item(), key="request_id"):
             raise AlreadyExists(record.request_id, await self.get(record.request_id))
         return record
+
+    def tables(self) -> list[RequestStore]:
+        """Every requests table this store reads, one store each (here: just this one)."""
+        return [self]
 
     async def get(self, request_id: str) -> RequestRecord | None:
         out = await self._call("get_item", Key={"request_id": serialize(request_id)}, ConsistentRead=True)
@@ -617,6 +641,64 @@ class RequestStore(TableStore):
                 ExpressionAttributeValues=expression({"u": user_key(tenant_id, user_id), "since": since}),
             )
         ]
+
+    async def resume_page(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        since: float,
+        finished_since: float,
+        limit: int,
+        after: tuple[str, float] | None = None,
+    ) -> tuple[list[RequestRecord], tuple[str, float] | None]:
+        """One page of what ``$resume`` looks at: a user's requests, **newest first**.
+
+        Only requests created at or after ``since`` that are unfinished or finished at or
+        after ``finished_since`` (a filter on the server), projected to
+        :data:`BRIEF_FIELDS`: never the payload, metadata or result, so a page costs a few
+        hundred bytes per request whatever the results weigh. ``limit`` bounds the items
+        DynamoDB reads for the page (the filter may return fewer). ``after`` is the
+        (request_id, created_at) of the last request of the previous page; the second
+        value returned is that of this page's last request read, None at the end.
+        """
+        names = {f"#f{i}": name for i, name in enumerate(BRIEF_FIELDS)}
+        by_name = {name: alias for alias, name in names.items()}
+        args: dict[str, Any] = {
+            "IndexName": "user-index",
+            "Limit": limit,
+            "ScanIndexForward": False,
+            "KeyConditionExpression": "user_key = :u AND created_at >= :since",
+            "FilterExpression": (
+                f"NOT {by_name['status']} IN (:c, :f, :x) OR {by_name['finished_at']} >= :recent "
+                f"OR {by_name['updated_at']} >= :recent"
+            ),
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": expression(
+                {
+                    "u": user_key(tenant_id, user_id),
+                    "since": since,
+                    "recent": finished_since,
+                    "c": COMPLETED,
+                    "f": FAILED,
+                    "x": CANCELLED,
+                }
+            ),
+        }
+        if after is not None:
+            args["ExclusiveStartKey"] = {
+                "request_id": serialize(after[0]),
+                "user_key": serialize(user_key(tenant_id, user_id)),
+                "created_at": serialize(after[1]),
+            }
+        page = await self._call("query", **args)
+        records = [RequestRecord.from_item(deserialize_item(item)) for item in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return records, None
+        key = deserialize_item(last)
+        return records, (str(key["request_id"]), float(key["created_at"]))
 
     async def by_status(
         self, status: str, *, created_before: float | None = None, page_size: int | None = None

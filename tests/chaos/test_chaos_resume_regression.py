@@ -69,7 +69,12 @@ async def test_resume_reattaches_an_old_unfinished_request_behind_many_finished_
         payload={},
         metadata={},
     )
-    frames = await SystemActions(store=store).resume(call)
+    actions = SystemActions(store=store)
+    frames = await actions.resume(call)
+    while frames and "resume_cursor" in frames[-1]:  # paged: the client follows the cursor
+        frames += await actions.resume(
+            dataclasses.replace(call, payload={"cursor": frames[-1]["resume_cursor"]})
+        )
     resumed = {f["request_id"] for f in frames}
     assert running.client_request_id in resumed, (  # frames carry the client's own id
         f"$resume answered {len(frames)} frames (the newest finished ones) and dropped the one request "

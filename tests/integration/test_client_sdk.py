@@ -62,6 +62,7 @@ class FakeStreamer:
         self.swallow_once: set[str] = set()  # request ids: drop the socket without answering, once
         self.silent = False  # stop answering anything (a dead peer)
         self.refuse_resumes = 0  # answer this many $resume with SERVICE_UNAVAILABLE (router restarting)
+        self.resume_page = 1_000  # frames per $resume answer
         self.step = 0.02
         self.frame_limit = 10_000
         self.runner: web.AppRunner | None = None
@@ -206,10 +207,17 @@ class FakeStreamer:
                     ws, protocol.error_message(protocol.SERVICE_UNAVAILABLE, "router down", request_id=rid)
                 )
                 return
-            for req in self.requests.values():
+            # Paged like the router's (resume_page frames an answer, then resume_cursor).
+            listed = list(self.requests.values())
+            start = int(payload.get("cursor") or 0)
+            page = listed[start : start + self.resume_page]
+            for i, req in enumerate(page):
                 if req.status in ("PENDING", "PROCESSING"):
                     req.ws = ws
-                await self.send(ws, self.status_frame(req, resumed=True))
+                frame = self.status_frame(req, resumed=True)
+                if i == len(page) - 1 and start + len(page) < len(listed):
+                    frame["resume_cursor"] = str(start + len(page))
+                await self.send(ws, frame)
             return
         target = str(payload.get("request_id"))
         found = self.requests.get(target)
@@ -447,6 +455,26 @@ async def test_subscriber_receives_progress_and_result(fake: FakeStreamer) -> No
         # The owner lost its socket to the subscriber in this fake: resume gets it back.
         await owner.resume()
         assert await handle.result(timeout=5) == {"echo": {"steps": 6}}
+
+
+async def test_a_paged_resume_is_followed_to_its_last_page(fake: FakeStreamer) -> None:
+    # Issue #18 item 5: the router answers $resume in pages; a client that stopped after the
+    # first never re-attached the requests on later pages, and their results went to the
+    # dead connection.
+    fake.resume_page = 2
+    fake.step = 0.05
+    ids = [f"pg-{i}" for i in range(5)]
+    fake.drop_after_ack.update(ids)
+    async with client(fake) as c:
+        results = await asyncio.gather(
+            *(
+                c.request("slow", {"steps": 4, "i": i}, request_id=rid, timeout=20)
+                for i, rid in enumerate(ids)
+            )
+        )
+    assert results == [{"echo": {"steps": 4, "i": i}} for i in range(len(ids))]
+    cursors = [f["payload"].get("cursor") for f in fake.frames if f["action"] == "$resume"]
+    assert "2" in cursors and "4" in cursors
 
 
 async def test_resume_collects_frames_when_asked(fake: FakeStreamer) -> None:

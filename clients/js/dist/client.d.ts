@@ -133,6 +133,7 @@ export declare class StreamerClient {
     private readonly requests;
     private readonly finishedIds;
     private readonly calls;
+    /** ids of automatic `$resume` frames in flight -> [retry count, page cursor] */
     private readonly autoResumes;
     private readonly timers;
     constructor(url: string, options?: ClientOptions);

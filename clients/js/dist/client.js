@@ -228,6 +228,7 @@ export class StreamerClient {
     requests = new Map();
     finishedIds = new Map();
     calls = new Map();
+    /** ids of automatic `$resume` frames in flight -> [retry count, page cursor] */
     autoResumes = new Map();
     timers = new Set();
     constructor(url, options = {}) {
@@ -716,10 +717,10 @@ export class StreamerClient {
             await this.sleep(250);
         }
     }
-    sendAutoResume(retry) {
+    sendAutoResume(retry, cursor) {
         const id = newId("resume");
-        this.autoResumes.set(id, retry);
-        this.send({ action: "$resume", id, payload: {} });
+        this.autoResumes.set(id, [retry, cursor]);
+        this.send({ action: "$resume", id, payload: cursor ? { cursor } : {} });
     }
     /** Send when open; frames that matter are re-sent by `reattach` after a reconnect anyway. */
     send(frame) {
@@ -772,14 +773,18 @@ export class StreamerClient {
                 this.orphanError(msg);
             return;
         }
-        const retry = this.autoResumes.get(rid);
-        if (retry !== undefined) {
+        if (msg.type === "status" && msg.resumed && typeof msg.resume_cursor === "string" && msg.resume_cursor) {
+            this.sendAutoResume(0, msg.resume_cursor); // a paged $resume: ask for the next page
+        }
+        const auto = this.autoResumes.get(rid);
+        if (auto !== undefined) {
+            const [retry, cursor] = auto;
             // only a refusal names the $resume frame itself: send it again when the refusal is retryable
             this.autoResumes.delete(rid);
             if (msg.type === "error" && msg.error.retryable && retry < MAX_RESUME_RETRIES) {
                 void this.sleep(Math.min(5000, 250 * 2 ** (retry + 1))).then(() => {
                     if (!this.closing && !this.closedError)
-                        this.sendAutoResume(retry + 1);
+                        this.sendAutoResume(retry + 1, cursor);
                 });
             }
             return;

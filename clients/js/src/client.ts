@@ -341,7 +341,8 @@ export class StreamerClient {
   private readonly requests = new Map<string, RequestHandle>();
   private readonly finishedIds = new Map<string, RequestHandle>();
   private readonly calls = new Map<string, SystemCall>();
-  private readonly autoResumes = new Map<string, number>();
+  /** ids of automatic `$resume` frames in flight -> [retry count, page cursor] */
+  private readonly autoResumes = new Map<string, [number, string | undefined]>();
   private readonly timers = new Set<ReturnType<typeof setTimeout>>();
 
   constructor(url: string, options: ClientOptions = {}) {
@@ -833,10 +834,10 @@ export class StreamerClient {
     }
   }
 
-  private sendAutoResume(retry: number): void {
+  private sendAutoResume(retry: number, cursor?: string): void {
     const id = newId("resume");
-    this.autoResumes.set(id, retry);
-    this.send({ action: "$resume", id, payload: {} });
+    this.autoResumes.set(id, [retry, cursor]);
+    this.send({ action: "$resume", id, payload: cursor ? { cursor } : {} });
   }
 
   /** Send when open; frames that matter are re-sent by `reattach` after a reconnect anyway. */
@@ -885,13 +886,17 @@ export class StreamerClient {
       if (msg.type === "error") this.orphanError(msg);
       return;
     }
-    const retry = this.autoResumes.get(rid);
-    if (retry !== undefined) {
+    if (msg.type === "status" && msg.resumed && typeof msg.resume_cursor === "string" && msg.resume_cursor) {
+      this.sendAutoResume(0, msg.resume_cursor); // a paged $resume: ask for the next page
+    }
+    const auto = this.autoResumes.get(rid);
+    if (auto !== undefined) {
+      const [retry, cursor] = auto;
       // only a refusal names the $resume frame itself: send it again when the refusal is retryable
       this.autoResumes.delete(rid);
       if (msg.type === "error" && msg.error.retryable && retry < MAX_RESUME_RETRIES) {
         void this.sleep(Math.min(5000, 250 * 2 ** (retry + 1))).then(() => {
-          if (!this.closing && !this.closedError) this.sendAutoResume(retry + 1);
+          if (!this.closing && !this.closedError) this.sendAutoResume(retry + 1, cursor);
         });
       }
       return;

@@ -54,7 +54,7 @@ export interface PingFrame {
   [key: string]: unknown;
 }
 
-/** After a reconnect: re-attach this user's unfinished (or recently finished) requests to this connection; one status frame with resumed=true per request.
+/** After a reconnect: re-attach this user's unfinished (or recently finished) requests to this connection; one status frame with resumed=true per request, newest first, in pages: an answer whose last frame carries resume_cursor continues with $resume {"cursor": resume_cursor}.
  *
  * Send `id` or its alias `request_id`, not both. */
 export interface ResumeFrame {
@@ -63,7 +63,12 @@ export interface ResumeFrame {
   id?: RequestId;
   /** Alias of `id`. */
   request_id?: RequestId;
-  payload?: JsonObject;
+  payload?: {
+  /** The resume_cursor of the previous answer's last frame; absent for the first page. */
+  cursor?: string;
+  /** Fields this version of the schema does not list (the protocol allows them). */
+  [key: string]: unknown;
+};
   metadata?: JsonObject;
   /** Fields this version of the schema does not list (the protocol allows them). */
   [key: string]: unknown;
@@ -217,6 +222,8 @@ export interface StatusMessage {
   cancel_requested?: boolean;
   subscribed?: boolean;
   resumed?: boolean;
+  /** On the last frame of a $resume answer when more remain: send $resume again with payload {"cursor": this} for the next page. */
+  resume_cursor?: string;
   /** Fields this version of the schema does not list (the protocol allows them). */
   [key: string]: unknown;
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 from router_helpers import Route
 
+from services.router.system_actions import RESUME_MAX_REQUESTS, RESUME_PAGE_BYTES, RESUME_PAGE_FRAMES
 from streamer.store import CANCELLED, COMPLETED, PENDING, PROCESSING, RequestRecord, Store, request_key
 from streamer.store.dynamo import serialize_item
 
@@ -255,3 +258,99 @@ async def test_ids_holding_a_separator_never_reach_another_tenant(
     # the victim still sees it, under the id it gave
     [mine] = await route("$resume", user=victim_user, tenant=victim_tenant, connection="conn-new")
     assert (mine["request_id"], mine["status"], mine["resumed"]) == (rid, PENDING, True)
+
+
+async def test_resume_of_thousands_of_requests_with_large_results_is_paged(
+    route: Route, router_store: Store, ids: Callable[[str], str]
+) -> None:
+    """Issue #18 item 5: ``$resume`` loaded every request of the last 24 h as full items and
+    answered them in one gRPC message: with a hundred recent results of 60 KB the answer
+    passed the 4 MiB cap (RESOURCE_EXHAUSTED, every time the client reconnected), and
+    hundreds of unfinished requests overflowed connect's send queue. Now each answer is
+    a page (frames and bytes bounded), and the client follows ``resume_cursor`` until every
+    unfinished request has been mentioned and re-attached."""
+    user, tenant = ids("u"), ids("t")
+    t = time.time()
+    big = {"blob": "x" * 60_000}
+    unfinished: set[str] = set()
+    finished_with_results: dict[str, Any] = {}
+    records: list[RequestRecord] = []
+    for i in range(1_500):
+        rid = f"{ids('r')}-{i}"
+        base = RequestRecord.new(
+            request_id=rid,
+            action="echo_async",
+            user_id=user,
+            tenant_id=tenant,
+            connection_id="conn-old",
+            payload={"message": "m" * 2_000},  # payloads are never read either
+            handler="examples",
+        )
+        created = t - 3_000 + i
+        if i % 5 == 0:  # 300 unfinished, spread among the finished ones
+            unfinished.add(rid)
+            records.append(dataclasses.replace(base, created_at=created, updated_at=created))
+            continue
+        newest = i >= 1_300  # the newest finished ones carry large results
+        result = big if newest else {"n": i}
+        if newest:
+            finished_with_results[rid] = result
+        records.append(
+            dataclasses.replace(
+                base,
+                status=COMPLETED,
+                created_at=created,
+                updated_at=t - 60,
+                finished_at=t - 60,
+                result=result,
+            )
+        )
+    gate = asyncio.Semaphore(16)
+
+    async def put(record: RequestRecord) -> None:
+        async with gate:
+            await put_raw(router_store, record)
+
+    await asyncio.gather(*(put(r) for r in records))
+
+    seen: dict[str, dict[str, Any]] = {}
+    cursor: str | None = None
+    answers = 0
+    while True:
+        frames = await route(
+            "$resume",
+            user=user,
+            tenant=tenant,
+            connection="conn-new",
+            payload={"cursor": cursor} if cursor else {},
+        )
+        answers += 1
+        size = sum(len(json.dumps(f).encode()) for f in frames)
+        assert size <= RESUME_PAGE_BYTES + 2 * len(json.dumps(big)), f"answer {answers}: {size} bytes"
+        assert 0 < len(frames) <= RESUME_PAGE_FRAMES
+        for frame in frames:
+            assert frame["type"] == "status" and frame["resumed"] is True
+            assert frame["request_id"] not in seen, "a request was answered on two pages"
+            seen[frame["request_id"]] = frame
+        assert all("resume_cursor" not in f for f in frames[:-1])
+        cursor = frames[-1].get("resume_cursor")
+        if cursor is None:
+            break
+        assert answers < 100, "the pages never end"
+    assert answers > 1
+    assert unfinished <= set(seen), f"{len(unfinished - set(seen))} unfinished requests never mentioned"
+    assert all(seen[rid]["subscribed"] is True for rid in unfinished)
+    # the newest finished ones (RESUME_MAX_REQUESTS of them), with their results
+    finished = {rid: f for rid, f in seen.items() if f["status"] == COMPLETED}
+    assert len(finished) == RESUME_MAX_REQUESTS
+    assert all(finished_with_results.get(rid) == f["result"] for rid, f in finished.items())
+    some = sorted(unfinished)[:5]
+    for rid in some:
+        subs = await router_store.subscriptions.for_request(request_key(tenant, rid))
+        assert [s.connection_id for s in subs] == ["conn-new"]
+
+
+async def test_resume_refuses_a_cursor_it_did_not_make(route: Route, ids: Callable[[str], str]) -> None:
+    for cursor in ("not-base64!", "e30=", 17):
+        [frame] = await route("$resume", user=ids("u"), tenant=ids("t"), payload={"cursor": cursor})
+        assert frame["type"] == "error" and frame["error"]["code"] == "VALIDATION_ERROR"
