@@ -408,8 +408,8 @@ class Settings:
         "STREAMER_PROCESSOR_ADDRESSES",
         _parse_list,
         (),
-        "router: processors' gRPC host:port list for direct dispatch (a name may resolve to many; "
-        "empty: stream only).",
+        "router: processors' gRPC host:port list for direct dispatch (a name may resolve to many and "
+        "is re-resolved every 5 s; dns://server/name:port asks that DNS server; empty: stream only).",
     )
     progress_interval_seconds: float = _field(
         "STREAMER_PROGRESS_INTERVAL_SECONDS", _non_negative(float), 0.1, "Least time between progress frames."

@@ -6,11 +6,12 @@ it is lost, refused or its processor dies, the stream reader claims the request
 once ``offer_until`` has passed, and the sweeper after that. Offers therefore run
 in the background — the client's ``acknowledgment`` never waits for one.
 
-Which processors: ``STREAMER_PROCESSOR_ADDRESSES``, a list of ``host:port``. A
-name may resolve to several addresses — in the cluster it is the processors'
-headless Service, whose DNS name answers with every ready pod's IP — so names are
-re-resolved every :data:`RESOLVE_SECONDS` and each address is one replica. The
-local stack lists every processor's port.
+Which processors: ``STREAMER_PROCESSOR_ADDRESSES``, a list of ``host:port`` (or
+``dns://server/host:port``, see :mod:`streamer.resolver`). A name may resolve to
+several addresses — in the cluster it is the processors' headless Service, whose DNS
+name answers with every ready pod's IP — so names are re-resolved every
+:data:`RESOLVE_SECONDS` and each address is one replica. The local stack lists every
+processor's port, or, with replicas behind names, the DNS stub's name for them.
 
 Which replica: power of two choices on the load each processor reported in its
 last answer (running + queued, over its capacity); a replica that failed is
@@ -21,16 +22,14 @@ error moves on to the other choice; at most :data:`MAX_TRIES` replicas are asked
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
-import socket
 import time
 
 import grpc
 from grpc import aio
 
-from streamer import rpc
+from streamer import resolver, rpc
 from streamer.api.v1 import processor_pb2, processor_pb2_grpc
 from streamer.config import Settings
 from streamer.metrics import counter
@@ -50,26 +49,6 @@ OFFERS = counter(
     "error (no answer), unplaced (no processor took it: the stream takes it after the offer grace).",
     ["outcome"],
 )
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` → (host, port); ValueError when malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"expected host:port, got {address!r}")
-    return host.strip("[]"), int(port)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _target(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Replica:
@@ -97,8 +76,7 @@ class Offers:
         self._tasks = TaskSet()
         self._resolver = Background("resolve-processors")
         self._resolved_at = float("-inf")
-        for address in self.addresses:
-            split_address(address)  # fail at start on a malformed entry
+        self._parsed = [resolver.parse(address) for address in self.addresses]  # fail at start if malformed
 
     @property
     def enabled(self) -> bool:
@@ -107,22 +85,15 @@ class Offers:
     # ------------------------------------------------------------------ replicas
 
     async def _resolve(self) -> None:
-        loop = asyncio.get_running_loop()
         targets: set[str] = set()
-        for address in self.addresses:
-            host, port = split_address(address)
-            if _is_ip(host):
-                targets.add(_target(host, port))
-                continue
+        for address, parsed in zip(self.addresses, self._parsed, strict=True):
             try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                targets.update(await resolver.resolve(parsed))
             except OSError as exc:
                 log.warning(
                     "processor address does not resolve", extra={"address": address, "error": str(exc)}
                 )
-                targets.update(t for t in self.replicas if t.endswith(f":{port}"))  # keep what we had
-                continue
-            targets.update(_target(str(info[4][0]), port) for info in infos)
+                targets.update(t for t in self.replicas if t.endswith(f":{parsed.port}"))  # keep what we had
         for target in targets - set(self.replicas):
             self.replicas[target] = _Replica(target)
         for target in set(self.replicas) - targets:

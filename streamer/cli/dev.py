@@ -16,7 +16,7 @@ clean stop, 1 when the stack could not start, 2 for a bad flag or setting.
 Like a kubelet, it restarts a service that exits on its own, with backoff (0.5 s,
 doubling to 30 s), and says so on stderr; ``--exit-on-failure`` stops everything
 instead. ``--replicas connect=2,router=2,processor=3,handler=3`` runs several of each;
-handlers and routers then sit behind DNS names, as behind headless Services.
+handlers, routers and processors then sit behind DNS names, as behind headless Services.
 """
 
 from __future__ import annotations

@@ -58,9 +58,13 @@ __all__ = ["READY_LINE", "LocalStack", "ServiceProcess", "StackError", "ready_li
 
 HOST = "127.0.0.1"
 #: Services reached through one name when they run several replicas (as headless Services).
-NAMED: Mapping[str, str] = {"handler": "handler.streamer.local", "router": "router.streamer.local"}
+NAMED: Mapping[str, str] = {
+    "handler": "handler.streamer.local",
+    "router": "router.streamer.local",
+    "processor": "processor.streamer.local",  # the routers' direct-dispatch offers
+}
 #: Replica N of a named service binds 127.0.<net>.N.
-REPLICA_NETS: Mapping[str, int] = {"handler": 1, "router": 2}
+REPLICA_NETS: Mapping[str, int] = {"handler": 1, "router": 2, "processor": 3}
 #: Restart backoff of the supervisor: first wait, cap, and how long up counts as recovered.
 RESTART_FIRST_SECONDS = 0.5
 RESTART_MAX_SECONDS = 30.0
@@ -115,6 +119,8 @@ class ServiceProcess:
     starts: int = 0
     #: The loopback address it binds (replicas behind a DNS name each get their own).
     host: str = "127.0.0.1"
+    #: Behind its kind's DNS name (:data:`NAMED`) while it is up.
+    named: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -381,7 +387,7 @@ class LocalStack:
         if self.dedicated_table:
             # The dedicated queue's own processor: built after the routers, so they do
             # not offer it anything (it takes its requests from its own table's stream).
-            queue = self._replica("processor", 1, name="processor-dedicated")
+            queue = self._replica("processor", 1, name="processor-dedicated", named=False)
             queue.env["STREAMER_REQUESTS_TABLE"] = self.dedicated_table
             queue.env["STREAMER_QUEUE_HANDLER"] = f"default/{docs[-1]['metadata']['name']}"
 
@@ -411,9 +417,13 @@ class LocalStack:
             return self.dns.target(NAMED[kind], port)
         return f"{HOST}:{port}"
 
+    def _named(self, kind: str) -> bool:
+        """Whether replicas of ``kind`` sit behind a DNS name in this stack."""
+        return self.dns is not None and kind in NAMED
+
     def _host(self, kind: str, index: int) -> str:
         """Replicas behind a DNS name each bind their own loopback address (a pod's IP)."""
-        if self.dns is None or kind not in NAMED:
+        if not self._named(kind):
             return HOST
         return f"127.0.{REPLICA_NETS[kind]}.{index}"
 
@@ -435,11 +445,18 @@ class LocalStack:
     def _names(self, kind: str) -> list[str]:
         return [n for n, s in self.services.items() if s.kind == kind]
 
-    def _replica(self, kind: str, index: int, *, name: str | None = None) -> ServiceProcess:
-        """Build (not start) replica ``index`` of ``kind`` and add it to :attr:`services`."""
+    def _replica(
+        self, kind: str, index: int, *, name: str | None = None, named: bool = True
+    ) -> ServiceProcess:
+        """Build (not start) replica ``index`` of ``kind`` and add it to :attr:`services`.
+
+        ``named=False`` keeps it out of its kind's DNS name (the dedicated queue's
+        processor: the routers must not offer it the shared queue's requests).
+        """
         assert self.run_dir is not None and self.registry_file is not None
         name = name or (kind if index == 1 else f"{kind}-{index}")
-        host = self._host(kind, index)
+        named = named and self._named(kind)
+        host = self._host(kind, index) if named else HOST
         http = free_port(host)
         env = dict(self.env)
         env["STREAMER_HTTP_PORT"] = str(http)
@@ -451,7 +468,8 @@ class LocalStack:
             args = ["handler", self.handler_target, "--host", host, "--port", str(grpc)]
             args += ["--http-port", str(http)]
         elif kind == "processor":
-            grpc = free_port(HOST)
+            grpc = self._shared_ports["processor"] if named else free_port(HOST)
+            env["STREAMER_HOST"] = host
             args = ["processor", "--http-port", str(http), "--grpc-port", str(grpc), "--registry", registry]
         elif kind == "router":
             grpc = self._shared_ports["router"]
@@ -460,8 +478,11 @@ class LocalStack:
             # A caller's own STREAMER_PROCESSOR_ADDRESSES wins (tests point it elsewhere;
             # an empty value turns direct dispatch off).
             if "STREAMER_PROCESSOR_ADDRESSES" not in self.extra_env:
-                offers = [self.services[n].grpc_address or "" for n in self._names("processor")]
-                env["STREAMER_PROCESSOR_ADDRESSES"] = ",".join(offers)
+                if self._named("processor"):
+                    env["STREAMER_PROCESSOR_ADDRESSES"] = self.target("processor")  # re-resolved
+                else:
+                    offers = [self.services[n].grpc_address or "" for n in self._names("processor")]
+                    env["STREAMER_PROCESSOR_ADDRESSES"] = ",".join(offers)
         elif kind == "connect":
             ws = self.requested_ws_port if (index == 1 and self.requested_ws_port) else free_port(HOST)
             grpc = free_port(HOST)
@@ -487,15 +508,20 @@ class LocalStack:
             ws_port=ws,
             log_path=log_path,
             host=host,
+            named=named,
         )
         self.services[name] = service
         return service
 
     def _publish(self, kind: str, *, without: str | None = None) -> None:
         """Point ``kind``'s DNS name at its replicas that are up (all but ``without``)."""
-        if self.dns is None or kind not in NAMED:
+        if self.dns is None or not self._named(kind):
             return
-        hosts = [s.host for n, s in self.services.items() if s.kind == kind and n != without and s.running]
+        hosts = [
+            s.host
+            for n, s in self.services.items()
+            if s.kind == kind and s.named and n != without and s.running
+        ]
         self.dns.set(NAMED[kind], hosts)
 
     def _spawn(self, service: ServiceProcess) -> None:
@@ -600,10 +626,12 @@ class LocalStack:
         A handler or router replica joins its DNS name once ready, so callers' channels
         find it at their next re-resolution (the servers' connection age makes that
         happen within seconds). A new processor takes stream shards, sweeps and its share
-        of the handlers' limits; the routers' direct-dispatch list is fixed at their start,
-        so it gets no offers until they restart. A new connect has its own WebSocket URL.
+        of the handlers' limits; behind the DNS name, the routers find it at their next
+        re-resolution of the processors' name (every 5 s) and offer it its share (with
+        fixed ports — one replica of each named kind — it gets no offers until they
+        restart). A new connect has its own WebSocket URL.
         """
-        if kind in NAMED and self.dns is None:
+        if kind in ("handler", "router") and self.dns is None:
             raise StackError(f"start the stack with {kind}s >= 2 to add {kind} replicas (a DNS name)")
         taken = {self.services[n].name for n in self._names(kind)}
         index = next(i for i in range(1, 10_000) if (kind if i == 1 else f"{kind}-{i}") not in taken)

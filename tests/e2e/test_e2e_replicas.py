@@ -285,3 +285,52 @@ async def test_a_router_started_later_gets_its_share(dynamodb: str, tmp_path: An
         took = asyncio.get_running_loop().time() - joined
         print(f"\n{newcomer}: {share:.0%} of a round's calls {took:.1f} s after it joined")
         assert share >= 0.2
+
+
+async def _offers_accepted(stack: LocalStack, name: str, session: Any) -> int:
+    service = stack.service(name)
+    async with session.get(f"http://{service.host}:{service.http_port}/metrics") as resp:
+        text = await resp.text()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("streamer_processor_offers_total{") and 'outcome="accepted"' in line
+        )
+    )
+
+
+async def test_a_processor_started_later_gets_its_share_of_offers(dynamodb: str, tmp_path: Any) -> None:
+    """The routers offer new requests to the processors behind one DNS name, re-resolved
+    every 5 s; a third processor joins the name and is offered its share."""
+    env = {**E2E_ENV, "STREAMER_EXAMPLES_STEP_SECONDS": "0.01"}
+    async with (
+        running_stack(dynamodb, tmp_path, env=env, routers=2, processors=2) as stack,
+        aiohttp.ClientSession() as session,
+        StreamerClient(stack.ws_url, token=stack.token(user="u", tenant="t"), heartbeat=None) as client,
+    ):
+        assert stack.dns is not None
+        assert len(stack.dns.addresses("processor.streamer.local")) == 2
+        router_env = stack.service("router").env["STREAMER_PROCESSOR_ADDRESSES"]
+        assert router_env.startswith("dns://") and "processor.streamer.local" in router_env
+
+        async def round_of(n: int) -> None:
+            await asyncio.gather(
+                *(client.request("echo_async", {"message": f"m{i}"}, timeout=60) for i in range(n))
+            )
+
+        await round_of(10)
+        newcomer = await stack.add_replica("processor")
+        assert len(stack.dns.addresses("processor.streamer.local")) == 3
+        joined = asyncio.get_running_loop().time()
+        share = 0.0
+        while asyncio.get_running_loop().time() - joined < 60 and share < 0.15:
+            names = [n for n in stack.services if stack.services[n].kind == "processor"]
+            before = {n: await _offers_accepted(stack, n, session) for n in names}
+            await round_of(30)
+            after = {n: await _offers_accepted(stack, n, session) for n in names}
+            total = sum(after.values()) - sum(before.values())
+            share = (after[newcomer] - before[newcomer]) / max(1, total)
+        took = asyncio.get_running_loop().time() - joined
+        print(f"\n{newcomer}: {share:.0%} of a round's accepted offers {took:.1f} s after it joined")
+        assert share >= 0.15
