@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+from metricslib import scrape
 
 from streamer.local.stack import LocalStack
 
@@ -354,12 +355,9 @@ class Soak:
     async def active_connections(self) -> float:
         service = self.stack.service("connect")
         assert self.session is not None
-        async with self.session.get(f"http://127.0.0.1:{service.http_port}/metrics") as resp:
-            text = await resp.text()
-        for line in text.splitlines():
-            if line.startswith("streamer_connect_active_connections "):
-                return float(line.split()[1])
-        return -1.0
+        metrics = await scrape(service.http_port, session=self.session)
+        active = metrics.value("streamer_connect_active_connections")
+        return -1.0 if active is None else active
 
     async def run(self) -> SoakFigures:
         cfg = self.config

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
+from metricslib import scrape
 
 from streamer.client import StreamerClient
 from streamer.local.devauth import dev_token
@@ -82,16 +82,8 @@ class Recorder:
 
 async def handler_invocations(stack: LocalStack, action: str) -> dict[str, float]:
     """``streamer_handler_invocations_total`` of one action, by outcome, from the handler's /metrics."""
-    port = stack.service("handler").http_port
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-        text = await resp.text()
-    out: dict[str, float] = {}
-    pattern = re.compile(r"^streamer_handler_invocations_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.M)
-    for match in pattern.finditer(text):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        if labels.get("action") == action:
-            out[labels.get("outcome", "")] = float(match["value"])
-    return out
+    metrics = await scrape(stack.service("handler").http_port)
+    return metrics.by("streamer_handler_invocations_total", "outcome", action=action)
 
 
 async def eventually(check: Any, *, timeout: float = 20.0, interval: float = 0.1) -> Any:

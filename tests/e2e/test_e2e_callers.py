@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 import uuid
 
-import aiohttp
 import grpc
 import pytest
 from e2e_helpers import Recorder, connect, eventually, running_stack
+from metricslib import scrape
 from pki import tls_env, write_pki
 
 from streamer import callers, rpc
@@ -33,14 +32,8 @@ POLICY = {
 
 async def refused(stack: LocalStack) -> dict[tuple[str, str, str], float]:
     """``streamer_router_calls_refused_total`` from the router's /metrics, by (caller, rpc, reason)."""
-    port = stack.service("router").http_port
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-        text = await resp.text()
-    out = {}
-    for labels, value in re.findall(r"^streamer_router_calls_refused_total\{([^}]*)\} (\S+)$", text, re.M):
-        d = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        out[(d["caller"], d["rpc"], d["reason"])] = float(value)
-    return out
+    metrics = await scrape(stack.service("router").http_port)
+    return metrics.by("streamer_router_calls_refused_total", "caller", "rpc", "reason")
 
 
 def forged_route(tenant: str) -> router_pb2.RouteRequest:

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import Any
 
 import aiohttp
 import pytest
 from e2e_helpers import connect, running_stack
+from metricslib import scrape
 
 from streamer.local.stack import LocalStack
 
 LIMIT = 3
 REQUESTS = 15
-IN_FLIGHT = re.compile(r'^streamer_handler_in_flight\{action="echo_async"\} (\S+)$', re.M)
 
 
 async def _max_in_flight(stack: LocalStack, stop: asyncio.Event) -> int:
@@ -32,10 +31,11 @@ async def _max_in_flight(stack: LocalStack, stop: asyncio.Event) -> int:
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                    match = IN_FLIGHT.search(await resp.text())
-                if match:
-                    peak = max(peak, int(float(match.group(1))))
+                in_flight = (await scrape(port, session=session)).value(
+                    "streamer_handler_in_flight", action="echo_async"
+                )
+                if in_flight is not None:
+                    peak = max(peak, int(in_flight))
             await asyncio.sleep(0.02)
     return peak
 

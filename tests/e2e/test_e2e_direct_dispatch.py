@@ -16,14 +16,13 @@ Every case still ends exactly once.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from e2e_helpers import Recorder, connect, eventually, running_stack
+from metricslib import scrape
 
 from streamer.local.stack import LocalStack
 from streamer.store import COMPLETED, RequestRecord, Store, request_key
@@ -35,13 +34,7 @@ SLOW_FALLBACK = {"STREAMER_OFFER_GRACE_SECONDS": "4", "STREAMER_PENDING_GRACE_SE
 
 async def counters(stack: LocalStack, service: str, name: str) -> dict[str, float]:
     """One counter of one service's /metrics, by its single label's value."""
-    port = stack.service(service).http_port
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-        text = await resp.text()
-    out: dict[str, float] = {}
-    for match in re.finditer(rf"^{name}\{{\w+=\"(?P<label>[^\"]*)\"\}} (?P<value>\S+)$", text, re.M):
-        out[match["label"]] = float(match["value"])
-    return out
+    return (await scrape(stack.service(service).http_port)).by(name)
 
 
 async def processor_counters(stack: LocalStack, name: str) -> dict[str, float]:

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 from e2e_helpers import E2E_ENV, Dev, echo, running_stack
+from metricslib import scrape
 
 from streamer.client import StreamerClient
 from streamer.client.errors import StreamerError
@@ -247,15 +248,8 @@ def _processes_of(launcher: int, kind: str) -> list[int]:
 
 async def _router_calls(stack: LocalStack, name: str, session: Any) -> int:
     service = stack.service(name)
-    async with session.get(f"http://{service.host}:{service.http_port}/metrics") as resp:
-        text = await resp.text()
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("streamer_router_requests_total{") and 'action="echo"' in line
-        )
-    )
+    metrics = await scrape(service.http_port, host=service.host, session=session)
+    return int(metrics.total("streamer_router_requests_total", action="echo"))
 
 
 async def test_a_router_started_later_gets_its_share(dynamodb: str, tmp_path: Any) -> None:

@@ -27,6 +27,7 @@ import aiohttp
 import grpc
 import pytest
 from grpc import aio
+from metricslib import scrape
 
 from streamer import rpc
 from streamer.api.v1 import handler_pb2, handler_pb2_grpc
@@ -79,13 +80,8 @@ class Replica:
         raise TimeoutError(f"handler on {self.address} not ready")
 
     async def echo_calls(self, session: aiohttp.ClientSession) -> int:
-        async with session.get(f"http://{self.address}:{self.http_port}/metrics") as resp:
-            text = await resp.text()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("streamer_handler_invocations_total{") and 'action="echo"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return int(total)
+        metrics = await scrape(self.http_port, host=self.address, session=session)
+        return int(metrics.total("streamer_handler_invocations_total", action="echo"))
 
     def stop(self) -> None:
         self.process.terminate()

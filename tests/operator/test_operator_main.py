@@ -7,6 +7,7 @@ import threading
 
 import aiohttp
 import pytest
+from metricslib import scrape
 from operator_harness import Api, Cluster, eventually, handler_body
 from streamer_operator import children
 from streamer_operator.main import run
@@ -42,9 +43,7 @@ async def test_run_serves_health_and_reconciles(
                     return False
 
             await eventually(healthy, what="/readyz")
-            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                assert resp.status == 200
-                assert "streamer_operator_reconciles_total" in await resp.text()
+            assert "streamer_operator_reconciles_total" in await scrape(port, session=session)
         await eventually(lambda: asyncio.to_thread(ready.is_set), what="kopf ready")
         await asyncio.sleep(0.3)
         await api.create(children.HANDLERS, handler_body("viamain", actions=["viamain.a"]))

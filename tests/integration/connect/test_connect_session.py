@@ -17,6 +17,7 @@ from connect_helpers import (
     sample,
     token,
 )
+from metricslib import scrape
 
 from services.connect.limits import MAX_IN_FLIGHT
 from services.connect.service import ConnectService
@@ -252,10 +253,9 @@ async def test_probes_on_both_ports_metrics_only_on_the_internal_one(
             assert resp.status == 200
         async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
             assert resp.status == 200, await resp.text()
-    async with http.get(f"http://127.0.0.1:{connect.http_port}/metrics") as resp:
-        body = await resp.text()
-        assert "streamer_connect_active_connections" in body
-        assert "streamer_connect_connections_total" in body
+    metrics = await scrape(connect.http_port, session=http)
+    assert "streamer_connect_active_connections" in metrics
+    assert "streamer_connect_connections_total" in metrics
     async with http.get(f"http://127.0.0.1:{connect.ws_port}/metrics") as resp:
         assert resp.status == 404  # the public port does not expose metrics
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from metricslib import scrape
 from processor_helpers import Env, wait_until
 
 from streamer.registry.static import StaticRegistry
@@ -78,8 +79,7 @@ async def test_streamer_processor_serves_then_drains_on_sigterm(env: Env, tmp_pa
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
                 assert resp.status == 200
-            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                assert "streamer_processor_leases_held" in await resp.text()
+            assert "streamer_processor_leases_held" in await scrape(port, session=http)
 
         conn = await env.connection()
         req = await env.submit("p_fast", {"via": "subprocess"}, connection_id=conn)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from metricslib import scrape
 from router_helpers import ActionsUnderTest, Route, route_request
 
 from streamer.store import FAILED, PENDING, Store, request_key
@@ -428,8 +429,9 @@ async def test_route_metrics_and_health(router_service: Any, route: Route, ids: 
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{router_service.http_port}/readyz") as resp:
             assert resp.status == 200
-        async with http.get(f"http://127.0.0.1:{router_service.http_port}/metrics") as resp:
-            assert "streamer_router_request_duration_seconds" in await resp.text()
+        assert "streamer_router_request_duration_seconds" in await scrape(
+            router_service.http_port, session=http
+        )
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from streamer import rpc

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from metricslib import scrape
 from router_helpers import Chatty, Checked, Failing, Sleepy
 
 from streamer import rpc
@@ -228,10 +229,9 @@ async def test_health_metrics_and_graceful_stop(sdk: Any) -> None:
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
         await events(stub, invoke_request("t_who"))
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{server.http_port}/metrics") as resp:
-                text = await resp.text()
-            assert 'streamer_handler_invocations_total{action="t_who",outcome="ok"}' in text
-            assert "streamer_handler_duration_seconds_bucket" in text
+            metrics = await scrape(server.http_port, session=http)
+            assert metrics.value("streamer_handler_invocations_total", action="t_who", outcome="ok")
+            assert "streamer_handler_duration_seconds_bucket" in metrics
             async with http.get(f"http://127.0.0.1:{server.http_port}/readyz") as resp:
                 assert resp.status == 200
         # a call in flight during stop() finishes within the grace period
