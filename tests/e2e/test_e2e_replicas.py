@@ -283,15 +283,8 @@ async def test_a_router_started_later_gets_its_share(dynamodb: str, tmp_path: An
 
 async def _offers_accepted(stack: LocalStack, name: str, session: Any) -> int:
     service = stack.service(name)
-    async with session.get(f"http://{service.host}:{service.http_port}/metrics") as resp:
-        text = await resp.text()
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("streamer_processor_offers_total{") and 'outcome="accepted"' in line
-        )
-    )
+    metrics = await scrape(service.http_port, host=service.host, session=session)
+    return int(metrics.total("streamer_processor_offers_total", outcome="accepted"))
 
 
 async def test_a_processor_started_later_gets_its_share_of_offers(dynamodb: str, tmp_path: Any) -> None:
