@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.connect.service import SHUTDOWN_REASON, reconnect_window
+from services.connect.drain import reconnect_window
+from services.connect.upgrade import SHUTDOWN_REASON
 from streamer import protocol
 
 
