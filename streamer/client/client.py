@@ -1,18 +1,17 @@
-"""The async Python client of Streamer's WebSocket protocol (DESIGN §2).
+"""The async Python client of Streamer's WebSocket protocol (DESIGN §2): the public API.
 
-One :class:`StreamerClient` holds one WebSocket. A reader task owns the socket and
-routes every server message to the request it names; each request the client knows
-about is a :class:`RequestHandle` that keeps its future, its history and its
-listeners *across reconnects*. That is what lets ``await client.request(...)`` survive
-a dropped connection: after reconnecting (exponential backoff with jitter) the client
-re-sends frames the server never acknowledged (ids make that idempotent), sends
-``$resume`` so the server re-attaches queued requests to the new connection and sends
-their current state, and re-subscribes to requests it was following. Duplicate
-progress frames that a resume may replay are dropped.
-
-Heartbeats are two-layered: a protocol ``$ping`` every ``heartbeat`` seconds (keeps
-idle-timeouts of proxies and the gateway happy) and WebSocket-level pings from aiohttp
-that detect a dead peer. Silence for ``2.5 * heartbeat`` also counts as dead.
+One :class:`StreamerClient` holds one WebSocket through its
+:class:`~streamer.client.transport.Transport` (socket, reconnect with backoff, jitter and
+the drain hint, several URLs, heartbeat). This module is the protocol on top: it routes
+every server message to the request it names; each request the client knows about is a
+:class:`RequestHandle` that keeps its future, its history and its listeners *across
+reconnects*. That is what lets ``await client.request(...)`` survive a dropped
+connection: after the transport reconnects, the client re-sends frames the server never
+acknowledged (ids make that idempotent), sends ``$resume`` so the server re-attaches
+queued requests to the new connection and sends their current state, re-subscribes to
+requests it was following, and asks with ``$subscribe`` for every pending request
+``$resume`` did not mention, so each settles whatever its age. Duplicate progress frames
+that a resume may replay are dropped.
 """
 
 from __future__ import annotations
@@ -21,42 +20,40 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
-import random
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
 from streamer import protocol
 from streamer.client.errors import (
     ConnectionClosedError,
-    ForbiddenError,
-    InternalError,
     ProcessingFailedError,
     RequestCancelledError,
     RequestTimeoutError,
-    ServiceUnavailableError,
     StreamerError,
-    UnauthorizedError,
     error_from_message,
 )
+from streamer.client.transport import NO_RECONNECT_CODES, TokenProvider, Transport, maybe_await
 
 log = logging.getLogger("streamer.client")
 
-__all__ = ["Progress", "RequestHandle", "StreamerClient", "TokenProvider", "is_terminal"]
+__all__ = [
+    "NO_RECONNECT_CODES",
+    "Progress",
+    "RequestHandle",
+    "StreamerClient",
+    "TokenProvider",
+    "is_terminal",
+]
 
-TokenProvider = Callable[[], "str | Awaitable[str]"]
 ProgressCallback = Callable[["Progress"], "Any"]
 MessageCallback = Callable[[dict[str, Any]], "Any"]
 
-#: Close codes after which reconnecting would not help (the server meant it).
-NO_RECONNECT_CODES = frozenset({protocol.CLOSE_POLICY, protocol.CLOSE_TOO_BIG, protocol.CLOSE_DISCONNECTED})
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 #: Finished requests remembered so ``events()`` called late still sees their history.
 FINISHED_KEPT = 256
@@ -117,12 +114,6 @@ def _outcome(msg: Mapping[str, Any]) -> tuple[Any, StreamerError | None]:
     if isinstance(err, Mapping):
         return None, error_from_message({"type": "error", "request_id": rid, "error": err})
     return None, ProcessingFailedError(str(msg.get("message") or "Request failed"), request_id=rid)
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -255,7 +246,7 @@ class RequestHandle:
     async def _call_progress(self, progress: Progress) -> None:
         assert self.on_progress is not None
         try:
-            await _maybe_await(self.on_progress(progress))
+            await maybe_await(self.on_progress(progress))
         except Exception:
             log.exception("on_progress callback of %s raised", self.request_id)
 
@@ -285,6 +276,23 @@ MAX_RESUME_RETRIES = 8
 FOLLOW_BATCH = 20
 #: ...one batch every this many seconds (well under the gateway's rate limit).
 FOLLOW_PAUSE = 0.25
+
+T = TypeVar("T")
+
+
+class _OnTransport(Generic[T]):
+    """A StreamerClient attribute that lives on its transport (read and set through)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: StreamerClient | None, owner: type | None = None) -> T:
+        if obj is None:  # looked up on the class (help(), docs tools)
+            return self  # type: ignore[return-value]
+        return getattr(obj._transport, self.name)  # type: ignore[no-any-return]
+
+    def __set__(self, obj: StreamerClient, value: T) -> None:
+        setattr(obj._transport, self.name, value)
 
 
 class StreamerClient:
@@ -328,49 +336,53 @@ class StreamerClient:
         session: aiohttp.ClientSession | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        if token_in not in ("header", "query"):
-            raise ValueError("token_in must be 'header' or 'query'")
-        self.urls = [url] if isinstance(url, str) else list(url)
-        if not self.urls:
-            raise ValueError("at least one URL")
-        #: The URL in use (or last tried).
-        self.url = self.urls[0]
-        self._token = token
-        self.token_in = token_in
-        self.reconnect = reconnect
-        self.heartbeat = heartbeat
-        self.connect_timeout = connect_timeout
+        self._transport = Transport(
+            [url] if isinstance(url, str) else url,
+            on_message=self.dispatch,
+            on_reconnected=self._reattach,
+            on_failed=self._fail_all,
+            token=token,
+            token_in=token_in,
+            reconnect=reconnect,
+            heartbeat=heartbeat,
+            connect_timeout=connect_timeout,
+            reconnect_delay=reconnect_delay,
+            reconnect_max_delay=reconnect_max_delay,
+            max_reconnect_attempts=max_reconnect_attempts,
+            max_message_bytes=max_message_bytes,
+            session=session,
+            headers=headers,
+        )
         self.system_timeout = system_timeout
-        self.reconnect_delay = reconnect_delay
-        self.reconnect_max_delay = reconnect_max_delay
-        self.max_reconnect_attempts = max_reconnect_attempts
         self.resume_grace = resume_grace
-        self.max_message_bytes = max_message_bytes
         self.on_message = on_message
-        self._session = session
-        self._own_session = session is None
-        self._headers = dict(headers or {})
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._connected = asyncio.Event()
-        self._closing = False
-        self._closed_error: StreamerError | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._pinger: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._requests: dict[str, RequestHandle] = {}
         self._finished_ids: collections.OrderedDict[str, RequestHandle] = collections.OrderedDict()
         self._calls: dict[str, _SystemCall] = {}
-        self._send_lock = asyncio.Lock()
         self._resume_sink: list[dict[str, Any]] | None = None
         #: ids of automatic ``$resume`` frames in flight -> (retry count, page cursor)
         self._auto_resumes: dict[str, tuple[int, str | None]] = {}
-        #: How many times the connection was re-established (for tests and metrics).
-        self.reconnects = 0
-        self.last_close_code: int | None = None
-        self.last_close_reason: str | None = None
-        #: Reconnect attempts that failed (refused upgrades, unreachable gateways).
-        self.reconnect_failures = 0
+
+    # The connection's settings and figures live on the transport; read and set them here.
+    urls = _OnTransport[list[str]]()
+    #: The URL in use (or last tried).
+    url = _OnTransport[str]()
+    token_in = _OnTransport[str]()
+    reconnect = _OnTransport[bool]()
+    heartbeat = _OnTransport["float | None"]()
+    connect_timeout = _OnTransport[float]()
+    reconnect_delay = _OnTransport[float]()
+    reconnect_max_delay = _OnTransport[float]()
+    max_reconnect_attempts = _OnTransport["int | None"]()
+    max_message_bytes = _OnTransport[int]()
+    #: How many times the connection was re-established (for tests and metrics).
+    reconnects = _OnTransport[int]()
+    last_close_code = _OnTransport["int | None"]()
+    last_close_reason = _OnTransport["str | None"]()
+    #: Reconnect attempts that failed (refused upgrades, unreachable gateways).
+    reconnect_failures = _OnTransport[int]()
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> StreamerClient:
@@ -385,156 +397,32 @@ class StreamerClient:
     @property
     def connected(self) -> bool:
         """Whether the socket is open right now (False while reconnecting or after giving up)."""
-        ws = self._ws
-        return self._connected.is_set() and self._closed_error is None and ws is not None and not ws.closed
+        return self._transport.connected
 
     async def connect(self) -> None:
         """Open the WebSocket (raises :class:`UnauthorizedError` etc. when refused)."""
-        if self._runner is not None:
-            return
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        self._ws = await self._open()
-        self._connected.set()
-        self._runner = asyncio.create_task(self._run(), name="streamer-client-reader")
-        if self.heartbeat:
-            self._pinger = asyncio.create_task(self._ping_loop(self.heartbeat), name="streamer-client-ping")
+        await self._transport.connect()
 
     async def close(self) -> None:
         """Close the connection; pending requests fail with :class:`ConnectionClosedError`."""
-        if self._closing:
+        if self._transport.closing:
             return
-        self._closing = True
-        for task in (self._pinger, self._follower):
-            if task is not None:
-                task.cancel()
-        ws = self._ws
-        if ws is not None and not ws.closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), timeout=2.0)
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._runner
+        if self._follower is not None:
+            self._follower.cancel()
+        await self._transport.close()
         for task in list(self._tasks):
             task.cancel()
-        self._connected.clear()
-        self._fail_all(ConnectionClosedError("Client closed"))
-        if self._own_session and self._session is not None:
-            await self._session.close()
+        self._transport.fail(ConnectionClosedError("Client closed"))
+        await self._transport.release()
 
     async def drop_connection(self) -> None:
         """Close the socket abruptly as a network failure would (tests, demos).
 
         With ``reconnect`` on, the client then reconnects and resumes its requests.
         """
-        ws = self._ws
-        if ws is not None:
-            transport = ws.get_extra_info("transport") if hasattr(ws, "get_extra_info") else None
-            if transport is not None:
-                transport.abort()
-            else:  # pragma: no cover - aiohttp always exposes the transport
-                await ws.close()
-
-    async def _token_value(self) -> str | None:
-        if self._token is None or isinstance(self._token, str):
-            return self._token
-        value = await _maybe_await(self._token())
-        return str(value) if value else None
-
-    async def _open(self) -> aiohttp.ClientWebSocketResponse:
-        assert self._session is not None
-        token = await self._token_value()
-        headers = dict(self._headers)
-        url = self.url
-        if token:
-            if self.token_in == "header":
-                headers["Authorization"] = f"Bearer {token}"
-            else:
-                sep = "&" if urllib.parse.urlsplit(url).query else "?"
-                url = f"{url}{sep}token={urllib.parse.quote(token)}"
-        try:
-            return await self._session.ws_connect(
-                url,
-                headers=headers,
-                heartbeat=self.heartbeat,
-                autoping=True,
-                max_msg_size=self.max_message_bytes,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status == 401:
-                raise UnauthorizedError(f"The server refused the token: {exc.message}") from None
-            if exc.status == 403:
-                raise ForbiddenError(f"The server refused the connection: {exc.message}") from None
-            raise ServiceUnavailableError(f"WebSocket handshake failed with HTTP {exc.status}") from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ServiceUnavailableError(f"Cannot connect to {self.url}: {exc}") from None
+        await self._transport.drop_connection()
 
     # ------------------------------------------------------------------ reading
-    async def _run(self) -> None:
-        try:
-            while True:
-                ws = self._ws
-                assert ws is not None
-                self.last_close_reason = await self._read(ws)
-                self._connected.clear()
-                self.last_close_code = ws.close_code
-                if self._closing:
-                    return
-                if not self.reconnect or ws.close_code in NO_RECONNECT_CODES:
-                    self._fail_all(
-                        ConnectionClosedError(f"Connection closed by the server (code {ws.close_code})")
-                    )
-                    return
-                log.info("connection lost (code %s); reconnecting", ws.close_code)
-                if not await self._reconnect():
-                    return
-                await self._reattach()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never leave requests hanging on a reader bug
-            log.exception("client reader failed")
-            self._fail_all(InternalError(f"Client reader failed: {exc}"))
-
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str | None:
-        """Dispatch messages until the socket closes; return the server's close reason, if any."""
-        silence = self.heartbeat * 2.5 if self.heartbeat else None
-        while True:
-            try:
-                msg = await ws.receive(timeout=silence)
-            except TimeoutError:
-                log.warning("no message for %.1fs; treating the connection as dead", silence or 0)
-                transport = ws.get_extra_info("transport")
-                if transport is not None:
-                    transport.abort()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), timeout=1.0)
-                return None
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                self._dispatch_text(msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                self._dispatch_text(msg.data.decode("utf-8", errors="replace"))
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                reason = (
-                    msg.extra if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.extra, str) else None
-                )
-                if not ws.closed:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(ws.close(), timeout=2.0)
-                return reason
-            elif msg.type == aiohttp.WSMsgType.ERROR:
-                return None
-
-    def _dispatch_text(self, text: str) -> None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            log.warning("server sent a frame that is not JSON")
-            return
-        if isinstance(msg, dict):
-            self.dispatch(msg)
-
     def dispatch(self, msg: dict[str, Any]) -> None:
         """Route one server message (public for tests that feed messages directly)."""
         if self.on_message is not None:
@@ -614,49 +502,11 @@ class StreamerClient:
     async def _call_on_message(self, msg: dict[str, Any]) -> None:
         assert self.on_message is not None
         try:
-            await _maybe_await(self.on_message(msg))
+            await maybe_await(self.on_message(msg))
         except Exception:
             log.exception("on_message callback raised")
 
     # ------------------------------------------------------------------ reconnect
-    async def _reconnect(self) -> bool:
-        attempt = 0
-        delay = self.reconnect_delay
-        hint = (
-            protocol.reconnect_hint(self.last_close_reason)
-            if self.last_close_code == protocol.CLOSE_GOING_AWAY
-            else None
-        )
-        failed = self.url  # try another gateway than the one that just failed us
-        while not self._closing:
-            attempt += 1
-            if attempt == 1 and hint is not None:
-                # The draining server picked this client's moment; a little jitter on top.
-                await asyncio.sleep(min(hint, self.reconnect_max_delay) + random.uniform(0, delay / 2))
-            else:
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-            self.url = random.choice([u for u in self.urls if u != failed] or self.urls)
-            failed = self.url
-            try:
-                self._ws = await self._open()
-            except (UnauthorizedError, ForbiddenError) as exc:
-                log.warning("reconnect refused: %s", exc)
-                self._fail_all(exc)
-                return False
-            except ServiceUnavailableError as exc:
-                self.reconnect_failures += 1
-                log.info("reconnect attempt %d failed: %s", attempt, exc)
-                if self.max_reconnect_attempts is not None and attempt >= self.max_reconnect_attempts:
-                    message = f"Gave up reconnecting after {attempt} attempts: {exc}"
-                    self._fail_all(ConnectionClosedError(message))
-                    return False
-                delay = min(delay * 2, self.reconnect_max_delay)
-                continue
-            self.reconnects += 1
-            self._connected.set()
-            return True
-        return False
-
     async def _reattach(self) -> None:
         """After a reconnect: re-send unacknowledged frames, ``$resume``, re-subscribe."""
         pending = [h for h in self._requests.values() if not h.done]
@@ -703,7 +553,7 @@ class StreamerClient:
             if not h.done and h.frame is not None and h.acknowledged and h.last_seen_at < since
         ]
         for i in range(0, len(silent), FOLLOW_BATCH):
-            if self._closing or not self.connected:
+            if self._transport.closing or not self.connected:
                 return  # the next reconnect starts over
             for handle in silent[i : i + FOLLOW_BATCH]:
                 if not handle.done:
@@ -735,42 +585,14 @@ class StreamerClient:
         requests, and their results go to the dead connection (found by the chaos run).
         """
         await asyncio.sleep(min(5.0, 0.25 * 2**retry))
-        if self._closing or self._closed_error is not None:
+        if self._transport.closing or self._transport.closed_error is not None:
             return
         with contextlib.suppress(StreamerError):
             await self._send_auto_resume(retry, cursor)
 
     # ------------------------------------------------------------------ sending
     async def _send(self, frame: Mapping[str, Any]) -> None:
-        text = json.dumps(frame, separators=(",", ":"))
-        while True:
-            if self._closed_error is not None:
-                raise self._closed_error
-            if self._closing:
-                raise ConnectionClosedError("Client closed")
-            await self._connected.wait()
-            ws = self._ws
-            if ws is None or ws.closed:
-                await asyncio.sleep(0.01)
-                continue
-            try:
-                async with self._send_lock:
-                    await ws.send_str(text)
-                return
-            except (ConnectionError, aiohttp.ClientError, RuntimeError):
-                if not self.reconnect:
-                    raise ConnectionClosedError("Connection lost while sending") from None
-                self._connected.clear()
-                # The reader notices the closed socket and reconnects; try again then.
-                await asyncio.sleep(0.01)
-
-    async def _ping_loop(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            if self._connected.is_set() and self._ws is not None and not self._ws.closed:
-                with contextlib.suppress(Exception):
-                    async with self._send_lock:
-                        await self._ws.send_str(json.dumps({"action": protocol.PING}))
+        await self._transport.send(frame)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -782,7 +604,7 @@ class StreamerClient:
         return f"{prefix}-{uuid.uuid4().hex}"
 
     def _fail_all(self, error: StreamerError) -> None:
-        self._closed_error = error if not self._closing else ConnectionClosedError("Client closed")
+        """The transport gave up (or was closed): every pending request and call fails."""
         for handle in list(self._requests.values()):
             handle._finish(None, type(error)(error.message, code=error.code, request_id=handle.request_id))
         for call in self._calls.values():
@@ -790,7 +612,6 @@ class StreamerClient:
                 call.future.set_exception(type(error)(error.message, code=error.code))
                 call.future.add_done_callback(_retrieve)
         self._calls.clear()
-        self._connected.set()  # wake senders so they see the error
 
     def _finished(self, handle: RequestHandle) -> None:
         if self._requests.get(handle.request_id) is handle:
