@@ -22,8 +22,13 @@ default) per request:
 Handler reads never wait for delivery: :meth:`report` only records the latest
 event and wakes the sender task, so a slow connect pod slows the frames, not the
 handler. The latest progress is also written to the request (``save_progress``)
-at most once per ``persist_interval`` (1 s), so ``$status`` and ``$resume`` can
-answer without the processor; the final value is written with ``complete``.
+so ``$status`` and ``$resume`` can answer without the processor: at most once per
+``persist_interval`` (1 s), never sooner than that after the first frame, always the
+latest frame sent, at most that stale, by one task of its own (frames never wait for
+the write, and two writes of one request never race). A request that ends within its
+first ``persist_interval`` therefore costs no progress write at all — the final value
+rides on ``complete``/``fail``, which is most short requests (issue 12: DynamoDB writes
+per request).
 """
 
 from __future__ import annotations
@@ -91,7 +96,9 @@ class ProgressReporter:
         self._first: Update | None = None
         self._reported = False
         self._last_sent_at: float | None = None
-        self._persisted_at: float | None = None
+        self._persist_due: float | None = None
+        self._dirty = False
+        self._persisting = Background(f"progress-persist-{request_id}")
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
         self._closing = False
@@ -176,22 +183,42 @@ class ProgressReporter:
         await self._maybe_persist(progress)
 
     async def _maybe_persist(self, progress: dict[str, Any]) -> None:
+        """Mark the latest frame for the persist task (started by the first frame)."""
         if self.persist is None or self._closing:
             return  # the final value is written by complete()/retry()
-        now = self.clock()
-        if self._persisted_at is not None and now - self._persisted_at < self.persist_interval:
-            return
-        self._persisted_at = now
-        try:
-            await self.persist(progress)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("progress not persisted", extra={"request_id": self.request_id, "error": str(exc)})
+        self._dirty = True
+        if self._persist_due is None:
+            self._persist_due = self.clock() + self.persist_interval
+        if not self._persisting.running:
+            self._persisting.start(self._persister())
+
+    async def _persister(self) -> None:
+        """Write the latest frame once per interval while frames keep coming."""
+        assert self.persist is not None
+        while self._dirty and not self._closing:
+            assert self._persist_due is not None
+            delay = self._persist_due - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue  # re-check: closed meanwhile, or the due time moved
+            if self.last is None:
+                return
+            self._dirty = False
+            self._persist_due = self.clock() + self.persist_interval
+            try:
+                await self.persist(self.last)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                extra = {"request_id": self.request_id, "error": str(exc)}
+                log.warning("progress not persisted", extra=extra)
 
     async def close(self, *, flush: bool = True) -> dict[str, Any] | None:
         """Stop taking reports; send the waiting one (unless ``flush`` is False); return the last sent."""
         self._closing = True
+        # The final value rides on the terminal write; a progress write still in flight
+        # is cancelled (it is conditioned on our claim, like every owned update).
+        await self._persisting.stop()
         if not flush:
             self._pending = self._first = None
             await self._sending.stop()

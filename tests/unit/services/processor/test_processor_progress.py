@@ -163,8 +163,51 @@ async def test_persistence_is_throttled_and_skips_the_close_flush() -> None:
         await settle()
     await rep.close()
     assert len(out.frames) == 5
-    assert len(saved) == 1 and saved[0]["seq"] == 1 and saved[0]["details"] == {"step": 0}
+    # Ended within its first persist interval: no progress write (the final one rides on complete).
+    assert saved == []
     assert out.frames[2]["metadata"] == {"step": 2}
+
+
+async def test_the_latest_progress_is_persisted_once_per_interval_after_the_first_frame() -> None:
+    out = Capture()
+    saved: list[tuple[float, dict[str, Any]]] = []
+    started = time.monotonic()
+
+    async def persist(progress: dict[str, Any]) -> None:
+        saved.append((time.monotonic() - started, progress))
+
+    rep = ProgressReporter(request_id="r1", publish=out, persist=persist, interval=0.0, persist_interval=0.3)
+    for pct in (10, 20, 30):
+        rep.report(pct, "m")
+        await settle()
+    assert saved == []  # not before the interval
+    await asyncio.sleep(0.45)
+    assert [p["percentage"] for _, p in saved] == [30]  # the latest frame, once
+    assert saved[0][0] >= 0.3
+    await asyncio.sleep(0.4)
+    assert len(saved) == 1  # nothing new reported: nothing written
+    rep.report(40, "m")
+    rep.report(50, "m")
+    await settle()
+    await asyncio.sleep(0.45)
+    assert [p["percentage"] for _, p in saved] == [30, 50]
+    await rep.close()
+    assert [p["seq"] for _, p in saved] == [3, 4]  # 40 was coalesced into 50
+
+
+async def test_close_stops_a_waiting_persist() -> None:
+    out = Capture()
+    saved: list[dict[str, Any]] = []
+
+    async def persist(progress: dict[str, Any]) -> None:
+        saved.append(progress)
+
+    rep = ProgressReporter(request_id="r1", publish=out, persist=persist, interval=0.0, persist_interval=0.2)
+    rep.report(10, "m")
+    await settle()
+    await rep.close()
+    await asyncio.sleep(0.3)
+    assert saved == [] and out.percentages == [10]
 
 
 async def test_persist_failure_does_not_stop_progress() -> None:
