@@ -395,6 +395,13 @@ class Settings:
     sweep_interval_seconds: float = _field(
         "STREAMER_SWEEP_INTERVAL_SECONDS", _positive(float), 5.0, "How often the sweeper runs."
     )
+    backlog_interval_seconds: float = _field(
+        "STREAMER_BACKLOG_INTERVAL_SECONDS",
+        _positive(float),
+        10.0,
+        "processor: how often it measures its queue's backlog per handler (one status-index "
+        "query of the PENDING requests) for /metrics, where the operator's autoscaler reads it.",
+    )
     pending_grace_seconds: float = _field(
         "STREAMER_PENDING_GRACE_SECONDS", _positive(float), 10.0, "PENDING age the sweeper re-dispatches."
     )

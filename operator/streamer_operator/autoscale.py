@@ -53,6 +53,12 @@ IN_FLIGHT_GAUGE = metrics.gauge(
     "PROCESSING requests of a handler, as the autoscaler last read them.",
     ["namespace", "handler"],
 )
+READINGS = metrics.counter(
+    "streamer_operator_backlog_readings_total",
+    "Backlog readings of the autoscaler by source: processors (their /metrics), index (the "
+    "operator queried the status index itself: no processor of the queue reported it), failed.",
+    ["source"],
+)
 DESIRED_GAUGE = metrics.gauge(
     "streamer_operator_handler_desired_replicas",
     "Handler pods the backlog autoscaler asks for.",
@@ -105,6 +111,8 @@ class Backlog:
     pending: int
     in_flight: int
     oldest_seconds: float = 0.0
+    # Where the reading came from: "processors" (their /metrics) or "index" (the table).
+    source: str = "index"
 
 
 def recommend(backlog: Backlog, policy: Policy) -> int:
@@ -160,32 +168,14 @@ class Autoscaler:
 
 
 async def measure(client: Any, table: str, *, handler: str, now: float | None = None) -> Backlog:
-    """PENDING and PROCESSING requests of ``handler`` in ``table`` (the status index)."""
-    from streamer.store.base import expression
+    """PENDING and PROCESSING requests of ``handler`` in ``table`` (the status index).
+
+    The fallback when no processor of the queue reports it (none runs: scale from zero).
+    """
+    from streamer.store.requests import PENDING, PROCESSING, RequestStore
 
     wall = time.time() if now is None else now
-    counts: dict[str, int] = {}
-    oldest = 0.0
-    for status in ("PENDING", "PROCESSING"):
-        count = 0
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "IndexName": "status-index",
-            "KeyConditionExpression": "#status = :s",
-            "FilterExpression": "#handler = :h",
-            "ProjectionExpression": "created_at",
-            "ExpressionAttributeNames": {"#status": "status", "#handler": "handler"},
-            "ExpressionAttributeValues": expression({"s": status, "h": handler}),
-        }
-        while True:
-            page = await client.query(**kwargs)
-            items = page.get("Items") or []
-            count += len(items)
-            if status == "PENDING" and items and not oldest:
-                first = float(items[0]["created_at"]["N"])  # the index is ordered by created_at
-                oldest = max(0.0, wall - first)
-            if not page.get("LastEvaluatedKey"):
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        counts[status] = count
-    return Backlog(pending=counts["PENDING"], in_flight=counts["PROCESSING"], oldest_seconds=oldest)
+    store = RequestStore(client, table)
+    pending, oldest = (await store.count_by_handler(PENDING, handler=handler)).get(handler, (0, wall))
+    in_flight, _ = (await store.count_by_handler(PROCESSING, handler=handler)).get(handler, (0, wall))
+    return Backlog(pending=pending, in_flight=in_flight, oldest_seconds=max(0.0, wall - oldest))

@@ -92,6 +92,12 @@ class Kube:
                 return None
             raise
 
+    async def list(self, ref: Ref, namespace: str, *, label_selector: str = "") -> list[dict[str, Any]]:
+        """The objects of ``ref`` in ``namespace`` matching ``label_selector``."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        data = await self._acall("GET", ref.path(namespace), query=query)
+        return list((data or {}).get("items") or [])
+
     async def apply(self, ref: Ref, obj: Mapping[str, Any]) -> dict[str, Any] | None:
         """Server-side apply ``obj``; creates it when the server cannot apply to a missing object."""
         meta = obj["metadata"]

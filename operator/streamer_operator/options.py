@@ -51,6 +51,10 @@ class OperatorOptions:
     # Extra labels of those processor pods (the chart's NetworkPolicies let pods labelled
     # as its processors reach connect's gRPC port): "key=value,key=value".
     processor_pod_labels: tuple[tuple[str, str], ...] = ()
+    # Where the shared queue's processors run (found by processor_pod_labels there): the
+    # backlog autoscaler reads their /metrics (streamer_operator.scrape). Empty: it
+    # queries the shared table itself.
+    processor_namespace: str = ""
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -128,4 +132,5 @@ def load_options(env: Mapping[str, str] | None = None) -> OperatorOptions:
         processor_secret=source.get("STREAMER_OPERATOR_PROCESSOR_SECRET", "").strip(),
         processor_service_account=source.get("STREAMER_OPERATOR_PROCESSOR_SERVICE_ACCOUNT", "").strip(),
         processor_pod_labels=_labels(source, "STREAMER_OPERATOR_PROCESSOR_POD_LABELS"),
+        processor_namespace=source.get("STREAMER_OPERATOR_PROCESSOR_NAMESPACE", "").strip(),
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 from streamer import metrics
 from streamer.registry.model import RegistryError, parse_handler
-from streamer_operator import autoscale, children, policy, queue, status
+from streamer_operator import autoscale, children, policy, queue, scrape, status
 from streamer_operator.kube import Kube
 from streamer_operator.options import OperatorOptions
 from streamer_operator.tables import TablesGate
@@ -117,6 +117,12 @@ class Reconciler:
         self.options = options or OperatorOptions()
         self.queues = queues or queue.QueueTables(settings=tables.settings, manage=tables.manage)
         self.autoscaler = autoscaler or autoscale.Autoscaler()
+        self.metrics = scrape.ProcessorMetrics(
+            kube,
+            shared_namespace=self.options.processor_namespace,
+            shared_labels=dict(self.options.processor_pod_labels),
+            cache_seconds=min(5.0, self.options.autoscale_seconds / 2),
+        )
         self.clock = clock
         self._locks: dict[Key, asyncio.Lock] = {}
         self._deleting: set[Key] = set()
@@ -249,17 +255,25 @@ class Reconciler:
             "requests"
         )
         try:
-            backlog = await self._measure(table, key[1])
+            backlog = await self._measure(body, table)
         except Exception as exc:  # no reading: keep the count, try again next tick
+            autoscale.READINGS.labels("failed").inc()
             log.warning("could not read a handler's backlog", extra={"handler": key[1], "error": repr(exc)})
             return current
+        autoscale.READINGS.labels(backlog.source).inc()
         return self.autoscaler.step(key, current=current, backlog=backlog, policy=policy)
 
-    async def _measure(self, table: str, handler: str) -> autoscale.Backlog:
+    async def _measure(self, body: Mapping[str, Any], table: str) -> autoscale.Backlog:
+        """What the queue's processors export; the table's status index when none does."""
+        dedicated = queue.is_dedicated(body)
+        labels = queue.processor_selector(body) if dedicated else {}
+        reading = await self.metrics.backlog(body, queue=table, dedicated=dedicated, labels=labels)
+        if reading is not None:
+            return reading
         from streamer.store.dynamo import open_client
 
         async with open_client("dynamodb", settings=self.tables.settings) as client:
-            return await autoscale.measure(client, table, handler=handler)
+            return await autoscale.measure(client, table, handler=children.name_of(body))
 
     def _wanted(
         self, body: Mapping[str, Any], replicas: int | None = None

@@ -30,6 +30,7 @@ import time
 import uuid
 from typing import Any
 
+from services.processor.backlog import BacklogMeter
 from services.processor.fanout import Fanout, Sender
 from services.processor.membership import Membership
 from services.processor.offers import SERVICE_NAME, OfferServicer
@@ -154,9 +155,15 @@ class Processor:
             poll=self.poll,
             initial_position=self.initial_position,
         )
+        self.backlog = BacklogMeter(
+            requests=store.requests,
+            jobs=lambda: self.keeper.jobs.values(),
+            interval=self.settings.backlog_interval_seconds,
+        )
         self.path.start()
         await self.coordinator.start()
         self.sweeper.start()
+        self.backlog.start()
         if self.grpc_port is not None:
             await self._serve_offers(self.grpc_port)
         self.health.set_ready()
@@ -193,6 +200,7 @@ class Processor:
         self.health.set_not_ready("draining")
         log.info("processor draining", extra={"drain_seconds": drain})
         await self._stop_offers(1.0)  # offers now answer DRAINING; stop listening
+        await self.backlog.stop()
         await self.sweeper.stop()
         await self.coordinator.stop(release=True)
         await self.path.drain(drain)
@@ -205,6 +213,7 @@ class Processor:
         assert self.path is not None
         self.path.stop_claiming()
         await self._stop_offers(None)
+        await self.backlog.stop()
         self.sweeper.abort()
         await self.coordinator.abort()
         await self.path.abort()

@@ -617,6 +617,34 @@ class RequestStore(TableStore):
             )
         ]
 
+    async def count_by_handler(
+        self, status: str, *, handler: str | None = None, page_size: int | None = None
+    ) -> dict[str, tuple[int, float]]:
+        """Per handler, the requests in ``status`` and the oldest one's ``created_at``.
+
+        One query of the status index (projected to ``handler`` and ``created_at``,
+        paged), optionally filtered to one ``handler``: the backlog measurement of the
+        processors and the operator's fallback (docs/architecture.md, autoscaling).
+        """
+        names = {"#status": "status", "#handler": "handler"}
+        values: dict[str, Any] = {"s": status}
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "#status = :s",
+            "ProjectionExpression": "#handler, created_at",
+            "ExpressionAttributeNames": names,
+        }
+        if handler is not None:
+            kwargs["FilterExpression"] = "#handler = :h"
+            values["h"] = handler
+        kwargs["ExpressionAttributeValues"] = expression(values)
+        out: dict[str, tuple[int, float]] = {}
+        async for item in self._query_pages(index="status-index", page_size=page_size, **kwargs):
+            name = str(item.get("handler") or "")
+            created = float(item.get("created_at") or 0.0)
+            count, oldest = out.get(name, (0, created))
+            out[name] = (count + 1, min(oldest, created))
+        return out
+
     async def by_connection(self, connection_id: str, *, page_size: int | None = None) -> list[RequestRecord]:
         return [
             RequestRecord.from_item(item)

@@ -21,6 +21,7 @@ MODULES = [
     "services.router.publish",
     "services.router.submit",
     "services.processor.metrics",
+    "services.processor.backlog",
     "streamer.delivery",
     "streamer.auth",
     "streamer.callers",
