@@ -15,7 +15,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal, NotRequired, TypedDict, Unpack, cast
 
 # --- error codes -------------------------------------------------------------------
 VALIDATION_ERROR: Final = "VALIDATION_ERROR"
@@ -108,7 +108,7 @@ class ProtocolError(Exception):
         self.details = details
         self.retryable = retryable
 
-    def to_message(self) -> dict[str, Any]:
+    def to_message(self) -> ErrorMessage:
         return error_message(
             self.code,
             self.message,
@@ -312,11 +312,123 @@ def timestamp(at: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def response_message(request_id: str, data: Any) -> dict[str, Any]:
+# One TypedDict per server message kind, named as in protocol/streamer.schema.json (and the
+# generated TypeScript types), so mypy catches a missing or misspelt field wherever a frame
+# is built or passed on. A message a backend publishes (PublishedMessage) is any JSON object
+# with a ``type`` of its own: the paths that carry those take ``Mapping[str, Any]``.
+
+
+class ResponseMessage(TypedDict):
+    """A sync request's answer."""
+
+    type: Literal["response"]
+    request_id: str
+    success: Literal[True]
+    data: Any
+
+
+class AcknowledgmentMessage(TypedDict):
+    """An async request was stored and queued."""
+
+    type: Literal["acknowledgment"]
+    request_id: str
+    status: Literal["queued"]
+    message: str
+
+
+class ProgressMessage(TypedDict):
+    """A progress report of an async request; ``seq`` only increases."""
+
+    type: Literal["progress"]
+    request_id: str
+    percentage: float
+    message: str
+    timestamp: str
+    seq: int
+    metadata: NotRequired[dict[str, Any]]
+
+
+class CompleteMessage(TypedDict):
+    """An async request finished with a result."""
+
+    type: Literal["complete"]
+    request_id: str
+    success: Literal[True]
+    result: Any
+    timestamp: str
+
+
+class StatusFields(TypedDict, total=False):
+    """The optional fields of a ``status`` message (a terminal one carries result or error)."""
+
+    action: str
+    attempt: int
+    created_at: str
+    updated_at: str
+    finished_at: str
+    result: Any
+    error: dict[str, Any]
+    cancel_requested: bool
+    subscribed: bool
+    resumed: bool
+    resume_cursor: str
+
+
+class StatusMessage(StatusFields):
+    """A request's stored state."""
+
+    type: Literal["status"]
+    request_id: str
+    status: str
+    percentage: float
+    message: str
+
+
+class ErrorDetail(TypedDict):
+    code: str
+    message: str
+    details: NotRequired[Any]
+    retryable: NotRequired[bool]
+
+
+class ErrorMessage(TypedDict):
+    """A request (or a frame) failed; without ``request_id`` it is about an unparsable frame."""
+
+    type: Literal["error"]
+    request_id: NotRequired[str]
+    error: ErrorDetail
+
+
+class PingMessage(TypedDict):
+    type: Literal["ping"]
+
+
+class PongMessage(TypedDict):
+    type: Literal["pong"]
+    timestamp: str
+
+
+#: A server message of a type the protocol defines (the schema's ServerMessage without
+#: PublishedMessage). Narrow it on ``message["type"]``.
+KnownServerMessage = (
+    ResponseMessage
+    | AcknowledgmentMessage
+    | ProgressMessage
+    | CompleteMessage
+    | StatusMessage
+    | ErrorMessage
+    | PingMessage
+    | PongMessage
+)
+
+
+def response_message(request_id: str, data: Any) -> ResponseMessage:
     return {"type": "response", "request_id": request_id, "success": True, "data": data}
 
 
-def acknowledgment_message(request_id: str, message: str = "Request queued for processing") -> dict[str, Any]:
+def acknowledgment_message(
+    request_id: str, message: str = "Request queued for processing"
+) -> AcknowledgmentMessage:
     return {"type": "acknowledgment", "request_id": request_id, "status": "queued", "message": message}
 
 
@@ -328,9 +440,9 @@ def progress_message(
     seq: int,
     metadata: Mapping[str, Any] | None = None,
     at: float | None = None,
-) -> dict[str, Any]:
+) -> ProgressMessage:
     pct: float = max(0.0, min(100.0, float(percentage)))
-    out: dict[str, Any] = {
+    out: ProgressMessage = {
         "type": "progress",
         "request_id": request_id,
         "percentage": int(pct) if pct == int(pct) else pct,
@@ -343,7 +455,7 @@ def progress_message(
     return out
 
 
-def complete_message(request_id: str, result: Any, *, at: float | None = None) -> dict[str, Any]:
+def complete_message(request_id: str, result: Any, *, at: float | None = None) -> CompleteMessage:
     # "success" is not in DESIGN §2's shape but the original Streamer sent it; clients
     # written against the original read it, and others ignore it.
     return {
@@ -361,17 +473,17 @@ def status_message(
     status: str,
     percentage: float = 0,
     message: str = "",
-    **extra: Any,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    **fields: Unpack[StatusFields],
+) -> StatusMessage:
+    present = cast(StatusFields, {k: v for k, v in fields.items() if v is not None})  # None: left out
+    return {
         "type": "status",
         "request_id": request_id,
         "status": status,
         "percentage": percentage,
         "message": message,
+        **present,
     }
-    out.update({k: v for k, v in extra.items() if v is not None})
-    return out
 
 
 def error_message(
@@ -381,28 +493,26 @@ def error_message(
     request_id: str | None = None,
     details: Any = None,
     retryable: bool | None = None,
-) -> dict[str, Any]:
+) -> ErrorMessage:
     if code not in ERROR_CODES:
         raise ValueError(f"unknown error code {code!r}")
-    err: dict[str, Any] = {"code": code, "message": message}
+    err: ErrorDetail = {"code": code, "message": message}
     if details is not None:
         err["details"] = details
     if retryable is None and code in RETRYABLE_CODES:
         retryable = True
     if retryable is not None:
         err["retryable"] = retryable
-    out: dict[str, Any] = {"type": "error"}
-    if request_id is not None:
-        out["request_id"] = request_id
-    out["error"] = err
-    return out
+    if request_id is None:
+        return {"type": "error", "error": err}
+    return {"type": "error", "request_id": request_id, "error": err}
 
 
-def ping_message() -> dict[str, Any]:
+def ping_message() -> PingMessage:
     return {"type": "ping"}
 
 
-def pong_message() -> dict[str, Any]:
+def pong_message() -> PongMessage:
     return {"type": "pong", "timestamp": timestamp()}
 
 

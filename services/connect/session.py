@@ -228,7 +228,7 @@ class ClientConnection:
         for text in entry[1] if entry is not None else ():
             self.send_text(text)
 
-    def send_message(self, message: dict[str, Any]) -> bool:
+    def send_message(self, message: protocol.KnownServerMessage) -> bool:
         return self.send_text(protocol.encode(message))
 
     async def _write_loop(self) -> None:

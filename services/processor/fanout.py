@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from streamer.protocol import CompleteMessage, ErrorMessage, ProgressMessage
 from streamer.store.errors import StoreError
 from streamer.store.requests import RequestRecord
 from streamer.store.subscriptions import SubscriptionStore
@@ -68,7 +69,11 @@ class Fanout:
         return list(dict.fromkeys([*ids, *subscribers]))
 
     async def publish(
-        self, record: RequestRecord, message: Mapping[str, Any], *, final: bool = False
+        self,
+        record: RequestRecord,
+        message: ProgressMessage | CompleteMessage | ErrorMessage,
+        *,
+        final: bool = False,
     ) -> bool:
         """Send ``message``; True when at least one connection got it.
 

@@ -72,6 +72,8 @@ from streamer.protocol import (
     SERVICE_UNAVAILABLE,
     TIMEOUT,
     VALIDATION_ERROR,
+    CompleteMessage,
+    ErrorMessage,
     complete_message,
     error_message,
 )
@@ -301,7 +303,7 @@ class Invoker:
 
     # ------------------------------------------------------------------ endings
 
-    async def _publish_final(self, job: Job, message: dict[str, Any]) -> None:
+    async def _publish_final(self, job: Job, message: CompleteMessage | ErrorMessage) -> None:
         await self.fanout.publish(job.record, message, final=True)
 
     def _outcome_metric(self, job: Job, outcome: str) -> None:

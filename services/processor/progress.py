@@ -42,12 +42,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from services.processor import metrics
-from streamer.protocol import progress_message
+from streamer.protocol import ProgressMessage, progress_message
 from streamer.tasks import Background
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[dict[str, Any]], Awaitable[bool]]
+Publish = Callable[[ProgressMessage], Awaitable[bool]]
 Persist = Callable[[dict[str, Any]], Awaitable[None]]
 PERSIST_INTERVAL_SECONDS = 1.0
 

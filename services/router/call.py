@@ -7,12 +7,19 @@ from typing import Any
 
 from streamer import rpc
 from streamer.api.v1 import router_pb2
-from streamer.protocol import MAX_DEPTH, UNAUTHORIZED, VALIDATION_ERROR, ProtocolError, new_request_id
+from streamer.protocol import (
+    MAX_DEPTH,
+    UNAUTHORIZED,
+    VALIDATION_ERROR,
+    KnownServerMessage,
+    ProtocolError,
+    new_request_id,
+)
 from streamer.registry import ActionSpec
 from streamer.store import RequestRecord
 
-#: The frames answering one routed message, in order (each a server frame's JSON object).
-Frames = list[dict[str, Any]]
+#: The frames answering one routed message, in order.
+Frames = list[KnownServerMessage]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -78,4 +85,4 @@ class RouteContext:
     #: The request this call stored, when it stored a new one.
     record: RequestRecord | None = None
     #: The answer (set by :meth:`Router.submit`).
-    frames: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    frames: Frames = dataclasses.field(default_factory=list)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from services.router.call import Frames, RouteContext
 from streamer.logs import log_context
 from streamer.metrics import counter, histogram
-from streamer.protocol import FORBIDDEN, INTERNAL_ERROR, RETRYABLE_CODES, error_message
+from streamer.protocol import FORBIDDEN, INTERNAL_ERROR, RETRYABLE_CODES, KnownServerMessage, error_message
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,15 @@ def _bind(mw: Middleware, nxt: Next) -> Next:
     return run
 
 
+def frame_outcome(frame: KnownServerMessage) -> str:
+    """The metric outcome of one frame: its error code, else its type."""
+    return frame["error"]["code"] if frame["type"] == "error" else frame["type"]
+
+
 def outcome_of(frames: Frames) -> str:
     """The metric outcome of an answer: its first error code, else its first frame type."""
-    for frame in frames:
-        if frame.get("type") == "error":
-            return str(frame.get("error", {}).get("code", "error"))
-    return str(frames[0].get("type", "none")) if frames else "none"
+    failed = next((frame for frame in frames if frame["type"] == "error"), None)
+    return frame_outcome(failed or frames[0]) if frames else "none"
 
 
 def _action_label(ctx: RouteContext) -> str:

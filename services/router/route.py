@@ -28,7 +28,6 @@ import collections
 import dataclasses
 import logging
 import time
-from typing import Any
 
 from services.router.call import Call, RouteContext
 from services.router.middleware import Frames, Next, authorize, chain, observe
@@ -42,6 +41,8 @@ from streamer.protocol import (
     INVALID_ACTION,
     SERVICE_UNAVAILABLE,
     VALIDATION_ERROR,
+    ErrorMessage,
+    KnownServerMessage,
     acknowledgment_message,
     encode_bytes,
     error_message,
@@ -65,7 +66,7 @@ PRIORITY_RANGE = (0, 10)
 VALIDATE_DEADLINE_SECONDS = 1.0
 
 
-def _duplicate(call: Call) -> dict[str, Any]:
+def _duplicate(call: Call) -> ErrorMessage:
     return error_message(
         DUPLICATE_REQUEST,
         f"Request id {call.request_id!r} is already in use; send a new id",
@@ -76,7 +77,7 @@ def _duplicate(call: Call) -> dict[str, Any]:
 @dataclasses.dataclass
 class _Replay:
     owner: tuple[str, str]
-    frame: dict[str, Any]
+    frame: KnownServerMessage
     expires: float
     size: int = 0
 
@@ -98,7 +99,7 @@ class SyncReplay:
         self.max_bytes = max_bytes
         self.bytes = 0  # encoded size of every remembered answer
         self._done: collections.OrderedDict[str, _Replay] = collections.OrderedDict()
-        self._running: dict[str, tuple[tuple[str, str], asyncio.Future[dict[str, Any] | None]]] = {}
+        self._running: dict[str, tuple[tuple[str, str], asyncio.Future[KnownServerMessage | None]]] = {}
 
     def __len__(self) -> int:
         return len(self._done)
@@ -118,8 +119,8 @@ class SyncReplay:
             entry = self._done.pop(key)
         self.bytes -= entry.size
 
-    def _keep(self, key: str, owner: tuple[str, str], frame: dict[str, Any], at: float) -> None:
-        if frame.get("type") == "error" and frame["error"].get("retryable"):
+    def _keep(self, key: str, owner: tuple[str, str], frame: KnownServerMessage, at: float) -> None:
+        if frame["type"] == "error" and frame["error"].get("retryable"):
             return  # a retryable failure must be retried by a re-send, not replayed
         size = len(encode_bytes(frame))
         if size > self.max_frame_bytes:
@@ -136,7 +137,7 @@ class SyncReplay:
                 break
             self._drop()
 
-    async def run(self, call: Call, answer: Next, ctx: RouteContext) -> dict[str, Any]:
+    async def run(self, call: Call, answer: Next, ctx: RouteContext) -> KnownServerMessage:
         owner = (call.tenant_id, call.user_id)
         key = request_key(call.tenant_id, call.request_id)  # ids are scoped per tenant
         while True:
@@ -152,9 +153,9 @@ class SyncReplay:
             if shared is not None:
                 return shared
             # the first attempt was abandoned (its caller went away): run it ourselves
-        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[KnownServerMessage | None] = asyncio.get_running_loop().create_future()
         self._running[key] = (owner, future)
-        frame: dict[str, Any] | None = None
+        frame: KnownServerMessage | None = None
         try:
             frames = await answer(ctx)
             frame = frames[0]
@@ -165,7 +166,7 @@ class SyncReplay:
             future.set_result(frame)
 
 
-def _failure_frame(call: Call, failure: Failure) -> dict[str, Any]:
+def _failure_frame(call: Call, failure: Failure) -> ErrorMessage:
     return error_message(
         failure.code,
         failure.message,
@@ -318,7 +319,7 @@ class Router:
                 return [_failure_frame(call, event)]
         raise AssertionError("an invocation always ends with a result or a failure")  # pragma: no cover
 
-    async def _validate_remote(self, spec: ActionSpec, call: Call) -> dict[str, Any] | None:
+    async def _validate_remote(self, spec: ActionSpec, call: Call) -> ErrorMessage | None:
         """Ask the handler to check the payload (its own rules beyond the schema).
 
         Returns a ``VALIDATION_ERROR`` frame when the handler refuses it; None when it
@@ -340,7 +341,7 @@ class Router:
             return None
         return _failure_frame(call, refused)
 
-    async def _queue(self, ctx: RouteContext) -> dict[str, Any]:
+    async def _queue(self, ctx: RouteContext) -> KnownServerMessage:
         spec, call = ctx.spec, ctx.call
         assert spec is not None
         if not call.connection_id and not ctx.submitted:
@@ -385,7 +386,7 @@ class Router:
             self.offers.submit(record)  # direct dispatch; the stream is the safety net
         return acknowledgment_message(call.request_id)
 
-    async def _resent(self, call: Call, existing: RequestRecord | None) -> dict[str, Any]:
+    async def _resent(self, call: Call, existing: RequestRecord | None) -> KnownServerMessage:
         """The same id again: its state for the same user, DUPLICATE_REQUEST for anyone else."""
         if existing is None or (existing.tenant_id, existing.user_id) != (call.tenant_id, call.user_id):
             return _duplicate(call)

@@ -7,12 +7,14 @@ shape whichever way it asked.
 
 from __future__ import annotations
 
-from typing import Any
-
 from streamer import protocol
 from streamer.protocol import (
     ERROR_CODES,
     PROCESSING_FAILED,
+    CompleteMessage,
+    ErrorMessage,
+    StatusFields,
+    StatusMessage,
     complete_message,
     error_message,
     status_message,
@@ -44,10 +46,12 @@ def _progress(record: RequestRecord) -> tuple[float, str]:
     return float(pct), message
 
 
-def status_frame(record: RequestRecord, **extra: Any) -> dict[str, Any]:
+def status_frame(
+    record: RequestRecord, *, subscribed: bool | None = None, resumed: bool | None = None
+) -> StatusMessage:
     """A ``status`` frame for ``record``; terminal ones carry ``result`` or ``error``."""
     pct, message = _progress(record)
-    fields: dict[str, Any] = {
+    fields: StatusFields = {
         "action": record.action,
         "attempt": record.attempt,
         "created_at": timestamp(record.created_at),
@@ -55,13 +59,16 @@ def status_frame(record: RequestRecord, **extra: Any) -> dict[str, Any]:
     }
     if record.finished_at:
         fields["finished_at"] = timestamp(record.finished_at)
-    if record.status == COMPLETED:
+    if record.status == COMPLETED and record.result is not None:
         fields["result"] = record.result
     if record.status in (FAILED, CANCELLED) and record.error:
         fields["error"] = record.error
     if record.cancel_requested and record.status == PROCESSING:
         fields["cancel_requested"] = True
-    fields.update(extra)
+    if resumed is not None:
+        fields["resumed"] = resumed
+    if subscribed is not None:
+        fields["subscribed"] = subscribed
     return status_message(
         record.client_request_id,
         status=record.status,
@@ -71,7 +78,7 @@ def status_frame(record: RequestRecord, **extra: Any) -> dict[str, Any]:
     )
 
 
-def outcome_frame(record: RequestRecord) -> dict[str, Any]:
+def outcome_frame(record: RequestRecord) -> StatusMessage | CompleteMessage | ErrorMessage:
     """The frame a client gets when it re-sends the id of a request that is already over.
 
     ``complete`` with the result, or the ``error`` it ended with; a request still

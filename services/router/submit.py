@@ -28,13 +28,14 @@ import grpc
 from grpc import aio
 
 from services.router.call import Call
+from services.router.middleware import frame_outcome
 from services.router.route import Router
 from services.router.states import outcome_frame
 from streamer.api.v1 import router_pb2
 from streamer.callers import CallerPolicy
 from streamer.delivery import PublishResult
 from streamer.metrics import counter
-from streamer.protocol import ProtocolError, acknowledgment_message, encode_bytes
+from streamer.protocol import KnownServerMessage, ProtocolError, acknowledgment_message, encode_bytes
 from streamer.store import RequestRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,6 @@ class SenderLike(Protocol):
     async def send_many(self, connection_ids: Any, message: Any, *, final: bool = False) -> PublishResult: ...
 
 
-def _outcome(frame: dict[str, Any]) -> str:
-    if frame.get("type") == "error":
-        return str(frame.get("error", {}).get("code", "error"))
-    return str(frame.get("type", "none"))
-
-
 class Submitter:
     """Serves ``Router.Submit`` with the router's pipeline, the store and delivery."""
 
@@ -66,7 +61,7 @@ class Submitter:
         self.store = store
         self.delivery = delivery
 
-    async def submit(self, call: Call) -> tuple[dict[str, Any], int]:
+    async def submit(self, call: Call) -> tuple[KnownServerMessage, int]:
         """The answer frame and the number of the user's connections attached."""
         ctx = await self.router.submit(call)
         frame = ctx.frames[0]
@@ -81,13 +76,13 @@ class Submitter:
             # (a dedicated queue's own processors take it from their stream instead).
             if ctx.spec is None or not ctx.spec.queue_table:
                 self.router.offers.submit(ctx.record)
-        SUBMITTED.labels(outcome=_outcome(frame)).inc()
+        SUBMITTED.labels(outcome=frame_outcome(frame)).inc()
         log.info(
             "submitted",
             extra={
                 "request_id": call.request_id,
                 "action": call.action[:128],
-                "outcome": _outcome(frame),
+                "outcome": frame_outcome(frame),
                 "connections": attached,
             },
         )

@@ -28,6 +28,8 @@ from streamer.protocol import (
     SUBSCRIBE,
     SYSTEM_ACTIONS,
     VALIDATION_ERROR,
+    KnownServerMessage,
+    StatusMessage,
     encode_bytes,
     error_message,
     pong_message,
@@ -204,7 +206,9 @@ class SystemActions:
         tables = self.store.requests.tables()
         table, after = (cursor.table, cursor.after) if cursor else (0, None)
         finished = cursor.finished if cursor else 0
-        frames: Frames = []
+        page: list[StatusMessage] = []
+        #: Where each frame's request is: (table, (request_id, created_at)), for the cursor.
+        positions: list[tuple[int, tuple[str, float]]] = []
         size = 0
         # A page also ends early when it has taken a while (many re-attachments under a slow
         # store): the caller's deadline must never pass with the work of a page lost.
@@ -226,15 +230,16 @@ class SystemActions:
                     continue  # only the newest RESUME_MAX_REQUESTS finished ones
                 frame, record = await self._resume_frame(call, store, brief)
                 encoded = len(encode_bytes(frame))
-                full = len(frames) >= RESUME_PAGE_FRAMES or size + encoded > RESUME_PAGE_BYTES
-                if frames and (full or time.monotonic() > give_up):
+                full = len(page) >= RESUME_PAGE_FRAMES or size + encoded > RESUME_PAGE_BYTES
+                if page and (full or time.monotonic() > give_up):
                     # Full: the next answer starts after the last request this one carries.
-                    last_table, last_key = _position(frames[-1])
-                    frames[-1]["resume_cursor"] = ResumeCursor(
+                    last_table, last_key = positions[-1]
+                    page[-1]["resume_cursor"] = ResumeCursor(
                         started=started, table=last_table, after=last_key, finished=finished
                     ).encode()
-                    return _strip(frames)
-                frames.append({**frame, _KEY: (table, brief.request_id, brief.created_at)})
+                    return list[KnownServerMessage](page)
+                page.append(frame)
+                positions.append((table, (brief.request_id, float(brief.created_at))))
                 size += encoded
                 if record.terminal and brief.terminal:
                     finished += 1
@@ -242,11 +247,11 @@ class SystemActions:
                 table, after = table + 1, None
             else:
                 after = last
-        return _strip(frames)
+        return list[KnownServerMessage](page)
 
     async def _resume_frame(
         self, call: Call, store: RequestStore, brief: RequestRecord
-    ) -> tuple[dict[str, Any], RequestRecord]:
+    ) -> tuple[StatusMessage, RequestRecord]:
         """The ``status`` frame of one request ``$resume`` mentions (re-attaching it if unfinished)."""
         record = brief
         attached = False
@@ -256,22 +261,6 @@ class SystemActions:
         if record.status == COMPLETED and record.result is None:
             record = await store.get(record.request_id) or record  # the result, read alone
         return status_frame(record, resumed=True, subscribed=attached or None), record
-
-
-#: Internal: (table, request_id, created_at) of the request a frame of a ``$resume``
-#: page stands for (removed before the answer leaves).
-_KEY = "__resume_key"
-
-
-def _position(frame: dict[str, Any]) -> tuple[int, tuple[str, float]]:
-    table, rid, created = frame[_KEY]
-    return int(table), (str(rid), float(created))
-
-
-def _strip(frames: Frames) -> Frames:
-    for frame in frames:
-        frame.pop(_KEY, None)
-    return frames
 
 
 @dataclasses.dataclass(frozen=True)

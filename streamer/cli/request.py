@@ -37,6 +37,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from streamer import protocol
@@ -193,7 +194,7 @@ async def _request(args: argparse.Namespace) -> int:
         permissions = [p.strip() for p in str(args.permissions).split(",") if p.strip()]
         token = dev_token(user=args.user, tenant=args.tenant, permissions=permissions)
 
-    def emit(msg: dict[str, Any]) -> None:
+    def emit(msg: Mapping[str, Any]) -> None:
         print(json.dumps(msg, ensure_ascii=False, separators=(",", ":")), flush=True)
 
     display = _Display(action=args.action, enabled=not args.json)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,6 +127,31 @@ def test_every_server_message_the_builders_make_validates() -> None:
         messages.append(p.ProtocolError(code, "m", request_id="r-2", details={"size": 3}).to_message())
     for message in messages:
         assert_server(json.loads(p.encode(message)))
+
+
+def _typed_fields(cls: type) -> tuple[set[str], set[str]]:
+    """(required, optional) keys of a TypedDict, NotRequired read from its annotations."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    optional = set(cls.__optional_keys__) | {  # type: ignore[attr-defined]
+        name for name, hint in hints.items() if typing.get_origin(hint) is typing.NotRequired
+    }
+    return set(hints) - optional, optional
+
+
+@pytest.mark.parametrize("name", [*SERVER_TYPES.values(), "ErrorDetail"])
+def test_the_python_message_types_are_the_schema_s(name: str) -> None:
+    """Each TypedDict of streamer.protocol has the schema's fields, and requires at least what
+    the schema requires (it may require more: ``success`` is always sent on ``complete``)."""
+    cls = getattr(p, name)
+    definition = DEFS[name]
+    required, optional = _typed_fields(cls)
+    assert required | optional == set(definition["properties"])
+    assert set(definition["required"]) <= required
+    if "type" in definition["properties"]:
+        assert typing.get_args(typing.get_type_hints(cls)["type"]) == (
+            definition["properties"]["type"]["const"],
+        )
+    assert set(typing.get_args(p.KnownServerMessage)) == {getattr(p, n) for n in SERVER_TYPES.values()}
 
 
 def test_every_status_frame_the_router_makes_validates() -> None:
