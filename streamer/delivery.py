@@ -31,9 +31,16 @@ service, and keeps the table honest:
   ``STREAMER_WS_TOUCH_SECONDS`` plus a heartbeat), in the same conditional delete, and
   their subscriptions with them. A pod that answers but fails, or one whose breaker
   is open, is not taken as proof either.
-- **Broadcast** (:meth:`Delivery.to_user`, :meth:`Delivery.to_tenant`,
-  :meth:`Delivery.send_many`): records grouped by endpoint, one ``SendMany`` per pod,
-  every pod in parallel with its own timeout, so one slow pod does not delay the rest.
+- **Broadcast to ids** (:meth:`Delivery.send_many`): records grouped by endpoint, one
+  ``SendMany`` per pod, every pod in parallel with its own timeout, so one slow pod does
+  not delay the rest.
+- **Fan-out to a tenant or a user** (:meth:`Delivery.to_tenant`, :meth:`Delivery.to_user`):
+  no connection record is read. The live connect pods are read from their directory
+  (``streamer.store.pods``: one consistent ``GetItem``; a pod is listed before it
+  accepts a socket) and each gets one ``SendToAudience`` — it matches its own sockets by
+  the exact (tenant, user) of their verified identity — in parallel, each bounded by
+  ``pod_timeout``. ``matched`` is the sum of what the pods answered: a pod that cannot be
+  reached (or is too slow) counts nothing and is logged, since only it knows its sockets.
 """
 
 from __future__ import annotations
@@ -218,14 +225,14 @@ class Delivery:
         return PublishResult(matched=len(ids), delivered=delivered, failed=len(ids) - delivered)
 
     async def to_user(self, *, tenant_id: str, user_id: str, message: Mapping[str, Any]) -> PublishResult:
-        """Send to every connection of one user within one tenant."""
-        pairs = await self.store.connections.endpoints_by_user(user_id, tenant_id=tenant_id)
-        return await self._to_pairs(pairs, message)
+        """Send to every connection of one user within one tenant (one call per connect pod)."""
+        if not user_id:
+            raise ValueError("user_id is required")
+        return await self._to_audience(tenant_id, user_id, message)
 
     async def to_tenant(self, tenant_id: str, message: Mapping[str, Any]) -> PublishResult:
-        """Send to every connection of one tenant."""
-        pairs = await self.store.connections.endpoints_by_tenant(tenant_id)
-        return await self._to_pairs(pairs, message)
+        """Send to every connection of one tenant (one call per connect pod)."""
+        return await self._to_audience(tenant_id, "", message)
 
     async def disconnect(self, connection_id: str, *, code: int = 1000, reason: str = "") -> bool:
         """Close a connection wherever it is; False when it was not found (stale record removed)."""
@@ -308,17 +315,39 @@ class Delivery:
         sends_total.labels("delivered" if response.delivered else "failed").inc()
         return bool(response.delivered)
 
-    async def _to_pairs(self, pairs: Sequence[tuple[str, str]], message: Mapping[str, Any]) -> PublishResult:
-        """Broadcast to (connection_id, endpoint) pairs, grouped by pod."""
-        now = time.monotonic()
-        groups: dict[str, list[str]] = {}
-        for connection_id, endpoint in pairs:
-            self._remember(connection_id, endpoint, now)
-            groups.setdefault(endpoint, []).append(connection_id)
-        if not pairs:
-            return PublishResult(matched=0, delivered=0, failed=0)
-        delivered = await self._broadcast(groups, protocol.encode_bytes(message))
-        return PublishResult(matched=len(pairs), delivered=delivered, failed=len(pairs) - delivered)
+    async def _to_audience(self, tenant_id: str, user_id: str, message: Mapping[str, Any]) -> PublishResult:
+        """``SendToAudience`` on every live connect pod, in parallel (see the module doc).
+
+        :class:`StoreError` when the pods directory cannot be read.
+        """
+        if not tenant_id:
+            raise ValueError("tenant_id is required")
+        pods = await self.store.pods.live()
+        request = connections_pb2.SendToAudienceRequest(
+            tenant_id=tenant_id, user_id=user_id, frame=protocol.encode_bytes(message)
+        )
+
+        async def pod(endpoint: str) -> tuple[int, int]:
+            try:
+                response: connections_pb2.SendToAudienceResponse = await asyncio.wait_for(
+                    self._call(endpoint, _audience_call(request)), timeout=self.pod_timeout
+                )
+            except (_BreakerOpen, _CallFailed, _NotHere, TimeoutError) as exc:
+                log.warning(
+                    "connect pod not reached for a fan-out",
+                    extra={"endpoint": endpoint, "reason": type(exc).__name__},
+                )
+                sends_total.labels("unreachable").inc()
+                return 0, 0
+            sends_total.labels("delivered").inc(response.delivered)
+            if response.failed:
+                sends_total.labels("failed").inc(response.failed)
+            return response.matched, response.delivered
+
+        counts = await asyncio.gather(*(pod(endpoint) for endpoint in pods))
+        matched = sum(m for m, _ in counts)
+        delivered = sum(d for _, d in counts)
+        return PublishResult(matched=matched, delivered=delivered, failed=matched - delivered)
 
     async def _broadcast(self, groups: Mapping[str, list[str]], frame: bytes, *, final: bool = False) -> int:
         """One SendMany per pod, pods in parallel, each bounded by ``pod_timeout``."""
@@ -454,5 +483,14 @@ class Delivery:
 def _send_many_call(request: connections_pb2.SendManyRequest) -> Callable[[Any, float], Awaitable[Any]]:
     def call(stub: Any, timeout: float) -> Awaitable[Any]:
         return stub.SendMany(request, timeout=timeout)  # type: ignore[no-any-return]
+
+    return call
+
+
+def _audience_call(
+    request: connections_pb2.SendToAudienceRequest,
+) -> Callable[[Any, float], Awaitable[Any]]:
+    def call(stub: Any, timeout: float) -> Awaitable[Any]:
+        return stub.SendToAudience(request, timeout=timeout)  # type: ignore[no-any-return]
 
     return call

@@ -9,7 +9,10 @@ The parts, each in its own module:
 - :mod:`~services.connect.routing` — one ``Route`` call per message, its answer sent back;
 - :mod:`~services.connect.records` — this pod's connection records in DynamoDB;
 - :mod:`~services.connect.heartbeat` — one ping schedule for every socket;
-- :mod:`~services.connect.table` — the sockets held here (what ``Connections`` reaches);
+- :mod:`~services.connect.table` — the sockets held here, by id, tenant and user (what
+  ``Connections`` reaches);
+- :mod:`~services.connect.presence` — this pod's entry in the connect pods directory
+  (how a publish to a tenant finds every pod);
 - :mod:`~services.connect.drain` — closing every socket with a spread reconnect hint.
 
 Tests start it in-process; :mod:`services.connect.main` runs it as ``streamer connect``.
@@ -25,6 +28,7 @@ from services.connect.drain import close_sockets, drain_budget
 from services.connect.frames import FrameHandler
 from services.connect.heartbeat import HeartbeatSchedule
 from services.connect.limits import FramePolicy
+from services.connect.presence import Presence
 from services.connect.records import ConnectionRecords
 from services.connect.router_client import RouterClient
 from services.connect.routing import Routing
@@ -61,6 +65,7 @@ class ConnectService:
         self._router: RouterClient | None = None
         self._records: ConnectionRecords | None = None
         self._upgrade: Upgrade | None = None
+        self._presence: Presence | None = None
         self._drained = False
         self._stopped = False
 
@@ -122,6 +127,9 @@ class ConnectService:
             policy=self.frame_policy,
             draining=lambda: self.draining,
         )
+        # Listed before the first socket can be accepted (a publish must find every socket).
+        self._presence = Presence(store=self.store, endpoint=endpoint)
+        await self._presence.start()
         await self.servers.start_web(self._upgrade.handle)
         self.heartbeats.start()
         self.health.checks.append(self._dynamodb_ready)
@@ -173,6 +181,8 @@ class ConnectService:
         self._stopped = True
         await self.drain()
         await self.heartbeats.stop()
+        if self._presence is not None:
+            await self._presence.stop()
         await self.servers.stop()
         if self._router is not None:
             await self._router.close()

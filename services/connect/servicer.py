@@ -4,18 +4,19 @@ The servicer only looks connections up in this pod's table and queues frames on 
 it never waits for a client to read (see :mod:`services.connect.session`). A
 connection that is not here is a gRPC ``NOT_FOUND`` for ``Send``/``Disconnect`` (the
 caller then deletes the stale record) and a ``not_found`` entry for ``SendMany``.
+``SendToAudience`` takes every socket of a tenant (or of one user in it) from the
+table's indexes — the per-pod fan-out of a publish, with no DynamoDB read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Final
 
 import grpc
 from grpc import aio
 
 from services.connect.limits import valid_close_code
-from services.connect.session import ClientConnection
+from services.connect.table import SocketTable
 from streamer import protocol
 from streamer.api.v1 import connections_pb2, connections_pb2_grpc
 
@@ -30,9 +31,9 @@ def _frame_text(frame: bytes) -> str | None:
 
 
 class ConnectionsServicer(connections_pb2_grpc.ConnectionsServicer):
-    """Send, SendMany and Disconnect over the local socket table."""
+    """Send, SendMany, SendToAudience and Disconnect over the local socket table."""
 
-    def __init__(self, connections: Mapping[str, ClientConnection]) -> None:
+    def __init__(self, connections: SocketTable) -> None:
         self._connections = connections
 
     async def Send(
@@ -64,6 +65,21 @@ class ConnectionsServicer(connections_pb2_grpc.ConnectionsServicer):
             else:
                 out.failed.append(cid)
         return out
+
+    async def SendToAudience(
+        self, request: connections_pb2.SendToAudienceRequest, context: aio.ServicerContext
+    ) -> connections_pb2.SendToAudienceResponse:
+        if not request.tenant_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id is required")
+        text = _frame_text(request.frame)
+        if text is None or not text:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "frame must be non-empty UTF-8 JSON")
+        assert text is not None
+        sockets = self._connections.audience(request.tenant_id, request.user_id or None)
+        delivered = sum(1 for conn in sockets if conn.push_text(text))
+        return connections_pb2.SendToAudienceResponse(
+            matched=len(sockets), delivered=delivered, failed=len(sockets) - delivered
+        )
 
     async def Disconnect(
         self, request: connections_pb2.DisconnectRequest, context: aio.ServicerContext

@@ -18,6 +18,7 @@ from streamer.store.dynamo import open_client
 from streamer.store.errors import AlreadyExists, ConditionFailed, NotFound, StoreError, TransitionRefused
 from streamer.store.keys import request_key, user_key
 from streamer.store.leases import Lease, LeaseStore
+from streamer.store.pods import ConnectPodStore
 from streamer.store.requests import (
     CANCELLED,
     COMPLETED,
@@ -40,6 +41,7 @@ __all__ = [
     "TERMINAL",
     "AlreadyExists",
     "ConditionFailed",
+    "ConnectPodStore",
     "ConnectionRecord",
     "ConnectionStore",
     "Lease",
@@ -69,6 +71,7 @@ class Store:
         self.requests = RequestStore(client, settings.table_name("requests"))
         self.subscriptions = SubscriptionStore(client, settings.table_name("subscriptions"))
         self.leases = LeaseStore(client, settings.table_name("leases"))
+        self.pods = ConnectPodStore(client, settings.table_name("leases"))
 
     @classmethod
     @contextlib.asynccontextmanager

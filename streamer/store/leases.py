@@ -23,6 +23,7 @@ from streamer.store.dynamo import (
 )
 from streamer.store.errors import AlreadyExists, ConditionFailed
 from streamer.store.keys import compose, lease_key
+from streamer.store.pods import PODS_ATTRIBUTE
 
 __all__ = ["SHARD_END", "TRIM_HORIZON", "Lease", "LeaseStore", "lease_key"]
 
@@ -86,8 +87,9 @@ class LeaseStore(TableStore):
         """Every lease (of one stream when given), all pages, consistently read."""
         kwargs: dict[str, Any] = {
             "ConsistentRead": True,
-            "FilterExpression": "attribute_not_exists(#member)",
-            "ExpressionAttributeNames": {"#member": MEMBER_ATTRIBUTE},
+            # Processors' heartbeats and the connect pods directory share the table.
+            "FilterExpression": "attribute_not_exists(#member) AND attribute_not_exists(#pods)",
+            "ExpressionAttributeNames": {"#member": MEMBER_ATTRIBUTE, "#pods": PODS_ATTRIBUTE},
         }
         if stream_arn:
             kwargs["FilterExpression"] += " AND stream_arn = :a"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstreamer/v1/connections.proto\x12\x0bstreamer.v1\"3\n\x0bSendRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\"!\n\x0cSendResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\"8\n\x0fSendManyRequest\x12\x16\n\x0e\x63onnection_ids\x18\x01 \x03(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\"H\n\x10SendManyResponse\x12\x11\n\tdelivered\x18\x01 \x03(\t\x12\x11\n\tnot_found\x18\x02 \x03(\t\x12\x0e\n\x06\x66\x61iled\x18\x03 \x03(\t\"H\n\x11\x44isconnectRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"*\n\x12\x44isconnectResponse\x12\x14\n\x0c\x64isconnected\x18\x01 \x01(\x08\x32\xe2\x01\n\x0b\x43onnections\x12;\n\x04Send\x12\x18.streamer.v1.SendRequest\x1a\x19.streamer.v1.SendResponse\x12G\n\x08SendMany\x12\x1c.streamer.v1.SendManyRequest\x1a\x1d.streamer.v1.SendManyResponse\x12M\n\nDisconnect\x12\x1e.streamer.v1.DisconnectRequest\x1a\x1f.streamer.v1.DisconnectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dstreamer/v1/connections.proto\x12\x0bstreamer.v1\"3\n\x0bSendRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\"!\n\x0cSendResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\"8\n\x0fSendManyRequest\x12\x16\n\x0e\x63onnection_ids\x18\x01 \x03(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\"H\n\x10SendManyResponse\x12\x11\n\tdelivered\x18\x01 \x03(\t\x12\x11\n\tnot_found\x18\x02 \x03(\t\x12\x0e\n\x06\x66\x61iled\x18\x03 \x03(\t\"J\n\x15SendToAudienceRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05\x66rame\x18\x03 \x01(\x0c\"L\n\x16SendToAudienceResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x05\x12\x11\n\tdelivered\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\"H\n\x11\x44isconnectRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"*\n\x12\x44isconnectResponse\x12\x14\n\x0c\x64isconnected\x18\x01 \x01(\x08\x32\xbd\x02\n\x0b\x43onnections\x12;\n\x04Send\x12\x18.streamer.v1.SendRequest\x1a\x19.streamer.v1.SendResponse\x12G\n\x08SendMany\x12\x1c.streamer.v1.SendManyRequest\x1a\x1d.streamer.v1.SendManyResponse\x12Y\n\x0eSendToAudience\x12\".streamer.v1.SendToAudienceRequest\x1a#.streamer.v1.SendToAudienceResponse\x12M\n\nDisconnect\x12\x1e.streamer.v1.DisconnectRequest\x1a\x1f.streamer.v1.DisconnectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,10 +40,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDMANYREQUEST']._serialized_end=190
   _globals['_SENDMANYRESPONSE']._serialized_start=192
   _globals['_SENDMANYRESPONSE']._serialized_end=264
-  _globals['_DISCONNECTREQUEST']._serialized_start=266
-  _globals['_DISCONNECTREQUEST']._serialized_end=338
-  _globals['_DISCONNECTRESPONSE']._serialized_start=340
-  _globals['_DISCONNECTRESPONSE']._serialized_end=382
-  _globals['_CONNECTIONS']._serialized_start=385
-  _globals['_CONNECTIONS']._serialized_end=611
+  _globals['_SENDTOAUDIENCEREQUEST']._serialized_start=266
+  _globals['_SENDTOAUDIENCEREQUEST']._serialized_end=340
+  _globals['_SENDTOAUDIENCERESPONSE']._serialized_start=342
+  _globals['_SENDTOAUDIENCERESPONSE']._serialized_end=418
+  _globals['_DISCONNECTREQUEST']._serialized_start=420
+  _globals['_DISCONNECTREQUEST']._serialized_end=492
+  _globals['_DISCONNECTRESPONSE']._serialized_start=494
+  _globals['_DISCONNECTRESPONSE']._serialized_end=536
+  _globals['_CONNECTIONS']._serialized_start=539
+  _globals['_CONNECTIONS']._serialized_end=856
 # @@protoc_insertion_point(module_scope)

@@ -6,7 +6,10 @@ The connect service's push API: how router and processor reach a socket.
 
 Every connect pod serves this on its own gRPC address, which it stores as the
 `endpoint` of each connection it holds. To reach a connection, read its record
-and call that pod (see streamer.delivery).
+and call that pod (see streamer.delivery). To reach every connection of a tenant
+or of one user, call every live connect pod once with SendToAudience (the pods
+are listed in the leases table, see streamer.store.pods): each pod knows its own
+sockets by tenant and user, so no connection record is read.
 """
 
 from collections import abc as _abc
@@ -135,6 +138,66 @@ class SendManyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendManyResponse: _TypeAlias = SendManyResponse  # noqa: Y015
+
+@_typing.final
+class SendToAudienceRequest(_message.Message):
+    """One frame for every connection of a tenant (or of one user in it) held by this pod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    FRAME_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant whose connections get the frame (required)."""
+    user_id: _builtins.str
+    """When set, only this user's connections within the tenant."""
+    frame: _builtins.bytes
+    """The frame: one JSON server message, the same for every connection."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        frame: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendToAudienceRequest: _TypeAlias = SendToAudienceRequest  # noqa: Y015
+
+@_typing.final
+class SendToAudienceResponse(_message.Message):
+    """The result of SendToAudience: delivered + failed == matched."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    matched: _builtins.int
+    """Connections held here of that tenant (and user)."""
+    delivered: _builtins.int
+    """Of those, sockets that accepted the frame."""
+    failed: _builtins.int
+    """Of those, sockets whose send failed (queue full or socket closing)."""
+    def __init__(
+        self,
+        *,
+        matched: _builtins.int = ...,
+        delivered: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "failed", b"failed", "matched", b"matched"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendToAudienceResponse: _TypeAlias = SendToAudienceResponse  # noqa: Y015
 
 @_typing.final
 class DisconnectRequest(_message.Message):

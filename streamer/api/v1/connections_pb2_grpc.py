@@ -46,6 +46,11 @@ class ConnectionsStub:
                 request_serializer=streamer_dot_v1_dot_connections__pb2.SendManyRequest.SerializeToString,
                 response_deserializer=streamer_dot_v1_dot_connections__pb2.SendManyResponse.FromString,
                 _registered_method=True)
+        self.SendToAudience = channel.unary_unary(
+                '/streamer.v1.Connections/SendToAudience',
+                request_serializer=streamer_dot_v1_dot_connections__pb2.SendToAudienceRequest.SerializeToString,
+                response_deserializer=streamer_dot_v1_dot_connections__pb2.SendToAudienceResponse.FromString,
+                _registered_method=True)
         self.Disconnect = channel.unary_unary(
                 '/streamer.v1.Connections/Disconnect',
                 request_serializer=streamer_dot_v1_dot_connections__pb2.DisconnectRequest.SerializeToString,
@@ -73,6 +78,16 @@ class ConnectionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendToAudience(self, request, context):
+        """Send one frame to every connection held here of one tenant, or of one user
+        within that tenant. Tenant and user are matched exactly against the verified
+        identity each socket was opened with. INVALID_ARGUMENT for an empty tenant_id
+        or an empty or non-UTF-8 frame.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Disconnect(self, request, context):
         """Close one connection held here with a WebSocket close code and reason.
         Answers gRPC NOT_FOUND when the connection is not held here.
@@ -93,6 +108,11 @@ def add_ConnectionsServicer_to_server(servicer, server):
                     servicer.SendMany,
                     request_deserializer=streamer_dot_v1_dot_connections__pb2.SendManyRequest.FromString,
                     response_serializer=streamer_dot_v1_dot_connections__pb2.SendManyResponse.SerializeToString,
+            ),
+            'SendToAudience': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendToAudience,
+                    request_deserializer=streamer_dot_v1_dot_connections__pb2.SendToAudienceRequest.FromString,
+                    response_serializer=streamer_dot_v1_dot_connections__pb2.SendToAudienceResponse.SerializeToString,
             ),
             'Disconnect': grpc.unary_unary_rpc_method_handler(
                     servicer.Disconnect,
@@ -155,6 +175,33 @@ class Connections:
             '/streamer.v1.Connections/SendMany',
             streamer_dot_v1_dot_connections__pb2.SendManyRequest.SerializeToString,
             streamer_dot_v1_dot_connections__pb2.SendManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendToAudience(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamer.v1.Connections/SendToAudience',
+            streamer_dot_v1_dot_connections__pb2.SendToAudienceRequest.SerializeToString,
+            streamer_dot_v1_dot_connections__pb2.SendToAudienceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,7 +6,10 @@ The connect service's push API: how router and processor reach a socket.
 
 Every connect pod serves this on its own gRPC address, which it stores as the
 `endpoint` of each connection it holds. To reach a connection, read its record
-and call that pod (see streamer.delivery).
+and call that pod (see streamer.delivery). To reach every connection of a tenant
+or of one user, call every live connect pod once with SendToAudience (the pods
+are listed in the leases table, see streamer.store.pods): each pod knows its own
+sockets by tenant and user, so no connection record is read.
 """
 
 from collections import abc as _abc
@@ -47,6 +50,12 @@ class ConnectionsStub:
     """Send one frame to several connections held here; unknown ids are reported,
     not raised, so one stale id does not fail a broadcast.
     """
+    SendToAudience: _grpc.UnaryUnaryMultiCallable[_connections_pb2.SendToAudienceRequest, _connections_pb2.SendToAudienceResponse]
+    """Send one frame to every connection held here of one tenant, or of one user
+    within that tenant. Tenant and user are matched exactly against the verified
+    identity each socket was opened with. INVALID_ARGUMENT for an empty tenant_id
+    or an empty or non-UTF-8 frame.
+    """
     Disconnect: _grpc.UnaryUnaryMultiCallable[_connections_pb2.DisconnectRequest, _connections_pb2.DisconnectResponse]
     """Close one connection held here with a WebSocket close code and reason.
     Answers gRPC NOT_FOUND when the connection is not held here.
@@ -64,6 +73,12 @@ class ConnectionsAsyncStub(ConnectionsStub):
     SendMany: _aio.UnaryUnaryMultiCallable[_connections_pb2.SendManyRequest, _connections_pb2.SendManyResponse]  # type: ignore[assignment]
     """Send one frame to several connections held here; unknown ids are reported,
     not raised, so one stale id does not fail a broadcast.
+    """
+    SendToAudience: _aio.UnaryUnaryMultiCallable[_connections_pb2.SendToAudienceRequest, _connections_pb2.SendToAudienceResponse]  # type: ignore[assignment]
+    """Send one frame to every connection held here of one tenant, or of one user
+    within that tenant. Tenant and user are matched exactly against the verified
+    identity each socket was opened with. INVALID_ARGUMENT for an empty tenant_id
+    or an empty or non-UTF-8 frame.
     """
     Disconnect: _aio.UnaryUnaryMultiCallable[_connections_pb2.DisconnectRequest, _connections_pb2.DisconnectResponse]  # type: ignore[assignment]
     """Close one connection held here with a WebSocket close code and reason.
@@ -91,6 +106,18 @@ class ConnectionsServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_connections_pb2.SendManyResponse, _abc.Awaitable[_connections_pb2.SendManyResponse]]:
         """Send one frame to several connections held here; unknown ids are reported,
         not raised, so one stale id does not fail a broadcast.
+        """
+
+    @_abc_1.abstractmethod
+    def SendToAudience(
+        self,
+        request: _connections_pb2.SendToAudienceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.SendToAudienceResponse, _abc.Awaitable[_connections_pb2.SendToAudienceResponse]]:
+        """Send one frame to every connection held here of one tenant, or of one user
+        within that tenant. Tenant and user are matched exactly against the verified
+        identity each socket was opened with. INVALID_ARGUMENT for an empty tenant_id
+        or an empty or non-UTF-8 frame.
         """
 
     @_abc_1.abstractmethod

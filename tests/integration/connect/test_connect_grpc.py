@@ -165,3 +165,37 @@ async def test_a_pushed_frame_waits_for_its_requests_route_answer(
     assert (answer["type"], answer["request_id"]) == ("response", "r-held")
     assert await receive_json(ws) == early  # released right after the answer
     await ws.close()
+
+
+async def test_send_to_audience_reaches_the_tenant_or_the_user_and_validates(
+    connect: ConnectService,
+    stub: connections_pb2_grpc.ConnectionsAsyncStub,
+    tenant: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    a = await open_ws(http, connect, tenant=tenant, user="a")
+    b = await open_ws(http, connect, tenant=tenant, user="b")
+    frame = {"type": "message", "n": 1}
+    reply = await stub.SendToAudience(
+        connections_pb2.SendToAudienceRequest(tenant_id=tenant, frame=rpc.dumps(frame)), timeout=5
+    )
+    assert (reply.matched, reply.delivered, reply.failed) == (2, 2, 0)
+    assert await receive_json(a) == frame and await receive_json(b) == frame
+    reply = await stub.SendToAudience(
+        connections_pb2.SendToAudienceRequest(tenant_id=tenant, user_id="b", frame=rpc.dumps(frame)),
+        timeout=5,
+    )
+    assert (reply.matched, reply.delivered) == (1, 1)
+    assert await receive_json(b) == frame
+    for bad in (
+        connections_pb2.SendToAudienceRequest(tenant_id="", frame=rpc.dumps(frame)),
+        connections_pb2.SendToAudienceRequest(tenant_id=tenant, frame=b"\xff"),
+        connections_pb2.SendToAudienceRequest(tenant_id=tenant, frame=b""),
+    ):
+        with pytest.raises(aio.AioRpcError) as info:
+            await stub.SendToAudience(bad, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await a.send_json({"action": "$ping"})
+    assert (await receive_json(a))["type"] == "pong"  # nothing else reached a
+    await a.close()
+    await b.close()

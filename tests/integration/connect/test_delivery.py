@@ -59,6 +59,12 @@ class FakePod(connections_pb2_grpc.ConnectionsServicer):
         await self._enter(context)
         return connections_pb2.SendManyResponse(delivered=list(request.connection_ids))
 
+    async def SendToAudience(
+        self, request: connections_pb2.SendToAudienceRequest, context: aio.ServicerContext
+    ) -> connections_pb2.SendToAudienceResponse:
+        await self._enter(context)
+        return connections_pb2.SendToAudienceResponse(matched=1, delivered=1)
+
     async def Disconnect(
         self, request: connections_pb2.DisconnectRequest, context: aio.ServicerContext
     ) -> connections_pb2.DisconnectResponse:
@@ -264,22 +270,27 @@ async def test_two_pod_broadcast(
 ) -> None:
     pod_a, pod_b = await asyncio.gather(spawn_connect(), spawn_connect())
     assert pod_a.endpoint != pod_b.endpoint
+    # Both pods listed themselves before accepting a socket (the directory a fan-out reads).
+    assert {pod_a.endpoint, pod_b.endpoint} <= set(await store.pods.live())
     alice_a = await open_ws(http, pod_a.ws_port, tenant=tenant, user="alice")
     alice_b = await open_ws(http, pod_b.ws_port, tenant=tenant, user="alice")
     bob_b = await open_ws(http, pod_b.ws_port, tenant=tenant, user="bob")
-    other_tenant = f"{tenant}-other"
-    outsider = await open_ws(http, pod_a.ws_port, tenant=other_tenant, user="alice")
+    # Another tenant on both pods, with ids that collide with ours if joined with a separator.
+    other_tenant = f"{tenant}#alice"
+    outsider_a = await open_ws(http, pod_a.ws_port, tenant=other_tenant, user="alice")
+    outsider_b = await open_ws(http, pod_b.ws_port, tenant=other_tenant, user="bob")
     records = await store.connections.by_tenant(tenant)
     assert sorted(r.endpoint for r in records) == sorted([pod_a.endpoint, pod_b.endpoint, pod_b.endpoint])
-    # A stale record on pod B (its socket is long gone) is cleaned during the broadcast.
+    # A stale record on pod B (its socket is long gone): a fan-out reads no record, so it
+    # neither counts nor is touched; sending to it by id (below) cleans it.
     stale = await put_record(store, endpoint=pod_b.endpoint, tenant=tenant, user="alice")
 
     delivery = make_delivery()
     result = await delivery.to_tenant(tenant, {"type": "message", "to": "tenant"})
-    assert result == PublishResult(matched=4, delivered=3, failed=1)
+    assert result == PublishResult(matched=3, delivered=3, failed=0)
     for ws in (alice_a, alice_b, bob_b):
         assert await receive_json(ws) == {"type": "message", "to": "tenant"}
-    assert await store.connections.get(stale) is None
+    assert await store.connections.get(stale) is not None
 
     result = await delivery.to_user(
         tenant_id=tenant, user_id="alice", message={"type": "message", "to": "alice"}
@@ -288,20 +299,32 @@ async def test_two_pod_broadcast(
     for ws in (alice_a, alice_b):
         assert await receive_json(ws) == {"type": "message", "to": "alice"}
 
+    result = await delivery.to_tenant(other_tenant, {"type": "message", "to": "other"})
+    assert result == PublishResult(matched=2, delivered=2, failed=0)
+    for ws in (outsider_a, outsider_b):
+        assert await receive_json(ws) == {"type": "message", "to": "other"}
+    # Ids are matched exactly, never as prefixes or joined strings.
+    assert (await delivery.to_tenant(f"{tenant}#", MESSAGE)).matched == 0
+    assert (await delivery.to_user(tenant_id=tenant, user_id="alice#", message=MESSAGE)).matched == 0
+    assert (await delivery.to_user(tenant_id=other_tenant, user_id="alice", message=MESSAGE)).matched == 1
+    assert await receive_json(outsider_a) == MESSAGE
+
     ids = [r.connection_id for r in records]
-    result = await delivery.send_many([*ids, "no-such-connection"], {"type": "message", "to": "some"})
+    result = await delivery.send_many([*ids, stale], {"type": "message", "to": "some"})
     assert result == PublishResult(matched=4, delivered=3, failed=1)
     for ws in (alice_a, alice_b, bob_b):
         assert await receive_json(ws) == {"type": "message", "to": "some"}
+    assert await store.connections.get(stale) is None
 
-    # The other tenant saw none of it.
-    await outsider.send_json({"action": "$ping"})
-    assert (await receive_json(outsider))["type"] == "pong"
+    # Each socket got exactly what was meant for it: the next frame is its own pong.
+    for ws in (alice_a, alice_b, bob_b, outsider_a, outsider_b):
+        await ws.send_json({"action": "$ping"})
+        assert (await receive_json(ws))["type"] == "pong"
 
     bob_id = next(r.connection_id for r in records if r.user_id == "bob")
     assert await delivery.disconnect(bob_id, code=4001, reason="bye bob") is True
     assert await receive_close(bob_b) == (4001, "bye bob")
-    for ws in (alice_a, alice_b, outsider):
+    for ws in (alice_a, alice_b, outsider_a, outsider_b):
         await ws.close()
 
 
@@ -316,17 +339,20 @@ async def test_a_slow_pod_does_not_delay_the_others(
     pod, address = fake_pod
     pod.hang = True
     clients = [await open_ws(http, connect, tenant=tenant, user=f"u{i}") for i in range(2)]
-    hung = await put_record(store, endpoint=address, tenant=tenant)
+    await store.pods.beat(address, duration=60)  # the hung pod is listed as a connect pod
     # generous: under CI load the two live clients must get the frame before this expires
     delivery = make_delivery(pod_timeout=6.0, call_timeout=20.0)
-    broadcast = asyncio.create_task(delivery.to_tenant(tenant, MESSAGE))
-    for ws in clients:
-        assert await receive_json(ws) == MESSAGE
-    assert not broadcast.done()  # still waiting for the hung pod, yet the others have it
-    result = await broadcast
+    try:
+        broadcast = asyncio.create_task(delivery.to_tenant(tenant, MESSAGE))
+        for ws in clients:
+            assert await receive_json(ws) == MESSAGE
+        assert not broadcast.done()  # still waiting for the hung pod, yet the others have it
+        result = await broadcast
+    finally:
+        await store.pods.leave(address)
     assert pod.calls == 1  # the hung pod was called (its call may land after the fast pods')
-    assert result == PublishResult(matched=3, delivered=2, failed=1)
-    assert await store.connections.get(hung) is not None  # slow is not gone
+    # Only a pod knows its sockets: one that does not answer in time counts nothing.
+    assert result == PublishResult(matched=2, delivered=2, failed=0)
     for ws in clients:
         await ws.close()
 

@@ -2,7 +2,8 @@
 
 Two small in-test ``Connections`` servers stand in for connect pods (connect is
 another service); the router's real Delivery finds them through connection records
-in DynamoDB Local.
+in DynamoDB Local (a connection) or through the connect pods directory (a user or a
+tenant: one ``SendToAudience`` per pod, no record read).
 """
 
 from __future__ import annotations
@@ -25,7 +26,20 @@ class FakePod(connections_pb2_grpc.ConnectionsServicer):
 
     def __init__(self, held: set[str]) -> None:
         self.held = held
+        self.who: dict[str, tuple[str, str]] = {}  # connection id -> (tenant, user)
         self.frames: dict[str, list[dict[str, Any]]] = {}
+
+    async def SendToAudience(
+        self, request: connections_pb2.SendToAudienceRequest, context: aio.ServicerContext
+    ) -> connections_pb2.SendToAudienceResponse:
+        matched = [
+            cid
+            for cid in self.held
+            if self.who[cid][0] == request.tenant_id and request.user_id in ("", self.who[cid][1])
+        ]
+        for cid in matched:
+            self.frames.setdefault(cid, []).append(json.loads(request.frame))
+        return connections_pb2.SendToAudienceResponse(matched=len(matched), delivered=len(matched))
 
     async def Send(
         self, request: connections_pb2.SendRequest, context: aio.ServicerContext
@@ -54,7 +68,7 @@ class FakePod(connections_pb2_grpc.ConnectionsServicer):
 
 
 @pytest.fixture
-async def pods() -> AsyncIterator[list[tuple[FakePod, str]]]:
+async def pods(router_store: Store) -> AsyncIterator[list[tuple[FakePod, str]]]:
     started = []
     for _ in range(2):
         pod = FakePod(set())
@@ -63,8 +77,10 @@ async def pods() -> AsyncIterator[list[tuple[FakePod, str]]]:
         port = rpc.bind(server, host="127.0.0.1", port=0)
         await server.start()
         started.append((pod, f"127.0.0.1:{port}", server))
+        await router_store.pods.beat(f"127.0.0.1:{port}", duration=60)  # as connect does
     yield [(pod, endpoint) for pod, endpoint, _ in started]
-    for _, _, server in started:
+    for _, endpoint, server in started:
+        await router_store.pods.leave(endpoint)
         await server.stop(grace=None)
 
 
@@ -73,6 +89,7 @@ async def connect(
 ) -> None:
     if held:
         pod[0].held.add(cid)
+        pod[0].who[cid] = (tenant, user)
     await store.connections.put(
         ConnectionRecord.new(connection_id=cid, user_id=user, tenant_id=tenant, endpoint=pod[1])
     )
@@ -111,11 +128,11 @@ async def test_publish_to_connection_user_and_tenant(
     assert c4 not in a[0].frames  # the other tenant's u1 got nothing
 
     answer = await router_stub.Publish(publish_request({"type": "all", "n": 3}, tenant_id=t1), timeout=5)
-    assert (answer.matched, answer.delivered, answer.failed) == (4, 3, 1)
+    assert (answer.matched, answer.delivered, answer.failed) == (3, 3, 0)
     assert [f["n"] for f in a[0].frames[c3]] == [3]
     assert c4 not in a[0].frames
-    # the pod did not hold `stale`: its record is gone now
-    assert await router_store.connections.get(stale) is None
+    # A fan-out reads no record: the stale one (its pod does not hold it) is not counted.
+    assert await router_store.connections.get(stale) is not None
 
 
 async def test_publish_to_an_unknown_connection_matches_nothing(
