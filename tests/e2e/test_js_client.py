@@ -13,8 +13,10 @@ import pathlib
 import re
 import shutil
 import signal
+from collections.abc import AsyncIterator
 
 import pytest
+from e2e_helpers import running_stack
 
 from streamer.local.stack import LocalStack
 
@@ -28,10 +30,19 @@ def node() -> str:
     return found
 
 
-async def test_the_js_client_passes_its_node_tests_against_the_stack(stack: LocalStack) -> None:
-    assert stack.jwt_secret
-    tests = sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.mjs"))
-    assert tests
+@pytest.fixture(scope="module")
+async def stack(dynamodb: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
+    """Two connects: the drain test takes the second out (the other tests use the first).
+
+    A reconnect rate of 10 sockets/s spreads the drained test's 20 clients over 2 s.
+    """
+    env = {"STREAMER_WS_RECONNECT_RATE": "10"}
+    async with running_stack(dynamodb, tmp_path_factory.mktemp("stack"), env=env, connects=2) as st:
+        yield st
+
+
+async def run_node(tests: list[str], env: dict[str, str]) -> str:
+    """``node --test`` over ``tests`` (paths under clients/js); fails the test unless every one passed."""
     proc = await asyncio.create_subprocess_exec(
         node(),
         "--experimental-websocket",
@@ -40,7 +51,7 @@ async def test_the_js_client_passes_its_node_tests_against_the_stack(stack: Loca
         "--test-timeout=60000",
         *tests,
         cwd=JS,
-        env={**os.environ, "STREAMER_URL": stack.ws_url, "STREAMER_JWT_SECRET": stack.jwt_secret},
+        env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,  # its own process group: the runner and its test processes
@@ -57,3 +68,28 @@ async def test_the_js_client_passes_its_node_tests_against_the_stack(stack: Loca
         pytest.fail(f"node --test failed ({proc.returncode}):\n{text}")
     assert re.search(r"^\S* ?(# )?fail 0$", text, re.MULTILINE), text
     assert not re.search(r"^\S* ?(# )?pass 0$", text, re.MULTILINE), text
+    assert re.search(r"^\S* ?(# )?skipped 0$", text, re.MULTILINE), text
+    return text
+
+
+async def test_the_js_client_passes_its_node_tests_against_the_stack(stack: LocalStack) -> None:
+    assert stack.jwt_secret
+    tests = sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.mjs"))
+    assert tests
+    await run_node(tests, {"STREAMER_URL": stack.ws_url, "STREAMER_JWT_SECRET": stack.jwt_secret})
+
+
+async def test_the_js_client_honours_the_drain_hint(stack: LocalStack) -> None:
+    """clients/js/test/drain.stack.mjs: SIGTERM the second connect under 20 Node clients."""
+    assert stack.jwt_secret
+    drained = stack.service("connect-2")
+    assert drained.process is not None
+    first, second = stack.ws_urls
+    env = {
+        "STREAMER_URL": second,
+        "STREAMER_URLS": f"{second},{first}",
+        "STREAMER_DRAIN_PID": str(drained.process.pid),
+        "STREAMER_JWT_SECRET": stack.jwt_secret,
+    }
+    text = await run_node(["test/drain.stack.mjs"], env)
+    print(next(line for line in text.splitlines() if "hints " in line))

@@ -34,7 +34,11 @@ export interface ClientOptions {
     reconnect?: boolean;
     /** Milliseconds between `$ping` frames; a ping unanswered for 2.5 x this means the connection is dead. 0 turns it off. Default 20000. */
     heartbeatMs?: number;
-    /** First reconnect delay (default 250 ms); doubles per failed attempt up to `reconnectMaxDelayMs` (10000). */
+    /**
+     * First reconnect delay (default 250 ms); doubles per failed attempt up to `reconnectMaxDelayMs` (10000).
+     * A draining gateway's hint (close code 1001, `reconnect_after_ms=N` in the reason) replaces the
+     * first delay: N ms (at most `reconnectMaxDelayMs`) plus jitter of up to half this delay.
+     */
     reconnectDelayMs?: number;
     reconnectMaxDelayMs?: number;
     /** Failed attempts in a row before giving up (default 30); `null` never gives up. */
@@ -75,6 +79,12 @@ export interface Progress {
 }
 /** Close codes after which reconnecting would not help: rate-limit abuse, oversized frame, disconnected on purpose. */
 export declare const NO_RECONNECT_CODES: ReadonlySet<number>;
+/**
+ * Milliseconds a close reason asks the client to wait before reconnecting, if it says:
+ * a draining gateway closes each socket with 1001 and `server shutting down; reconnect_after_ms=N`,
+ * N spread over its sockets so they do not all come back at once.
+ */
+export declare function reconnectHint(reason: string | undefined): number | undefined;
 /** Whether a server message ends its request (result, error, or a terminal status). */
 export declare function isTerminal(msg: {
     type: string;
@@ -114,14 +124,23 @@ export declare class RequestHandle {
     /** @internal */
     finish(result: unknown, error?: StreamerError): void;
 }
-/** Open a connection: `const client = await connect("wss://host/ws", { token })`. */
-export declare function connect(url: string, options?: ClientOptions): Promise<StreamerClient>;
+/**
+ * Open a connection: `const client = await connect("wss://host/ws", { token })`. Several URLs
+ * (gateways of one deployment) make each reconnect try another one than the one just lost.
+ */
+export declare function connect(url: string | readonly string[], options?: ClientOptions): Promise<StreamerClient>;
 export declare class StreamerClient {
-    readonly url: string;
+    /** Every gateway URL given; the first is tried first. */
+    readonly urls: readonly string[];
     /** How many times the connection was re-established. */
     reconnects: number;
     /** The close code of the last socket that closed. */
     lastCloseCode: number | undefined;
+    /** The close reason of the last socket that closed (a draining gateway's carries `reconnect_after_ms`). */
+    lastCloseReason: string | undefined;
+    /** Reconnect attempts that failed (refused upgrades, unreachable gateways). */
+    reconnectFailures: number;
+    private urlValue;
     private readonly options;
     private ws;
     private stateValue;
@@ -136,7 +155,9 @@ export declare class StreamerClient {
     /** ids of automatic `$resume` frames in flight -> [retry count, page cursor] */
     private readonly autoResumes;
     private readonly timers;
-    constructor(url: string, options?: ClientOptions);
+    constructor(url: string | readonly string[], options?: ClientOptions);
+    /** The URL in use (or last tried). */
+    get url(): string;
     /** "connecting", "open", "reconnecting" or "closed". */
     get state(): ConnectionState;
     /** Whether the socket is open right now. */
@@ -193,6 +214,12 @@ export declare class StreamerClient {
     private heartbeat;
     private lost;
     private sleep;
+    /**
+     * Reconnect with exponential backoff and jitter. After a drain (1001 with `reconnect_after_ms=N`)
+     * the first attempt waits N ms (at most `reconnectMaxDelayMs`) plus jitter, so a drained gateway's
+     * clients come back spread out as it asked; with several URLs every attempt tries another gateway
+     * than the one that just closed or failed.
+     */
     private reconnectLoop;
     /** After a reconnect: re-send unacknowledged frames, `$resume`, re-subscribe, re-send system calls. */
     private reattach;

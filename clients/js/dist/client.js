@@ -11,6 +11,18 @@ import { ConnectionClosedError, ForbiddenError, InternalError, ProcessingFailedE
 import { SERVER_MESSAGE_TYPES, TERMINAL_STATUSES } from "./protocol.js";
 /** Close codes after which reconnecting would not help: rate-limit abuse, oversized frame, disconnected on purpose. */
 export const NO_RECONNECT_CODES = new Set([1008, 1009, 4001]);
+/** The close code of a gateway that shuts down (drains). */
+const GOING_AWAY = 1001;
+const HINT = /reconnect_after_ms=(\d{1,9})/;
+/**
+ * Milliseconds a close reason asks the client to wait before reconnecting, if it says:
+ * a draining gateway closes each socket with 1001 and `server shutting down; reconnect_after_ms=N`,
+ * N spread over its sockets so they do not all come back at once.
+ */
+export function reconnectHint(reason) {
+    const match = HINT.exec(reason ?? "");
+    return match ? Number(match[1]) : undefined;
+}
 const SUBPROTOCOL = "streamer.v1";
 const FINISHED_KEPT = 256;
 const MAX_RESUME_RETRIES = 8;
@@ -205,18 +217,27 @@ export class RequestHandle {
         this.client.finished(this);
     }
 }
-/** Open a connection: `const client = await connect("wss://host/ws", { token })`. */
+/**
+ * Open a connection: `const client = await connect("wss://host/ws", { token })`. Several URLs
+ * (gateways of one deployment) make each reconnect try another one than the one just lost.
+ */
 export async function connect(url, options = {}) {
     const client = new StreamerClient(url, options);
     await client.connect();
     return client;
 }
 export class StreamerClient {
-    url;
+    /** Every gateway URL given; the first is tried first. */
+    urls;
     /** How many times the connection was re-established. */
     reconnects = 0;
     /** The close code of the last socket that closed. */
     lastCloseCode;
+    /** The close reason of the last socket that closed (a draining gateway's carries `reconnect_after_ms`). */
+    lastCloseReason;
+    /** Reconnect attempts that failed (refused upgrades, unreachable gateways). */
+    reconnectFailures = 0;
+    urlValue;
     options;
     ws;
     stateValue = "connecting";
@@ -232,7 +253,10 @@ export class StreamerClient {
     autoResumes = new Map();
     timers = new Set();
     constructor(url, options = {}) {
-        this.url = url;
+        this.urls = typeof url === "string" ? [url] : [...url];
+        if (this.urls.length === 0)
+            throw new TypeError("at least one URL");
+        this.urlValue = this.urls[0];
         this.options = {
             tokenIn: "subprotocol",
             reconnect: true,
@@ -247,6 +271,10 @@ export class StreamerClient {
         if (this.options.tokenIn !== "subprotocol" && this.options.tokenIn !== "query") {
             throw new TypeError("tokenIn must be 'subprotocol' or 'query'");
         }
+    }
+    /** The URL in use (or last tried). */
+    get url() {
+        return this.urlValue;
     }
     /** "connecting", "open", "reconnecting" or "closed". */
     get state() {
@@ -581,7 +609,7 @@ export class StreamerClient {
         ws.onerror = () => undefined;
         ws.onclose = (ev) => {
             if (this.ws === ws)
-                void this.lost(ev.code);
+                void this.lost(ev.code, ev.reason);
         };
     }
     /** Stop listening to a socket we consider dead, close it, and carry on as if it had closed. */
@@ -619,8 +647,9 @@ export class StreamerClient {
             this.pingSentAt = now;
         }
     }
-    async lost(code) {
+    async lost(code, reason) {
         this.lastCloseCode = code;
+        this.lastCloseReason = reason || undefined;
         this.ws = undefined;
         if (this.closing)
             return;
@@ -644,13 +673,31 @@ export class StreamerClient {
             this.timers.add(timer);
         });
     }
+    /**
+     * Reconnect with exponential backoff and jitter. After a drain (1001 with `reconnect_after_ms=N`)
+     * the first attempt waits N ms (at most `reconnectMaxDelayMs`) plus jitter, so a drained gateway's
+     * clients come back spread out as it asked; with several URLs every attempt tries another gateway
+     * than the one that just closed or failed.
+     */
     async reconnectLoop() {
         let delay = this.options.reconnectDelayMs;
         const max = this.options.maxReconnectAttempts === undefined ? 30 : this.options.maxReconnectAttempts;
+        const hint = this.lastCloseCode === GOING_AWAY ? reconnectHint(this.lastCloseReason) : undefined;
+        let failed = this.urlValue;
         for (let attempt = 1; !this.closing; attempt++) {
-            await this.sleep(delay / 2 + Math.random() * (delay / 2)); // jitter: [delay/2, delay)
+            if (attempt === 1 && hint !== undefined) {
+                // The draining gateway picked this client's moment; a little jitter on top.
+                await this.sleep(Math.min(hint, this.options.reconnectMaxDelayMs) + Math.random() * (delay / 2));
+            }
+            else {
+                await this.sleep(delay / 2 + Math.random() * (delay / 2)); // jitter: [delay/2, delay)
+            }
             if (this.closing)
                 return false;
+            const others = this.urls.filter((u) => u !== failed);
+            const pool = others.length > 0 ? others : this.urls;
+            this.urlValue = pool[Math.floor(Math.random() * pool.length)];
+            failed = this.urlValue;
             try {
                 const ws = await this.open();
                 if (this.closing) {
@@ -667,6 +714,7 @@ export class StreamerClient {
                     this.setState("closed");
                     return false;
                 }
+                this.reconnectFailures += 1;
                 if (max !== null && attempt >= max) {
                     this.failAll(new ConnectionClosedError(`Gave up reconnecting after ${attempt} attempts: ${String(err)}`));
                     this.setState("closed");

@@ -62,7 +62,11 @@ export interface ClientOptions {
   reconnect?: boolean;
   /** Milliseconds between `$ping` frames; a ping unanswered for 2.5 x this means the connection is dead. 0 turns it off. Default 20000. */
   heartbeatMs?: number;
-  /** First reconnect delay (default 250 ms); doubles per failed attempt up to `reconnectMaxDelayMs` (10000). */
+  /**
+   * First reconnect delay (default 250 ms); doubles per failed attempt up to `reconnectMaxDelayMs` (10000).
+   * A draining gateway's hint (close code 1001, `reconnect_after_ms=N` in the reason) replaces the
+   * first delay: N ms (at most `reconnectMaxDelayMs`) plus jitter of up to half this delay.
+   */
   reconnectDelayMs?: number;
   reconnectMaxDelayMs?: number;
   /** Failed attempts in a row before giving up (default 30); `null` never gives up. */
@@ -106,6 +110,19 @@ export interface Progress {
 
 /** Close codes after which reconnecting would not help: rate-limit abuse, oversized frame, disconnected on purpose. */
 export const NO_RECONNECT_CODES: ReadonlySet<number> = new Set([1008, 1009, 4001]);
+/** The close code of a gateway that shuts down (drains). */
+const GOING_AWAY = 1001;
+const HINT = /reconnect_after_ms=(\d{1,9})/;
+
+/**
+ * Milliseconds a close reason asks the client to wait before reconnecting, if it says:
+ * a draining gateway closes each socket with 1001 and `server shutting down; reconnect_after_ms=N`,
+ * N spread over its sockets so they do not all come back at once.
+ */
+export function reconnectHint(reason: string | undefined): number | undefined {
+  const match = HINT.exec(reason ?? "");
+  return match ? Number(match[1]) : undefined;
+}
 const SUBPROTOCOL = "streamer.v1";
 const FINISHED_KEPT = 256;
 const MAX_RESUME_RETRIES = 8;
@@ -304,19 +321,28 @@ interface SystemCall {
   waiter: Waiter<KnownServerMessage>;
 }
 
-/** Open a connection: `const client = await connect("wss://host/ws", { token })`. */
-export async function connect(url: string, options: ClientOptions = {}): Promise<StreamerClient> {
+/**
+ * Open a connection: `const client = await connect("wss://host/ws", { token })`. Several URLs
+ * (gateways of one deployment) make each reconnect try another one than the one just lost.
+ */
+export async function connect(url: string | readonly string[], options: ClientOptions = {}): Promise<StreamerClient> {
   const client = new StreamerClient(url, options);
   await client.connect();
   return client;
 }
 
 export class StreamerClient {
-  readonly url: string;
+  /** Every gateway URL given; the first is tried first. */
+  readonly urls: readonly string[];
   /** How many times the connection was re-established. */
   reconnects = 0;
   /** The close code of the last socket that closed. */
   lastCloseCode: number | undefined;
+  /** The close reason of the last socket that closed (a draining gateway's carries `reconnect_after_ms`). */
+  lastCloseReason: string | undefined;
+  /** Reconnect attempts that failed (refused upgrades, unreachable gateways). */
+  reconnectFailures = 0;
+  private urlValue: string;
   private readonly options: Required<
     Pick<
       ClientOptions,
@@ -345,8 +371,10 @@ export class StreamerClient {
   private readonly autoResumes = new Map<string, [number, string | undefined]>();
   private readonly timers = new Set<ReturnType<typeof setTimeout>>();
 
-  constructor(url: string, options: ClientOptions = {}) {
-    this.url = url;
+  constructor(url: string | readonly string[], options: ClientOptions = {}) {
+    this.urls = typeof url === "string" ? [url] : [...url];
+    if (this.urls.length === 0) throw new TypeError("at least one URL");
+    this.urlValue = this.urls[0]!;
     this.options = {
       tokenIn: "subprotocol",
       reconnect: true,
@@ -361,6 +389,11 @@ export class StreamerClient {
     if (this.options.tokenIn !== "subprotocol" && this.options.tokenIn !== "query") {
       throw new TypeError("tokenIn must be 'subprotocol' or 'query'");
     }
+  }
+
+  /** The URL in use (or last tried). */
+  get url(): string {
+    return this.urlValue;
   }
 
   /** "connecting", "open", "reconnecting" or "closed". */
@@ -701,7 +734,7 @@ export class StreamerClient {
     };
     ws.onerror = () => undefined;
     ws.onclose = (ev) => {
-      if (this.ws === ws) void this.lost(ev.code);
+      if (this.ws === ws) void this.lost(ev.code, ev.reason);
     };
   }
 
@@ -739,8 +772,9 @@ export class StreamerClient {
     }
   }
 
-  private async lost(code: number): Promise<void> {
+  private async lost(code: number, reason?: string): Promise<void> {
     this.lastCloseCode = code;
+    this.lastCloseReason = reason || undefined;
     this.ws = undefined;
     if (this.closing) return;
     if (!this.options.reconnect || NO_RECONNECT_CODES.has(code)) {
@@ -765,12 +799,29 @@ export class StreamerClient {
     });
   }
 
+  /**
+   * Reconnect with exponential backoff and jitter. After a drain (1001 with `reconnect_after_ms=N`)
+   * the first attempt waits N ms (at most `reconnectMaxDelayMs`) plus jitter, so a drained gateway's
+   * clients come back spread out as it asked; with several URLs every attempt tries another gateway
+   * than the one that just closed or failed.
+   */
   private async reconnectLoop(): Promise<boolean> {
     let delay = this.options.reconnectDelayMs;
     const max = this.options.maxReconnectAttempts === undefined ? 30 : this.options.maxReconnectAttempts;
+    const hint = this.lastCloseCode === GOING_AWAY ? reconnectHint(this.lastCloseReason) : undefined;
+    let failed = this.urlValue;
     for (let attempt = 1; !this.closing; attempt++) {
-      await this.sleep(delay / 2 + Math.random() * (delay / 2)); // jitter: [delay/2, delay)
+      if (attempt === 1 && hint !== undefined) {
+        // The draining gateway picked this client's moment; a little jitter on top.
+        await this.sleep(Math.min(hint, this.options.reconnectMaxDelayMs) + Math.random() * (delay / 2));
+      } else {
+        await this.sleep(delay / 2 + Math.random() * (delay / 2)); // jitter: [delay/2, delay)
+      }
       if (this.closing) return false;
+      const others = this.urls.filter((u) => u !== failed);
+      const pool = others.length > 0 ? others : this.urls;
+      this.urlValue = pool[Math.floor(Math.random() * pool.length)]!;
+      failed = this.urlValue;
       try {
         const ws = await this.open();
         if (this.closing) {
@@ -786,6 +837,7 @@ export class StreamerClient {
           this.setState("closed");
           return false;
         }
+        this.reconnectFailures += 1;
         if (max !== null && attempt >= max) {
           this.failAll(new ConnectionClosedError(`Gave up reconnecting after ${attempt} attempts: ${String(err)}`));
           this.setState("closed");

@@ -3,6 +3,7 @@ export {
   connect,
   isTerminal,
   NO_RECONNECT_CODES,
+  reconnectHint,
   RequestHandle,
   StreamerClient,
 } from "./client.js";
