@@ -23,6 +23,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwtlib import public_pem
 
 from streamer.auth import AuthError, TokenVerifier
 from streamer.config import ConfigError
@@ -389,12 +390,7 @@ async def test_symmetric_and_broken_keys_in_the_jwks_are_ignored(server: JwksSer
 
 async def test_pem_and_jwks_together(server: JwksServer, verifiers: Any) -> None:
     server.docs["a"] = {"keys": [jwk(RSA_A, "k1")]}
-    pem = (
-        RSA_B.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    verifier = verifiers(public_key=pem, jwks_url=server.url("a"), clock=Clock())
+    verifier = verifiers(public_key=public_pem(RSA_B), jwks_url=server.url("a"), clock=Clock())
     assert await verifier.verify(sign(RSA_B, kid=None))  # no kid: the PEM key
     assert server.hits["a"] == 0
     assert await verifier.verify(sign(RSA_A, kid="k1"))  # a kid: the JWKS

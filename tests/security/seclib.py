@@ -13,8 +13,6 @@ import base64
 import collections
 import contextlib
 import dataclasses
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -24,11 +22,11 @@ from typing import Any
 
 import aiohttp
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.protobuf import descriptor as pb_descriptor
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jwtlib import assembled, b64url, hmac_signed, public_pem
 
 from services.connect.service import ConnectService
 from streamer import protocol, rpc
@@ -46,19 +44,7 @@ ISSUER = "https://idp.streamer.test"
 AUDIENCE = "streamer-ws"
 
 
-def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-
-
 RSA_PEM = public_pem(RSA_KEY)
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def good_claims(**overrides: Any) -> dict[str, Any]:
@@ -83,22 +69,19 @@ def rs256(claims: Mapping[str, Any], *, key: Any = RSA_KEY, headers: Mapping[str
 
 def unsigned(header: Mapping[str, Any], claims: Mapping[str, Any], signature: bytes = b"") -> str:
     """A token assembled by hand (PyJWT refuses to make most of the attacks)."""
-    return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)])
+    return assembled(header, claims, signature)
 
 
 def hs256_with(secret: bytes, claims: Mapping[str, Any], *, header: Mapping[str, Any] | None = None) -> str:
     """HMAC-SHA256 over any secret bytes: the RS/HS confusion attack signs with the public PEM."""
-    head = b64(json.dumps(dict(header or {"alg": "HS256", "typ": "JWT"})).encode())
-    body = b64(json.dumps(dict(claims)).encode())
-    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
-    return f"{head}.{body}.{b64(sig)}"
+    return hmac_signed(secret, header or {"alg": "HS256", "typ": "JWT"}, claims)
 
 
 def tamper_signature(token: str) -> str:
     head, body, sig = token.split(".")
     raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
     raw[len(raw) // 2] ^= 0x01
-    return f"{head}.{body}.{b64(bytes(raw))}"
+    return f"{head}.{body}.{b64url(bytes(raw))}"
 
 
 def tamper_claims(token: str, **changes: Any) -> str:
@@ -106,7 +89,7 @@ def tamper_claims(token: str, **changes: Any) -> str:
     head, body, sig = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     claims.update(changes)
-    return f"{head}.{b64(json.dumps(claims).encode())}.{sig}"
+    return f"{head}.{b64url(json.dumps(claims).encode())}.{sig}"
 
 
 # --------------------------------------------------------------------------- router

@@ -23,6 +23,7 @@ from aiohttp import web
 from connect_helpers import SECRET, StartConnect, sample
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from jwtlib import assembled
 
 from services.connect.service import ConnectService
 from streamer import protocol
@@ -75,10 +76,7 @@ def rs(tenant: str, *, kid: str = "k1", **extra: Any) -> str:
 
 
 def unsigned(tenant: str) -> str:
-    def b64(obj: Any) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims(tenant))}."
+    return assembled({"alg": "none", "typ": "JWT"}, claims(tenant))
 
 
 # reason -> (token maker, where the token goes)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwtlib import public_pem
 
 from streamer.auth import (
     AuthError,
@@ -31,33 +26,8 @@ EC_KEY = ec.generate_private_key(ec.SECP256R1())
 EC384_KEY = ec.generate_private_key(ec.SECP384R1())
 
 
-def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-
-
 RSA_PEM = public_pem(RSA_KEY)
 EC_PEM = public_pem(EC_KEY)
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def raw_token(header: Mapping[str, Any], claims: Mapping[str, Any], signature: bytes = b"") -> str:
-    """A token assembled by hand, for shapes PyJWT refuses to produce."""
-    return ".".join([b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)])
-
-
-def hmac_token(secret: bytes, header: Mapping[str, Any], payload: Any) -> str:
-    """An HMAC-SHA256 token signed by hand, with any header, payload and secret bytes."""
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    signing_input = f"{b64(json.dumps(header).encode())}.{b64(body)}"
-    sig = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64(sig)}"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:

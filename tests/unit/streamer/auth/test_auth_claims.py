@@ -10,11 +10,11 @@ from auth_helpers import (
     DROP,
     SECRET,
     claims,
-    hmac_token,
     hs,
     hs_verifier,
     reason_of,
 )
+from jwtlib import hmac_signed
 
 from streamer.auth import AuthError
 from streamer.auth.claims import ANY_TENANT, ClaimPolicy
@@ -70,7 +70,7 @@ async def test_wrong_issuer() -> None:
     verifier = hs_verifier(issuer="https://idp.example")
     assert await verifier.verify(hs(iss="https://idp.example"))
     assert (await reason_of(verifier, hs(iss="https://evil.example"))).reason == "wrong_issuer"
-    as_list = hmac_token(SECRET.encode(), {"alg": "HS256"}, claims(iss=["https://idp.example"]))
+    as_list = hmac_signed(SECRET.encode(), {"alg": "HS256"}, claims(iss=["https://idp.example"]))
     assert (await reason_of(verifier, as_list)).reason == "wrong_issuer"
     err = await reason_of(verifier, hs())
     assert err.reason == "missing_claim" and "iss" in err.message

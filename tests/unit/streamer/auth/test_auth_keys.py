@@ -14,15 +14,14 @@ from auth_helpers import (
     RSA_PEM,
     SECRET,
     claims,
-    hmac_token,
     hs,
-    public_pem,
     reason_of,
     tamper_signature,
 )
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
+from jwtlib import hmac_signed, public_pem
 
 from streamer.auth import (
     TokenVerifier,
@@ -59,7 +58,7 @@ async def test_pem_defaults_allow_rs256_es256_only() -> None:
 async def test_hs256_signed_with_the_public_pem_is_refused() -> None:
     """The RS/HS confusion attack: the public key used as the HMAC secret."""
     for pem in (RSA_PEM, EC_PEM):
-        token = hmac_token(pem.encode(), {"alg": "HS256", "typ": "JWT"}, claims())
+        token = hmac_signed(pem.encode(), {"alg": "HS256", "typ": "JWT"}, claims())
         err = await reason_of(TokenVerifier(public_key=pem), token)
         assert err.reason == "algorithm_not_allowed"
 
@@ -68,7 +67,7 @@ async def test_hs256_with_pem_and_secret_uses_only_the_secret() -> None:
     """Even with HS256 allowed (a secret is configured), the PEM is never an HMAC key."""
     verifier = TokenVerifier(secret=SECRET, public_key=RSA_PEM)
     assert verifier.algorithms == ("HS256", "RS256", "ES256")
-    confused = hmac_token(RSA_PEM.encode(), {"alg": "HS256"}, claims())
+    confused = hmac_signed(RSA_PEM.encode(), {"alg": "HS256"}, claims())
     assert (await reason_of(verifier, confused)).reason == "bad_signature"
     assert await verifier.verify(hs())
     assert await verifier.verify(jwt.encode(claims(), RSA_KEY, algorithm="RS256"))

@@ -19,15 +19,13 @@ from auth_helpers import (
     RSA_KEY,
     RSA_PEM,
     SECRET,
-    b64,
     claims,
-    hmac_token,
     hs,
     hs_verifier,
-    raw_token,
     reason_of,
     tamper_signature,
 )
+from jwtlib import assembled, b64url, hmac_signed
 
 from streamer.auth import (
     Identity,
@@ -66,13 +64,13 @@ async def test_tampered_signature_is_bad_signature() -> None:
 
 async def test_tampered_payload_is_bad_signature() -> None:
     head, _, sig = hs().split(".")
-    forged = f"{head}.{b64(json.dumps(claims(tenant_id='other')).encode())}.{sig}"
+    forged = f"{head}.{b64url(json.dumps(claims(tenant_id='other')).encode())}.{sig}"
     assert (await reason_of(hs_verifier(), forged)).reason == "bad_signature"
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE"])
 async def test_alg_none_is_refused(alg: str) -> None:
-    token = raw_token({"alg": alg, "typ": "JWT"}, claims())
+    token = assembled({"alg": alg, "typ": "JWT"}, claims())
     assert (await reason_of(hs_verifier(), token)).reason == "alg_none"
 
 
@@ -92,8 +90,8 @@ async def test_asymmetric_token_against_secret_only_verifier() -> None:
     [
         "garbage",
         "a.b.c",
-        b64(b"[1,2]") + "." + b64(b"{}") + ".c2ln",  # header not an object
-        b64(b'{"typ":"JWT"}') + "." + b64(b"{}") + ".c2ln",  # no alg
+        b64url(b"[1,2]") + "." + b64url(b"{}") + ".c2ln",  # header not an object
+        b64url(b'{"typ":"JWT"}') + "." + b64url(b"{}") + ".c2ln",  # no alg
         "x" * 20000,
     ],
 )
@@ -103,7 +101,7 @@ async def test_garbage_is_malformed_token(token: str) -> None:
 
 @pytest.mark.parametrize("payload", [[1], b"not-json", b"\xff\xfe"])
 async def test_signed_non_object_payload_is_malformed(payload: Any) -> None:
-    token = hmac_token(SECRET.encode(), {"alg": "HS256"}, payload)
+    token = hmac_signed(SECRET.encode(), {"alg": "HS256"}, payload)
     assert (await reason_of(hs_verifier(), token)).reason == "malformed_token"
 
 
@@ -179,8 +177,8 @@ async def test_error_messages_never_contain_the_token() -> None:
         return jwt.encode(claims(**{"iss": "i", "aud": "a", **overrides}), RSA_KEY, algorithm="RS256")
 
     cases: list[tuple[TokenVerifier, str]] = [
-        (hs_verifier(), hmac_token(SECRET.encode(), {"alg": "HS256"}, b"not-json-at-all")),
-        (hs_verifier(), raw_token({"alg": "none"}, claims())),
+        (hs_verifier(), hmac_signed(SECRET.encode(), {"alg": "HS256"}, b"not-json-at-all")),
+        (hs_verifier(), assembled({"alg": "none"}, claims())),
         (hs_verifier(), jwt.encode(claims(), SECRET, algorithm="HS512")),
         (hs_verifier(), tamper_signature(hs())),
         (hs_verifier(), hs(exp=1)),
