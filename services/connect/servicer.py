@@ -23,11 +23,15 @@ from streamer.api.v1 import connections_pb2, connections_pb2_grpc
 SERVICE_NAME: Final = connections_pb2.DESCRIPTOR.services_by_name["Connections"].full_name
 
 
-def _frame_text(frame: bytes) -> str | None:
+async def _frame_text(frame: bytes, context: aio.ServicerContext) -> str:
+    """The frame as text; INVALID_ARGUMENT unless it is non-empty UTF-8."""
     try:
-        return frame.decode("utf-8")
+        text = frame.decode("utf-8")
     except UnicodeDecodeError:
-        return None
+        text = ""
+    if not text:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "frame must be non-empty UTF-8 JSON")
+    return text
 
 
 class ConnectionsServicer(connections_pb2_grpc.ConnectionsServicer):
@@ -39,22 +43,17 @@ class ConnectionsServicer(connections_pb2_grpc.ConnectionsServicer):
     async def Send(
         self, request: connections_pb2.SendRequest, context: aio.ServicerContext
     ) -> connections_pb2.SendResponse:
-        text = _frame_text(request.frame)
-        if text is None or not text:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "frame must be non-empty UTF-8 JSON")
+        text = await _frame_text(request.frame, context)
         conn = self._connections.get(request.connection_id)
         if conn is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "connection is not held by this pod")
-        assert conn is not None and text is not None
+        assert conn is not None
         return connections_pb2.SendResponse(delivered=conn.push_text(text))
 
     async def SendMany(
         self, request: connections_pb2.SendManyRequest, context: aio.ServicerContext
     ) -> connections_pb2.SendManyResponse:
-        text = _frame_text(request.frame)
-        if text is None or not text:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "frame must be non-empty UTF-8 JSON")
-        assert text is not None
+        text = await _frame_text(request.frame, context)
         out = connections_pb2.SendManyResponse()
         for cid in dict.fromkeys(request.connection_ids):  # unique, in order
             conn = self._connections.get(cid)
@@ -71,10 +70,7 @@ class ConnectionsServicer(connections_pb2_grpc.ConnectionsServicer):
     ) -> connections_pb2.SendToAudienceResponse:
         if not request.tenant_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tenant_id is required")
-        text = _frame_text(request.frame)
-        if text is None or not text:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "frame must be non-empty UTF-8 JSON")
-        assert text is not None
+        text = await _frame_text(request.frame, context)
         sockets = self._connections.audience(request.tenant_id, request.user_id or None)
         delivered = sum(1 for conn in sockets if conn.push_text(text))
         return connections_pb2.SendToAudienceResponse(
