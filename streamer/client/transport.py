@@ -188,21 +188,28 @@ class Transport:
                 sep = "&" if urllib.parse.urlsplit(url).query else "?"
                 url = f"{url}{sep}token={urllib.parse.quote(token)}"
         try:
-            return await self._session.ws_connect(
-                url,
-                headers=headers,
-                heartbeat=self.heartbeat,
-                autoping=True,
-                max_msg_size=self.max_message_bytes,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
-            )
+            # connect_timeout bounds the TCP connect, TLS and the upgrade together: a gateway
+            # that accepts and never answers must not hold connect() or a reconnect attempt.
+            async with asyncio.timeout(self.connect_timeout):
+                return await self._session.ws_connect(
+                    url,
+                    headers=headers,
+                    heartbeat=self.heartbeat,
+                    autoping=True,
+                    max_msg_size=self.max_message_bytes,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+                )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 401:
                 raise UnauthorizedError(f"The server refused the token: {exc.message}") from None
             if exc.status == 403:
                 raise ForbiddenError(f"The server refused the connection: {exc.message}") from None
             raise ServiceUnavailableError(f"WebSocket handshake failed with HTTP {exc.status}") from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except TimeoutError:
+            raise ServiceUnavailableError(
+                f"Cannot connect to {self.url}: no answer within {self.connect_timeout:g}s"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
             raise ServiceUnavailableError(f"Cannot connect to {self.url}: {exc}") from None
 
     # ------------------------------------------------------------------ reading

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from streamer import protocol
-from streamer.client import ConnectionClosedError, StreamerError
+from streamer.client import ConnectionClosedError, ServiceUnavailableError, StreamerError
 from streamer.client.transport import Transport
 
 
@@ -112,3 +112,24 @@ async def test_a_close_meant_by_the_server_fails_once_and_sends_raise(server: Se
     finally:
         await transport.close()
         await transport.release()
+
+
+async def test_a_gateway_that_never_answers_the_upgrade_fails_within_connect_timeout() -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = Owner().transport(f"ws://127.0.0.1:{port}/ws", connect_timeout=0.5)
+    try:
+        with pytest.raises(ServiceUnavailableError, match=r"no answer within 0\.5s"):
+            await asyncio.wait_for(transport.connect(), timeout=30)
+        assert held  # it did reach the server
+    finally:
+        await transport.release()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
