@@ -14,7 +14,10 @@ while its ``not_before`` is still ahead: the claim would be refused, so the
 :class:`Claimer` schedules the offer for ``not_before`` instead of dropping it.
 
 The :class:`ClaimKeeper` renews every claim this processor holds (queued or
-running) every ``claim_seconds / 3``. A renew returns the record, so a
+running) every ``claim_seconds / 3``, each on its own schedule: per tick at most
+``RENEW_CONCURRENCY`` calls in flight (the claims nearest their deadline first), and
+no call longer than ``claim_seconds / 3``. How many claims there are to renew is
+bounded by :mod:`.budget`. A renew returns the record, so a
 ``cancel_requested`` set by ``$cancel`` is noticed there and the job is told to
 stop; a refused renew means the claim expired and another processor took over,
 and the job stops without writing anything. A claim that could not be renewed
@@ -28,12 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.processor import metrics
+from services.processor.budget import ClaimBudget, Slot
 from services.processor.jobs import Job, StopReason
 from streamer.store.dynamo import deserialize_item
 from streamer.store.errors import StoreError, TransitionRefused
@@ -55,6 +60,8 @@ _IMAGE_FIELDS = (
     "offer_until",
     "claim_token",
     "subscribed",
+    "action",
+    "tenant_id",
 )
 #: How long before its claim's deadline an unrenewed job is stopped. None: at the
 #: deadline itself — the sweepers wait ``STREAMER_CLOCK_SKEW_SECONDS`` beyond it, which
@@ -76,6 +83,9 @@ class Candidate:
     #: claims it only if no claim shows up on the stream before this wall-clock time.
     offer_until: float | None = None
     source: str = "stream"
+    #: The request's action and tenant (which budget slot a claim takes); None when unknown.
+    action: str | None = None
+    tenant: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -115,6 +125,8 @@ def candidate_from_record(record: Mapping[str, Any]) -> Candidate | None:
         attempt=attempt,
         not_before=float(not_before) if not_before is not None else None,
         offer_until=float(offer_until) if offer_until is not None else None,
+        action=str(new["action"]) if new.get("action") else None,
+        tenant=str(new["tenant_id"]) if new.get("tenant_id") else None,
     )
 
 
@@ -165,12 +177,22 @@ def subscribed_from_record(record: Mapping[str, Any]) -> str | None:
 
 def candidate_from_request(record: RequestRecord, *, source: str) -> Candidate:
     return Candidate(
-        request_id=record.request_id, attempt=record.attempt, not_before=record.not_before, source=source
+        request_id=record.request_id,
+        attempt=record.attempt,
+        not_before=record.not_before,
+        source=source,
+        action=record.action,
+        tenant=record.tenant_id,
     )
 
 
 class Claimer:
-    """Claims candidates for this worker and hands the won ones to ``on_claimed``."""
+    """Claims candidates for this worker and hands the won ones to ``on_claimed``.
+
+    With a ``budget``, a claim is attempted only with a slot from it (see
+    :mod:`.budget`); the won claim's slot goes to ``on_claimed`` with the record, and
+    whoever holds the claim gives the slot back when it ends.
+    """
 
     def __init__(
         self,
@@ -178,8 +200,10 @@ class Claimer:
         requests: RequestStore,
         worker_id: str,
         claim_seconds: float,
-        on_claimed: Callable[[RequestRecord], None],
+        on_claimed: Callable[[RequestRecord, Slot | None], None],
+        budget: ClaimBudget | None = None,
     ) -> None:
+        self.budget = budget
         self.requests = requests
         self.worker_id = worker_id
         self.claim_seconds = claim_seconds
@@ -201,8 +225,31 @@ class Claimer:
             return False
         # A claim attempt of ours now (an offer, say) supersedes a held or scheduled one.
         self.settle(cand.request_id, cand.attempt)
+        slot: Slot | None = None
+        if self.budget is not None:
+            slot = self.budget.take(cand.action, cand.tenant)
+            if slot is None:
+                # Full: leave it PENDING for another processor, or our sweeper later.
+                metrics.CLAIMS.labels("full").inc()
+                return False
+        record: RequestRecord | None = None
         try:
-            record = await self.requests.claim(
+            record = await self._claim(cand)
+        finally:
+            if record is None and slot is not None:
+                slot.release()
+        if record is None:
+            return False
+        metrics.CLAIMS.labels("won").inc()
+        # Even when stop() came while this claim was in flight: on_claimed owns the
+        # record now (a draining processor hands it straight back), and the slot with it.
+        self.on_claimed(record, slot)
+        return True
+
+    async def _claim(self, cand: Candidate) -> RequestRecord | None:
+        """The one conditional claim; the claimed record, or None when not won."""
+        try:
+            return await self.requests.claim(
                 cand.request_id, owner=self.worker_id, attempt=cand.attempt, claim_seconds=self.claim_seconds
             )
         except TransitionRefused as exc:
@@ -215,18 +262,13 @@ class Claimer:
                 and current.not_before > time.time()
             ):
                 self.schedule(cand, at=current.not_before)
-                return False
+                return None
             metrics.CLAIMS.labels("refused").inc()
-            return False
+            return None
         except StoreError as exc:
             metrics.CLAIMS.labels("error").inc()
             log.warning("claim failed", extra={"request_id": cand.request_id, "error": str(exc)})
-            return False
-        metrics.CLAIMS.labels("won").inc()
-        # Even when stop() came while this claim was in flight: on_claimed owns the
-        # record now (a draining processor hands it straight back).
-        self.on_claimed(record)
-        return True
+            return None
 
     def schedule(self, cand: Candidate, *, at: float, why: str = "deferred") -> None:
         """Offer ``cand`` again at wall-clock time ``at`` (once per request and attempt).
@@ -287,6 +329,8 @@ class ClaimKeeper:
         self._loop = Background(f"claims-{worker_id}")
         self._renewals = TaskSet()
         self._renew_slots = asyncio.Semaphore(RENEW_CONCURRENCY)
+        #: Renewal calls in flight (at most RENEW_CONCURRENCY).
+        self.renewing = 0
 
     @property
     def interval(self) -> float:
@@ -306,6 +350,7 @@ class ClaimKeeper:
                 extra={"request_id": job.request_id, "attempt": old.attempt},
             )
             self._stop(old, StopReason.LOST)
+            self._release(old)
         self._schedule(job)
         self.jobs[job.request_id] = job
 
@@ -324,6 +369,7 @@ class ClaimKeeper:
                 extra={"request_id": job.request_id, "attempt": job.attempt},
             )
             del self.jobs[job.request_id]
+            self._release(job)
             self._stop(job, StopReason.LOST)
         if lapsed:
             metrics.CLAIMS.labels("lapsed").inc(len(lapsed))
@@ -332,6 +378,13 @@ class ClaimKeeper:
     def remove(self, job: Job) -> None:
         if self.jobs.get(job.request_id) is job:
             del self.jobs[job.request_id]
+        self._release(job)
+
+    @staticmethod
+    def _release(job: Job) -> None:
+        """We no longer hold ``job``'s claim: its budget slot is free (once)."""
+        if job.slot is not None:
+            job.slot.release()
 
     def signal_cancel(self, signal: CancelSignal) -> bool:
         """A cancel seen on the stream for a job we hold: stop it now, not at the next renew."""
@@ -356,13 +409,20 @@ class ClaimKeeper:
 
     async def renew(self, job: Job) -> None:
         try:
-            record = await self.requests.renew(
-                job.request_id,
-                owner=self.worker_id,
-                attempt=job.attempt,
-                token=job.token,
-                claim_seconds=self.claim_seconds,
-            )
+            # One renewal never takes longer than a third of the claim: a call stuck on a
+            # slow or dead connection gives its slot up and is tried again soon.
+            async with asyncio.timeout(self.interval):
+                record = await self.requests.renew(
+                    job.request_id,
+                    owner=self.worker_id,
+                    attempt=job.attempt,
+                    token=job.token,
+                    claim_seconds=self.claim_seconds,
+                )
+        except TimeoutError:
+            log.warning("claim renew timed out", extra={"request_id": job.request_id})
+            job.renew_at = min(job.renew_at, time.monotonic() + self.interval / 4)
+            return
         except TransitionRefused:
             if self.jobs.get(job.request_id) is not job:
                 return  # settled meanwhile (our own terminal write moved the status on)
@@ -399,11 +459,17 @@ class ClaimKeeper:
         lapses and stops, as it must — never every other claim of this processor.
         """
         now = time.monotonic() if now is None else now
+        due = [job for job in self.jobs.values() if not job.renewing and now >= job.renew_at]
+        room = RENEW_CONCURRENCY - self.renewing
+        if len(due) > room:
+            # A bounded batch per tick, the claims closest to their deadline first: the
+            # rest wait for a free slot here rather than in a queue of tasks, where a
+            # renewal would start too late to matter.
+            due = heapq.nsmallest(max(0, room), due, key=lambda job: job.deadline)
         started = 0
-        for job in list(self.jobs.values()):
-            if job.renewing or now < job.renew_at:
-                continue
+        for job in due:
             job.renewing = True
+            self.renewing += 1
             job.renew_at = now + self.interval
             self._renewals.spawn(self._renew_one(job), name=f"renew-{job.request_id}")
             started += 1
@@ -416,6 +482,7 @@ class ClaimKeeper:
         except Exception:
             log.exception("claim renewal failed", extra={"request_id": job.request_id})
         finally:
+            self.renewing -= 1
             job.renewing = False
 
     async def run(self) -> None:

@@ -6,9 +6,10 @@ handler declares it, else ``settings.handler_concurrency`` — so one slow or
 overloaded handler cannot take every slot of the processor and starve the others.
 The limit is the cluster's: each processor runs its share of it (``share``, from
 :mod:`.membership`).
-Claimed requests beyond the limit wait in the lane's heap: higher ``priority``
-first, then older requests (``created_at``), then arrival order, so equal
-priorities stay FIFO.
+Claimed requests beyond the limit wait in the lane, one queue per tenant taken in
+turn (round-robin: a tenant's burst never starves another tenant on the same
+handler); within a tenant, higher ``priority`` first, then older requests
+(``created_at``), then arrival order, so equal priorities stay FIFO.
 
 The dispatcher does not know what running a job means; it is given ``run``.
 """
@@ -16,6 +17,7 @@ The dispatcher does not know what running a job means; it is given ``run``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import logging
@@ -42,42 +44,77 @@ def lane_key(spec: ActionSpec | None, action: str) -> str:
 
 
 class Lane:
-    """One handler's bulkhead: a concurrency limit and a priority heap of waiting jobs."""
+    """One handler's bulkhead: a concurrency limit, and waiting jobs taken fairly by tenant.
+
+    Each tenant's waiting jobs are a priority heap (higher ``priority`` first, then
+    older, then arrival order); the lane takes from the tenants in turn (round-robin),
+    so one tenant's burst of thousands cannot starve another tenant's requests on the
+    same handler: the other tenant's next job starts within one turn. ``priority``
+    orders a tenant's own requests.
+    """
 
     def __init__(self, key: str, limit: int) -> None:
         self.key = key
         self.limit = limit
         self.running = 0
-        self._heap: list[tuple[int, float, int, Job]] = []
+        self._heaps: dict[str, list[tuple[int, float, int, Job]]] = {}
+        #: Tenants with waiting jobs, in the order they take their next turn.
+        self._turns: collections.deque[str] = collections.deque()
+        self._entries = 0  # heap entries, removed-while-queued ones included
         self._order = itertools.count()
 
     def push(self, job: Job) -> None:
         record = job.record
-        heapq.heappush(self._heap, (-record.priority, record.created_at, next(self._order), job))
+        tenant = record.tenant_id
+        heap = self._heaps.get(tenant)
+        if heap is None:
+            heap = self._heaps[tenant] = []
+            self._turns.append(tenant)
+        heapq.heappush(heap, (-record.priority, record.created_at, next(self._order), job))
+        self._entries += 1
 
     def pop(self) -> Job | None:
-        """The next job still waiting (jobs removed while queued are skipped)."""
-        while self._heap:
-            job = heapq.heappop(self._heap)[3]
-            if job.state is JobState.QUEUED:
-                return job
+        """The next waiting job of the tenant whose turn it is (jobs removed while queued are skipped)."""
+        while self._turns:
+            tenant = self._turns.popleft()
+            heap = self._heaps[tenant]
+            found: Job | None = None
+            while heap and found is None:
+                job = heapq.heappop(heap)[3]
+                self._entries -= 1
+                if job.state is JobState.QUEUED:
+                    found = job
+            if heap:
+                self._turns.append(tenant)  # back of the line
+            else:
+                del self._heaps[tenant]
+            if found is not None:
+                return found
         return None
 
     def waiting(self) -> list[Job]:
-        return [entry[3] for entry in sorted(self._heap) if entry[3].state is JobState.QUEUED]
+        entries = sorted(entry for heap in self._heaps.values() for entry in heap)
+        return [entry[3] for entry in entries if entry[3].state is JobState.QUEUED]
 
     def clear(self) -> list[Job]:
         jobs = self.waiting()
-        self._heap.clear()
+        self._heaps.clear()
+        self._turns.clear()
+        self._entries = 0
         return jobs
 
     def __len__(self) -> int:
-        return sum(1 for entry in self._heap if entry[3].state is JobState.QUEUED)
+        return sum(1 for heap in self._heaps.values() for entry in heap if entry[3].state is JobState.QUEUED)
+
+    @property
+    def tenants(self) -> int:
+        """Tenants with jobs waiting here."""
+        return len(self._heaps)
 
     @property
     def load(self) -> int:
         """Running plus waiting (waiting counted from above, in O(1))."""
-        return self.running + len(self._heap)
+        return self.running + self._entries
 
 
 class Dispatcher:
@@ -100,7 +137,7 @@ class Dispatcher:
         #: Every job task (and hand-backs the drain must wait for).
         self.tasks = TaskSet()
 
-    def _lane_of(self, action: str) -> tuple[str, int]:
+    def lane_of(self, action: str) -> tuple[str, int]:
         """(lane key, concurrency limit) of ``action``, following the registry."""
         spec = self.registry.lookup(action)
         key = lane_key(spec, action)
@@ -108,7 +145,7 @@ class Dispatcher:
         return key, self.share(limit, key) if self.share is not None else limit
 
     def submit(self, job: Job) -> None:
-        key, limit = self._lane_of(job.action)
+        key, limit = self.lane_of(job.action)
         lane = self.lanes.get(key)
         if lane is None:
             lane = self.lanes[key] = Lane(key, limit)
@@ -118,7 +155,7 @@ class Dispatcher:
 
     def lane_load(self, action: str) -> tuple[str, int, int]:
         """(lane key, running + waiting, the offer limit: ``OFFER_BACKLOG_FACTOR * limit``) of ``action``."""
-        key, limit = self._lane_of(action)
+        key, limit = self.lane_of(action)
         lane = self.lanes.get(key)
         return key, lane.load if lane is not None else 0, OFFER_BACKLOG_FACTOR * limit
 
@@ -171,7 +208,7 @@ class Dispatcher:
     @property
     def backlog(self) -> int:
         """Waiting jobs, counted from above in O(lanes) (entries removed while queued included)."""
-        return sum(len(lane._heap) for lane in self.lanes.values())
+        return sum(lane.load - lane.running for lane in self.lanes.values())
 
     @property
     def running(self) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import enum
 import time
 
+from services.processor.budget import Slot
 from streamer.store.requests import RequestRecord
 
 
@@ -38,8 +39,18 @@ class Job:
     request whose claim lapsed: this one starts its handler only once that one ended.
     """
 
-    def __init__(self, record: RequestRecord, *, claimed_at: float, predecessor: Job | None = None) -> None:
+    def __init__(
+        self,
+        record: RequestRecord,
+        *,
+        claimed_at: float,
+        predecessor: Job | None = None,
+        slot: Slot | None = None,
+    ) -> None:
         self.claimed_at = claimed_at
+        #: The claim's place in this processor's budget (:mod:`.budget`), given back when
+        #: the claim keeper stops holding the claim.
+        self.slot = slot
         self.state = JobState.QUEUED
         self.stop_reason: StopReason | None = None
         self.stopped = asyncio.Event()

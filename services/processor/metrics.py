@@ -47,7 +47,8 @@ CLAIMS = counter(
     "Claim attempts: won, refused (someone else has it or it is no longer PENDING), deferred "
     "(scheduled for its not_before), held (offered to a processor directly: claimed from the stream "
     "only if no claim shows up within the offer grace), error, lapsed (a held claim ran out "
-    "unrenewed; its job was stopped).",
+    "unrenewed; its job was stopped), full (not attempted: this processor holds as many claims as "
+    "it may, for the processor, the handler lane or the tenant; left PENDING for others).",
     ["result"],
 )
 SWEEPER_RECOVERED = counter(

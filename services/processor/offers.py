@@ -71,7 +71,13 @@ class OfferServicer(processor_pb2_grpc.ProcessorServicer):
         self._claiming[lane] = claiming + 1
         try:
             won = await self.claimer.offer(
-                Candidate(request_id=request.request_id, attempt=request.attempt, source="offer")
+                Candidate(
+                    request_id=request.request_id,
+                    attempt=request.attempt,
+                    source="offer",
+                    action=request.action or None,
+                    tenant=request.tenant_id or None,
+                )
             )
         finally:
             left = self._claiming[lane] - 1

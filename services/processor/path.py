@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from services.processor.budget import ClaimBudget, Slot
 from services.processor.claims import (
     Candidate,
     Claimer,
@@ -75,11 +76,17 @@ class RequestPath:
             claim_seconds=settings.claim_seconds,
             on_stop=self._job_stopped,
         )
+        self.dispatcher = Dispatcher(
+            registry=registry, default_limit=settings.handler_concurrency, run=self._run, share=share
+        )
+        #: How many claims this processor may hold (per processor, lane and tenant).
+        self.budget = ClaimBudget(lane_of=self.dispatcher.lane_of)
         self.claimer = Claimer(
             requests=store.requests,
             worker_id=worker_id,
             claim_seconds=settings.claim_seconds,
             on_claimed=self._claimed,
+            budget=self.budget,
         )
         self.invoker = Invoker(
             store=store,
@@ -90,9 +97,6 @@ class RequestPath:
             worker_id=worker_id,
             backoff=backoff,
             handlers=handlers,
-        )
-        self.dispatcher = Dispatcher(
-            registry=registry, default_limit=settings.handler_concurrency, run=self.invoker.run, share=share
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -171,7 +175,10 @@ class RequestPath:
 
         await asyncio.gather(*(offer(c) for c in candidates))
 
-    def _claimed(self, record: RequestRecord) -> None:
+    async def _run(self, job: Job) -> None:
+        await self.invoker.run(job)
+
+    def _claimed(self, record: RequestRecord, slot: Slot | None = None) -> None:
         # An earlier job of ours for this request (its claim lapsed; our sweeper
         # released it and our claimer won it back) is stopped by the keeper, and this
         # one waits for it to end before calling the handler.
@@ -179,6 +186,7 @@ class RequestPath:
             record,
             claimed_at=asyncio.get_running_loop().time(),
             predecessor=self.keeper.jobs.get(record.request_id),
+            slot=slot,
         )
         self.keeper.add(job)
         if not self.accepting:

@@ -15,7 +15,8 @@ lock-step) each processor queries the status index twice:
    ``not_before``** — a stream record nobody acted on: trimmed past the 24 h
    retention, read by a processor that died before claiming, a retry whose timer
    died with its processor, or a table written while no processor ran. It is
-   claimed and dispatched like a stream record.
+   claimed and dispatched like a stream record — as many as this processor's claim
+   budget has room for (:mod:`.budget`), oldest first, reading a bounded number.
 
 Several processors may sweep at once: the conditional updates decide, and a
 loser just counts a refused claim. The index is eventually consistent, so a
@@ -38,6 +39,12 @@ from streamer.tasks import Background, every
 
 log = logging.getLogger(__name__)
 SWEEP_CONCURRENCY = 16
+#: One sweep claims at most this many PENDING requests (fewer when this processor's
+#: claim budget has less room) ...
+SWEEP_MAX_CLAIMS = 256
+#: ... and reads at most this many of them from the status index, in pages of SWEEP_PAGE.
+SWEEP_MAX_READ = 2000
+SWEEP_PAGE = 200
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -103,7 +110,18 @@ class Sweeper:
 
         released = sum(await asyncio.gather(*(release(r) for r in expired)))
 
-        stale = await self.requests.stale_pending(unchanged_since=now - self.pending_grace, now=now)
+        # Only as many as this processor may claim, oldest first, skipping those whose lane
+        # or tenant is full here (another processor's sweeper takes them), and reading a
+        # bounded number: a backlog of millions costs one bounded query per sweep.
+        budget = self.claimer.budget
+        stale = await self.requests.stale_pending(
+            unchanged_since=now - self.pending_grace,
+            now=now,
+            page_size=SWEEP_PAGE,
+            limit=SWEEP_MAX_CLAIMS if budget is None else max(0, min(SWEEP_MAX_CLAIMS, budget.free)),
+            scan_limit=SWEEP_MAX_READ,
+            accept=None if budget is None else (lambda r: budget.room(r.action, r.tenant_id)),
+        )
 
         async def claim(record: RequestRecord) -> bool:
             async with sem:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, TypeVar
 
 from streamer.store.dynamo import (
@@ -42,7 +42,7 @@ class TableStore:
 
     async def _query_pages(
         self, *, index: str | None, page_size: int | None = None, **kwargs: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Every item of a query, following LastEvaluatedKey across pages."""
         if index:
             kwargs["IndexName"] = index
@@ -51,14 +51,14 @@ class TableStore:
 
     async def _scan_pages(
         self, *, page_size: int | None = None, **kwargs: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Every item of a scan (cleanup and small tables only), across pages."""
         async for item in self._pages("scan", page_size=page_size, **kwargs):
             yield item
 
     async def _pages(
         self, method: str, *, page_size: int | None, **kwargs: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         args: dict[str, Any] = dict(kwargs)
         if page_size:
             args["Limit"] = page_size

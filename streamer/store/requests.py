@@ -22,9 +22,11 @@ item as a success (a ``COMPLETED`` whose answer was lost is still delivered).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -594,28 +596,47 @@ class RequestStore(TableStore):
         ]
 
     async def stale_pending(
-        self, *, unchanged_since: float, now: float, page_size: int | None = None
+        self,
+        *,
+        unchanged_since: float,
+        now: float,
+        page_size: int | None = None,
+        limit: int | None = None,
+        scan_limit: int | None = None,
+        accept: Callable[[RequestRecord], bool] | None = None,
     ) -> list[RequestRecord]:
-        """PENDING requests not changed since ``unchanged_since`` and past their ``not_before``.
+        """PENDING requests not changed since ``unchanged_since`` and past their ``not_before``, oldest first.
 
         These are requests no processor picked up from the stream (a missed or
-        trimmed record, or a processor that died holding a retry timer). A request
-        not changed since then was also created before then, which bounds the query
-        on the index's range key.
+        trimmed record, or a processor that died holding a retry timer, or one a
+        processor left because it held all the claims it may). A request not changed
+        since then was also created before then, which bounds the query on the index's
+        range key. ``limit``: at most this many (that ``accept`` takes, when given);
+        ``scan_limit``: stop after reading this many, taken or not.
         """
-        return [
-            RequestRecord.from_item(item)
-            async for item in self._query_pages(
-                index="status-index",
-                page_size=page_size,
-                KeyConditionExpression="#status = :s AND created_at < :since",
-                FilterExpression=(
-                    "updated_at < :since AND (attribute_not_exists(not_before) OR not_before <= :now)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=expression({"s": PENDING, "since": unchanged_since, "now": now}),
-            )
-        ]
+        found: list[RequestRecord] = []
+        read = 0
+        pages = self._query_pages(
+            index="status-index",
+            page_size=page_size,
+            KeyConditionExpression="#status = :s AND created_at < :since",
+            FilterExpression=(
+                "updated_at < :since AND (attribute_not_exists(not_before) OR not_before <= :now)"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=expression({"s": PENDING, "since": unchanged_since, "now": now}),
+        )
+        async with contextlib.aclosing(pages):
+            async for item in pages:
+                record = RequestRecord.from_item(item)
+                read += 1
+                if accept is None or accept(record):
+                    found.append(record)
+                    if limit is not None and len(found) >= limit:
+                        break
+                if scan_limit is not None and read >= scan_limit:
+                    break
+        return found
 
     async def count_by_handler(
         self, status: str, *, handler: str | None = None, page_size: int | None = None

@@ -338,7 +338,12 @@ class _CountingRequests:
 async def test_a_held_candidate_is_claimed_after_the_grace_unless_settled_first() -> None:
     store = _CountingRequests()
     won: list[RequestRecord] = []
-    claimer = Claimer(requests=store, worker_id="w", claim_seconds=5, on_claimed=won.append)  # type: ignore[arg-type]
+    claimer = Claimer(
+        requests=store,  # type: ignore[arg-type]
+        worker_id="w",
+        claim_seconds=5,
+        on_claimed=lambda r, s: won.append(r),
+    )
     soon = time.time() + 0.05
     assert not await claimer.offer(Candidate(request_id="kept", attempt=1, offer_until=soon))
     assert not await claimer.offer(Candidate(request_id="taken", attempt=1, offer_until=soon))
