@@ -27,6 +27,7 @@ from streamer.client import (
     Progress,
     RateLimitedError,
     RequestCancelledError,
+    RequestHandle,
     RequestTimeoutError,
     StreamerClient,
     StreamerError,
@@ -62,6 +63,7 @@ class FakeStreamer:
         self.swallow_once: set[str] = set()  # request ids: drop the socket without answering, once
         self.silent = False  # stop answering anything (a dead peer)
         self.refuse_resumes = 0  # answer this many $resume with SERVICE_UNAVAILABLE (router restarting)
+        self.hide_from_resume: set[str] = set()  # request ids $resume does not mention (too old)
         self.resume_page = 1_000  # frames per $resume answer
         self.step = 0.02
         self.frame_limit = 10_000
@@ -208,7 +210,7 @@ class FakeStreamer:
                 )
                 return
             # Paged like the router's (resume_page frames an answer, then resume_cursor).
-            listed = list(self.requests.values())
+            listed = [r for r in self.requests.values() if r.request_id not in self.hide_from_resume]
             start = int(payload.get("cursor") or 0)
             page = listed[start : start + self.resume_page]
             for i, req in enumerate(page):
@@ -354,6 +356,34 @@ async def test_a_refused_resume_is_sent_again(fake: FakeStreamer) -> None:
     assert result == {"echo": {"steps": 5}}
     assert sum(f["action"] == "$resume" for f in fake.frames) == 3
     assert fake.refuse_resumes == 0
+
+
+async def test_requests_resume_does_not_mention_are_asked_for_with_subscribe(fake: FakeStreamer) -> None:
+    # $resume looks back a bounded window: a request out of it is asked for by id, one that
+    # $resume answered is not, and one the server no longer has ends NOT_FOUND.
+    fake.hide_from_resume.update({"old-1", "gone-1"})
+    fake.drop_after_ack.add("new-1")
+    async with client(fake, resume_grace=0.2) as c:
+        old = await c.start("slow", {"steps": 3}, request_id="old-1")
+        gone = await c.start("slow", {"steps": 3}, request_id="gone-1")
+        for handle in (old, gone):
+            await asyncio.wait_for(_acknowledged(handle), timeout=10)
+        del fake.requests["gone-1"]  # past its TTL
+        new = await c.start("slow", {"steps": 3}, request_id="new-1")  # the socket drops after its ack
+        assert await old.result(timeout=20) == {"echo": {"steps": 3}}
+        assert await new.result(timeout=20) == {"echo": {"steps": 3}}
+        with pytest.raises(NotFoundError):
+            await gone.result(timeout=20)
+        assert c.reconnects == 1
+    subscribed = sorted(f["payload"]["request_id"] for f in fake.frames if f["action"] == "$subscribe")
+    assert subscribed == ["gone-1", "old-1"]
+
+
+async def _acknowledged(handle: RequestHandle) -> None:
+    async with contextlib.aclosing(handle.events()) as events:
+        async for msg in events:
+            if msg["type"] == "acknowledgment":
+                return
 
 
 async def test_reconnect_resends_a_frame_the_server_never_answered(fake: FakeStreamer) -> None:
