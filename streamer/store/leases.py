@@ -148,14 +148,7 @@ class LeaseStore(TableStore):
 
     async def renew(self, lease: Lease, *, duration: float, checkpoint: str | None = None) -> Lease:
         """Renew our lease (and record ``checkpoint`` in the same write); fails if someone took it."""
-        values = {"o": lease.owner, "c": lease.counter, "e": now() + duration, "n": lease.counter + 1}
-        update = "SET expires_at = :e, #counter = :n"
-        if checkpoint is not None:
-            update += ", checkpoint = :s"
-            values["s"] = checkpoint
-        return await self._conditional(
-            lease.lease_key, condition="#owner = :o AND #counter = :c", update=update, values=values
-        )
+        return await self._next_term(lease, expires_at=now() + duration, checkpoint=checkpoint)
 
     async def checkpoint(self, lease: Lease, *, sequence: str) -> Lease:
         """Record progress on our shard (``SHARD_END`` when it is fully read)."""
@@ -168,7 +161,14 @@ class LeaseStore(TableStore):
 
     async def release(self, lease: Lease, *, checkpoint: str | None = None) -> Lease:
         """Give a lease up (clean shutdown) so another worker takes it at once; ``checkpoint`` too."""
-        values = {"o": lease.owner, "c": lease.counter, "e": 0, "n": lease.counter + 1}
+        return await self._next_term(lease, expires_at=0, checkpoint=checkpoint, give_up=True)
+
+    async def _next_term(
+        self, lease: Lease, *, expires_at: float, checkpoint: str | None, give_up: bool = False
+    ) -> Lease:
+        """Our lease with a new expiry and the counter bumped (``give_up``: without an owner);
+        fails if someone took it."""
+        values = {"o": lease.owner, "c": lease.counter, "e": expires_at, "n": lease.counter + 1}
         update = "SET expires_at = :e, #counter = :n"
         if checkpoint is not None:
             update += ", checkpoint = :s"
@@ -176,7 +176,7 @@ class LeaseStore(TableStore):
         return await self._conditional(
             lease.lease_key,
             condition="#owner = :o AND #counter = :c",
-            update=update + " REMOVE #owner",
+            update=update + (" REMOVE #owner" if give_up else ""),
             values=values,
         )
 
