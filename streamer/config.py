@@ -333,6 +333,13 @@ class Settings:
     ws_send_queue: int = _field(
         "STREAMER_WS_SEND_QUEUE", _positive(int), 256, "Frames queued per connection before close 1013."
     )
+    ws_send_queue_bytes: int = _field(
+        "STREAMER_WS_SEND_QUEUE_BYTES",
+        _positive(int),
+        8 * 1024 * 1024,
+        "Bytes (UTF-8) queued per connection before close 1013; a frame is always queued when "
+        "nothing else is.",
+    )
     ws_heartbeat_seconds: float = _field(
         "STREAMER_WS_HEARTBEAT_SECONDS", _positive(float), 30.0, "Server ping interval."
     )

@@ -6,8 +6,11 @@ frame is written to the transport at once (no task wake-up per frame: what a fan
 to thousands of sockets spends its time on otherwise). Else it is appended to a bounded
 queue that a single writer task drains. That keeps a client that reads slowly from
 blocking whoever produced the frame (a Route answer, a gRPC ``Send`` from the
-processor), and turns "too slow to read" into a decision: when the queue is full the
-connection is closed with 1013 instead of growing memory.
+processor), and turns "too slow to read" into a decision: when the queue is full — by
+count (``STREAMER_WS_SEND_QUEUE``) or by bytes (``STREAMER_WS_SEND_QUEUE_BYTES``) — the
+connection is closed with 1013 instead of growing memory. A frame is always queued when
+nothing else is (one large result must still get through), so a socket's queue holds at
+most the byte bound plus one frame.
 
 Closing is one idempotent call that records *why* (for the disconnect metric); the
 first reason wins. A flushing close (Disconnect, drain) lets queued frames out first,
@@ -62,6 +65,7 @@ class ClientConnection:
         ws: web.WebSocketResponse,
         queue_limit: int,
         bucket: TokenBucket,
+        queue_bytes_limit: int | None = None,
         strikes: Strikes,
     ) -> None:
         self.record = record
@@ -69,6 +73,8 @@ class ClientConnection:
         self.identity = identity
         self.ws = ws
         self.queue_limit = queue_limit
+        self.queue_bytes_limit = queue_bytes_limit
+        self.queued_bytes = 0  # UTF-8 bytes of the frames in the queue
         self.bucket = bucket
         self.strikes = strikes
         self.queue: asyncio.Queue[object] = (
@@ -150,10 +156,19 @@ class ClientConnection:
         if self.closing:
             metrics.send_failures_total.labels("closed").inc()
             return False
-        if self.queue.qsize() >= self.queue_limit:
+        if self._write_now(text):
+            return True
+        size = utf8_size(text)
+        queued = self.queue.qsize()
+        if queued >= self.queue_limit or (
+            queued
+            and self.queue_bytes_limit is not None
+            and self.queued_bytes + size > self.queue_bytes_limit
+        ):
             metrics.send_failures_total.labels("queue_full").inc()
             log.warning(
-                "send queue full; closing a client too slow to read", extra={"queued": self.queue_limit}
+                "send queue full; closing a client too slow to read",
+                extra={"queued": queued, "queued_bytes": self.queued_bytes, "frame_bytes": size},
             )
             self.close(
                 code=protocol.CLOSE_TRY_AGAIN,
@@ -162,8 +177,7 @@ class ClientConnection:
                 flush=False,
             )
             return False
-        if self._write_now(text):
-            return True
+        self.queued_bytes += size
         self.queue.put_nowait(text)
         return True
 
@@ -238,6 +252,7 @@ class ClientConnection:
                 self._flushed.set()
                 return
             assert isinstance(item, str)
+            self.queued_bytes -= utf8_size(item)
             self._writing = True
             try:
                 await self.ws.send_str(item)
@@ -340,6 +355,7 @@ class ClientConnection:
     def _discard_queued(self) -> None:
         while not self.queue.empty():
             self.queue.get_nowait()
+        self.queued_bytes = 0
 
     def abort(self) -> None:
         """Drop the TCP connection without a handshake (a peer that does not answer)."""

@@ -128,6 +128,7 @@ class Upgrade:
             identity=identity,
             ws=ws,
             queue_limit=s.ws_send_queue,
+            queue_bytes_limit=s.ws_send_queue_bytes,
             bucket=TokenBucket(rate=s.ws_rate_limit, burst=s.ws_rate_burst),
             strikes=Strikes(allowed=s.ws_rate_strikes),
         )
