@@ -199,24 +199,35 @@ class Delivery:
         return sent
 
     async def send_many(
-        self, connection_ids: Iterable[str], message: Mapping[str, Any], *, final: bool = False
+        self,
+        connection_ids: Iterable[str],
+        message: Mapping[str, Any],
+        *,
+        final: bool = False,
+        endpoints: Mapping[str, str] | None = None,
     ) -> PublishResult:
         """Send one message to several connections (each looked up, grouped by pod).
 
         ``final`` marks a frame the breaker must not drop (see the module doc).
+        ``endpoints`` are known pods of some of the connections (a request stores its
+        owner's): those are not looked up; a pod that no longer holds one answers
+        NOT_FOUND, which removes the record as a looked-up one would.
         """
         ids = list(dict.fromkeys(connection_ids))
         if not ids:
             return PublishResult(matched=0, delivered=0, failed=0)
         sem = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+        known = endpoints or {}
 
         async def find(cid: str) -> str | None:
+            if known.get(cid):
+                return known[cid]
             async with sem:
                 return await self._lookup(cid)
 
-        endpoints = await asyncio.gather(*(find(cid) for cid in ids))
+        found = await asyncio.gather(*(find(cid) for cid in ids))
         groups: dict[str, list[str]] = {}
-        for cid, endpoint in zip(ids, endpoints, strict=True):
+        for cid, endpoint in zip(ids, found, strict=True):
             if endpoint is not None:
                 groups.setdefault(endpoint, []).append(cid)
         delivered = await self._broadcast(groups, protocol.encode_bytes(message), final=final)

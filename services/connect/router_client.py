@@ -27,10 +27,17 @@ class RouterUnavailable(Exception):
 
 class RouterClient:
     def __init__(
-        self, *, address: str, timeout: float, max_message_bytes: int = rpc.DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        *,
+        address: str,
+        timeout: float,
+        endpoint: str = "",
+        max_message_bytes: int = rpc.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.address = address
         self.timeout = timeout
+        #: This pod's Connections address, sent with every call (see RouteRequest).
+        self.endpoint = endpoint
         self._channel = rpc.channel(address, max_message_bytes=max_message_bytes)
         self._stub = router_pb2_grpc.RouterStub(self._channel)
 
@@ -47,6 +54,7 @@ class RouterClient:
             request_id=request_id,
             payload=rpc.dumps(message.payload),
             metadata=rpc.dumps(message.metadata),
+            connection_endpoint=self.endpoint,
         )
         try:
             response = await self._stub.Route(

@@ -106,6 +106,7 @@ class ConnectService:
         self._router = RouterClient(
             address=s.router_address,
             timeout=s.ws_route_timeout_seconds,
+            endpoint=endpoint,
             max_message_bytes=s.grpc_max_message_bytes,
         )
         self._records = ConnectionRecords(

@@ -3,7 +3,9 @@
 Progress, ``complete`` and ``error`` frames go to the request's ``connection_id``
 and to each connection subscribed to it (``$subscribe``), in one
 :meth:`~streamer.delivery.Delivery.send_many` — grouped by connect pod, one gRPC
-call per pod. The subscriber list is read from the subscriptions table only for a
+call per pod. The owner's pod is the one stored on the request
+(``connection_endpoint``, from connect through the router), so it costs no read.
+The subscriber list is read from the subscriptions table only for a
 request marked ``subscribed`` (``$subscribe`` marks it after writing the
 subscription), and cached for ``cache_seconds`` per request, so a burst of progress
 frames costs one query and a request nobody subscribed to costs none. The processor
@@ -32,7 +34,12 @@ class Sender(Protocol):
     """What the processor needs of :class:`streamer.delivery.Delivery`."""
 
     async def send_many(
-        self, connection_ids: Iterable[str], message: Mapping[str, Any], *, final: bool = False
+        self,
+        connection_ids: Iterable[str],
+        message: Mapping[str, Any],
+        *,
+        final: bool = False,
+        endpoints: Mapping[str, str] | None = None,
     ) -> Any: ...
 
 
@@ -85,7 +92,12 @@ class Fanout:
         if not ids:
             return False
         try:
-            result = await self.sender.send_many(ids, message, final=final)
+            known = (
+                {record.connection_id: record.connection_endpoint}
+                if record.connection_id and record.connection_endpoint
+                else None
+            )
+            result = await self.sender.send_many(ids, message, final=final, endpoints=known)
         except Exception:
             log.exception("delivery failed", extra={"request_id": record.request_id})
             return False

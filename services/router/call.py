@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from streamer import rpc
+from streamer import resolver, rpc
 from streamer.api.v1 import router_pb2
 from streamer.protocol import (
     MAX_DEPTH,
@@ -20,6 +20,20 @@ from streamer.store import RequestRecord
 
 #: The frames answering one routed message, in order.
 Frames = list[KnownServerMessage]
+#: Longest connect endpoint kept as a delivery hint.
+MAX_ENDPOINT_CHARS = 256
+
+
+def _endpoint_hint(text: str) -> str:
+    """connect's own address, kept only when it is a plain ``host:port`` (it is only a hint:
+    without it the processor reads the connection record, as it always could)."""
+    if not text or len(text) > MAX_ENDPOINT_CHARS:
+        return ""
+    try:
+        address = resolver.parse(text)
+    except ValueError:
+        return ""
+    return text if address.dns_server is None else ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,6 +49,8 @@ class Call:
     payload: dict[str, Any]
     metadata: dict[str, Any]
     deadline: float | None = None
+    #: The connect pod holding ``connection_id`` as it said (a hint; "" when unknown).
+    connection_endpoint: str = ""
 
     @property
     def is_system(self) -> bool:
@@ -61,6 +77,9 @@ class Call:
             raise ProtocolError(VALIDATION_ERROR, "'metadata' must be a JSON object", request_id=request_id)
         return cls(
             connection_id=msg.connection_id if isinstance(msg, router_pb2.RouteRequest) else "",
+            connection_endpoint=(
+                _endpoint_hint(msg.connection_endpoint) if isinstance(msg, router_pb2.RouteRequest) else ""
+            ),
             user_id=msg.principal.user_id,
             tenant_id=msg.principal.tenant_id,
             permissions=tuple(msg.principal.permissions),

@@ -357,6 +357,7 @@ class Router:
             user_id=call.user_id,
             tenant_id=call.tenant_id,
             connection_id=call.connection_id,
+            connection_endpoint=call.connection_endpoint,
             payload=call.payload,
             metadata=call.metadata,
             handler=spec.handler,

@@ -122,6 +122,12 @@ class RequestRecord:
     #: W3C traceparent of the span the request was created in (streamer/tracing.py), so the
     #: processor's work joins the trace whichever way it gets the request; None untraced.
     traceparent: str | None = None
+    #: The connect pod that held ``connection_id`` when the request was made (its
+    #: Connections address, as connect said in RouteRequest). The connection never moves
+    #: (a reconnect is a new connection, attached as a subscriber), so the processor
+    #: sends the owner's frames there without reading the connection record; a pod that
+    #: answers NOT_FOUND proves it gone as before. None when unknown (looked up).
+    connection_endpoint: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -146,6 +152,7 @@ class RequestRecord:
         tenant_id: str,
         connection_id: str,
         payload: Any,
+        connection_endpoint: str = "",
         metadata: Any = None,
         handler: str = "",
         priority: int = 0,
@@ -176,6 +183,7 @@ class RequestRecord:
             permissions=tuple(permissions),
             offer_until=t + offer_grace if offer_grace is not None else None,
             traceparent=tracing.current_traceparent(),
+            connection_endpoint=(connection_endpoint or None) if connection_id else None,
         )
 
     def to_item(self) -> dict[str, Any]:

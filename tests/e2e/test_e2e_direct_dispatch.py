@@ -164,3 +164,19 @@ async def test_offer_lost_the_stream_claims_after_the_grace(
             claims_after = await processor_counters(stack, "streamer_processor_claims_total")
             assert delta(claims_after, claims, "won") == 1
             assert delta(claims_after, claims, "refused") == 0
+
+
+async def test_the_owner_is_reached_through_the_pod_stored_on_the_request(stack: LocalStack) -> None:
+    """connect names its pod in RouteRequest and the request keeps it: the processor sends
+    the owner's frames there without reading the connection record — shown by deleting
+    that record first (a lookup would find nothing and deliver nothing)."""
+    user = f"owner-{uuid.uuid4().hex[:8]}"
+    async with connect(stack, user=user) as client, Store.open(settings=stack.settings) as store:
+        pairs = await eventually(lambda: store.connections.endpoints_by_user(user, tenant_id="acme"))
+        assert len(pairs) == 1
+        connection_id, endpoint = pairs[0]
+        assert await store.connections.delete(connection_id)
+        handle = await client.start("echo_async", {"message": "hint"})
+        record = await record_of(stack, handle.request_id)
+        assert record is not None and record.connection_endpoint == endpoint
+        assert (await handle.result(timeout=30))["message"] == "hint"

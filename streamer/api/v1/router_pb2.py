@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from streamer.api.v1 import common_pb2 as streamer_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18streamer/v1/router.proto\x12\x0bstreamer.v1\x1a\x18streamer/v1/common.proto\"\x97\x01\n\x0cRouteRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12)\n\tprincipal\x18\x02 \x01(\x0b\x32\x16.streamer.v1.Principal\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x10\n\x08metadata\x18\x06 \x01(\x0c\"\x1f\n\rRouteResponse\x12\x0e\n\x06\x66rames\x18\x01 \x03(\x0c\"Z\n\rPublishTarget\x12\x17\n\rconnection_id\x18\x01 \x01(\tH\x00\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x13\n\ttenant_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"`\n\x0ePublishRequest\x12*\n\x06target\x18\x01 \x01(\x0b\x32\x1a.streamer.v1.PublishTarget\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\x0c\"E\n\x0fPublishResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x05\x12\x11\n\tdelivered\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\"\x81\x01\n\rSubmitRequest\x12)\n\tprincipal\x18\x01 \x01(\x0b\x32\x16.streamer.v1.Principal\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\"H\n\x0eSubmitResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63onnections\x18\x03 \x01(\x05\x32\xd1\x01\n\x06Router\x12>\n\x05Route\x12\x19.streamer.v1.RouteRequest\x1a\x1a.streamer.v1.RouteResponse\x12\x44\n\x07Publish\x12\x1b.streamer.v1.PublishRequest\x1a\x1c.streamer.v1.PublishResponse\x12\x41\n\x06Submit\x12\x1a.streamer.v1.SubmitRequest\x1a\x1b.streamer.v1.SubmitResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18streamer/v1/router.proto\x12\x0bstreamer.v1\x1a\x18streamer/v1/common.proto\"\xb4\x01\n\x0cRouteRequest\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12)\n\tprincipal\x18\x02 \x01(\x0b\x32\x16.streamer.v1.Principal\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x10\n\x08metadata\x18\x06 \x01(\x0c\x12\x1b\n\x13\x63onnection_endpoint\x18\x07 \x01(\t\"\x1f\n\rRouteResponse\x12\x0e\n\x06\x66rames\x18\x01 \x03(\x0c\"Z\n\rPublishTarget\x12\x17\n\rconnection_id\x18\x01 \x01(\tH\x00\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x13\n\ttenant_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06target\"`\n\x0ePublishRequest\x12*\n\x06target\x18\x01 \x01(\x0b\x32\x1a.streamer.v1.PublishTarget\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\x0c\"E\n\x0fPublishResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x05\x12\x11\n\tdelivered\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\"\x81\x01\n\rSubmitRequest\x12)\n\tprincipal\x18\x01 \x01(\x0b\x32\x16.streamer.v1.Principal\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x10\n\x08metadata\x18\x05 \x01(\x0c\"H\n\x0eSubmitResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63onnections\x18\x03 \x01(\x05\x32\xd1\x01\n\x06Router\x12>\n\x05Route\x12\x19.streamer.v1.RouteRequest\x1a\x1a.streamer.v1.RouteResponse\x12\x44\n\x07Publish\x12\x1b.streamer.v1.PublishRequest\x1a\x1c.streamer.v1.PublishResponse\x12\x41\n\x06Submit\x12\x1a.streamer.v1.SubmitRequest\x1a\x1b.streamer.v1.SubmitResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'streamer.v1.router_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROUTEREQUEST']._serialized_start=68
-  _globals['_ROUTEREQUEST']._serialized_end=219
-  _globals['_ROUTERESPONSE']._serialized_start=221
-  _globals['_ROUTERESPONSE']._serialized_end=252
-  _globals['_PUBLISHTARGET']._serialized_start=254
-  _globals['_PUBLISHTARGET']._serialized_end=344
-  _globals['_PUBLISHREQUEST']._serialized_start=346
-  _globals['_PUBLISHREQUEST']._serialized_end=442
-  _globals['_PUBLISHRESPONSE']._serialized_start=444
-  _globals['_PUBLISHRESPONSE']._serialized_end=513
-  _globals['_SUBMITREQUEST']._serialized_start=516
-  _globals['_SUBMITREQUEST']._serialized_end=645
-  _globals['_SUBMITRESPONSE']._serialized_start=647
-  _globals['_SUBMITRESPONSE']._serialized_end=719
-  _globals['_ROUTER']._serialized_start=722
-  _globals['_ROUTER']._serialized_end=931
+  _globals['_ROUTEREQUEST']._serialized_end=248
+  _globals['_ROUTERESPONSE']._serialized_start=250
+  _globals['_ROUTERESPONSE']._serialized_end=281
+  _globals['_PUBLISHTARGET']._serialized_start=283
+  _globals['_PUBLISHTARGET']._serialized_end=373
+  _globals['_PUBLISHREQUEST']._serialized_start=375
+  _globals['_PUBLISHREQUEST']._serialized_end=471
+  _globals['_PUBLISHRESPONSE']._serialized_start=473
+  _globals['_PUBLISHRESPONSE']._serialized_end=542
+  _globals['_SUBMITREQUEST']._serialized_start=545
+  _globals['_SUBMITREQUEST']._serialized_end=674
+  _globals['_SUBMITRESPONSE']._serialized_start=676
+  _globals['_SUBMITRESPONSE']._serialized_end=748
+  _globals['_ROUTER']._serialized_start=751
+  _globals['_ROUTER']._serialized_end=960
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,7 @@ class RouteRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    CONNECTION_ENDPOINT_FIELD_NUMBER: _builtins.int
     connection_id: _builtins.str
     """The connection the message arrived on; replies and progress go here."""
     action: _builtins.str
@@ -44,6 +45,11 @@ class RouteRequest(_message.Message):
     """The action's payload: a JSON object."""
     metadata: _builtins.bytes
     """The client's free-form metadata: a JSON object (e.g. {"priority": 5})."""
+    connection_endpoint: _builtins.str
+    """The gRPC address of the connect pod holding the connection (the `endpoint` of its
+    connection record). Stored on an async request so the processor sends its frames
+    there without reading the connection record; empty: looked up as before.
+    """
     @_builtins.property
     def principal(self) -> _common_pb2.Principal:
         """Who sent it, from the connection's JWT."""
@@ -57,10 +63,11 @@ class RouteRequest(_message.Message):
         request_id: _builtins.str = ...,
         payload: _builtins.bytes = ...,
         metadata: _builtins.bytes = ...,
+        connection_endpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "connection_id", b"connection_id", "metadata", b"metadata", "payload", b"payload", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "connection_endpoint", b"connection_endpoint", "connection_id", b"connection_id", "metadata", b"metadata", "payload", b"payload", "principal", b"principal", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

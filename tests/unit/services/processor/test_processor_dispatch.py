@@ -379,7 +379,9 @@ class FakeSender:
         self.calls: list[tuple[list[str], dict[str, Any]]] = []
         self.finals: list[bool] = []
 
-    async def send_many(self, connection_ids: Any, message: Any, *, final: bool = False) -> Any:
+    async def send_many(
+        self, connection_ids: Any, message: Any, *, final: bool = False, endpoints: Any = None
+    ) -> Any:
         ids = list(connection_ids)
         self.calls.append((ids, dict(message)))
         self.finals.append(final)

@@ -134,6 +134,29 @@ def test_call_from_pb() -> None:
     assert info.value.code == "VALIDATION_ERROR"
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("10.0.0.7:50052", "10.0.0.7:50052"),
+        ("[fd00::7]:50052", "[fd00::7]:50052"),
+        ("connect-0.connect.streamer.svc:50052", "connect-0.connect.streamer.svc:50052"),
+        ("", ""),
+        ("no-port", ""),
+        ("dns://10.0.0.10/connect:1", ""),  # only a pod's own address, never a resolver hop
+        ("x" * 300 + ":1", ""),
+    ],
+)
+def test_the_connection_endpoint_is_a_plain_address_or_nothing(sent: str, kept: str) -> None:
+    msg = router_pb2.RouteRequest(
+        connection_id="c1",
+        principal=common_pb2.Principal(user_id="u", tenant_id="t"),
+        action="echo",
+        request_id="r1",
+        connection_endpoint=sent,
+    )
+    assert Call.from_pb(msg).connection_endpoint == kept
+
+
 class Answers:
     def __init__(self, *frames: dict[str, Any]) -> None:
         self.frames = list(frames)
