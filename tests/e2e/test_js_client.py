@@ -34,9 +34,10 @@ def node() -> str:
 async def stack(dynamodb: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
     """Two connects: the drain test takes the second out (the other tests use the first).
 
-    A reconnect rate of 10 sockets/s spreads the drained test's 20 clients over 2 s.
+    A reconnect rate of 10 sockets/s spreads the drained test's 20 clients over 2 s; a 5 s
+    drain leaves time to close every socket with its 1001 even on a loaded machine.
     """
-    env = {"STREAMER_WS_RECONNECT_RATE": "10"}
+    env = {"STREAMER_WS_RECONNECT_RATE": "10", "STREAMER_DRAIN_SECONDS": "5"}
     async with running_stack(dynamodb, tmp_path_factory.mktemp("stack"), env=env, connects=2) as st:
         yield st
 
