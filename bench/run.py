@@ -76,6 +76,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated scenarios to run (default all: {','.join(SCENARIOS)})",
     )
     p.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; --quick: 1)")
+    p.add_argument(
+        "--async-levels",
+        default=None,
+        metavar="N,N",
+        help="in-flight levels of the async scenario (default 10,100; --quick: 4); the DynamoDB "
+        "call count runs at the lowest",
+    )
+    p.add_argument(
+        "--count-requests",
+        type=int,
+        default=None,
+        help="echo/echo_async requests sent through the counting DynamoDB proxy (default 100; --quick: 8)",
+    )
     p.add_argument("--out", default=str(RESULTS / "latest.json"), help="where to write the JSON")
     p.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     p.add_argument(
@@ -242,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.runs:
         sizes = dataclasses.replace(sizes, runs=args.runs)
+    if args.async_levels:
+        sizes = dataclasses.replace(sizes, async_levels=tuple(int(n) for n in args.async_levels.split(",")))
+    if args.count_requests:
+        sizes = dataclasses.replace(sizes, count_requests=args.count_requests)
     started = time.monotonic()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     meta: dict[str, Any] = {
