@@ -1,4 +1,4 @@
-"""Bulkheads and priority order (Dispatcher, Lane), backoff, record parsing, outcomes."""
+"""Bulkheads and priority order (Dispatcher, Lane), record parsing, fan-out."""
 
 from __future__ import annotations
 
@@ -16,13 +16,6 @@ from services.processor.claims import (
 )
 from services.processor.dispatch import Dispatcher, Lane
 from services.processor.fanout import Fanout
-from services.processor.invoke import (
-    SEQ_GAP_AFTER_RECOVERY,
-    Kind,
-    Outcome,
-    final_error,
-    start_seq,
-)
 from services.processor.jobs import Job, JobState, StopReason
 from streamer.registry.static import StaticRegistry
 from streamer.store.dynamo import serialize_item
@@ -354,23 +347,6 @@ async def test_a_held_candidate_is_claimed_after_the_grace_unless_settled_first(
     claimer.stop()
 
 
-# --- outcomes ------------------------------------------------------------------------------------
-
-
-def test_final_error_codes() -> None:
-    timeout = Outcome(kind=Kind.ERROR, code="TIMEOUT", message="late", retryable=True)
-    err = final_error(timeout, attempt=3, max_attempts=3)
-    assert err["code"] == "TIMEOUT" and err["retryable"] is False
-    assert err["details"] == {"attempts": 3, "max_attempts": 3}
-
-    invalid = Outcome(kind=Kind.ERROR, code="VALIDATION_ERROR", message="bad", details=[{"path": "x"}])
-    assert final_error(invalid, attempt=1, max_attempts=3)["code"] == "VALIDATION_ERROR"
-
-    unavailable = Outcome(kind=Kind.ERROR, code="SERVICE_UNAVAILABLE", message="down", retryable=True)
-    err = final_error(unavailable, attempt=2, max_attempts=2)
-    assert err["code"] == "PROCESSING_FAILED" and err["details"]["cause"] == "SERVICE_UNAVAILABLE"
-
-
 # --- fan-out (with a tiny fake sender: unit test only) ------------------------------------------------
 
 
@@ -432,9 +408,3 @@ async def test_fanout_queries_no_subscribers_for_an_unmarked_request() -> None:
     await fan.publish(rec, {"type": "complete"}, final=True)
     assert [call[0] for call in sender.calls] == [["c"], ["c"]]
     assert subs.queries == 0
-
-
-def test_start_seq_continues_and_jumps_after_a_recovery() -> None:
-    assert start_seq(None, recoveries=0) == 0
-    assert start_seq({"seq": 7}, recoveries=0) == 7
-    assert start_seq({"seq": 7}, recoveries=1) == 7 + SEQ_GAP_AFTER_RECOVERY
