@@ -397,8 +397,14 @@ async def run_operator(
     settings: Settings | None = None,
     options: OperatorOptions | None = None,
     tables: TablesGate | None = None,
+    kopf_args: list[str] | None = None,
+    wait_watching: bool = True,
 ) -> AsyncIterator[Harness]:
-    """The operator running against ``cluster`` until the block ends."""
+    """The operator running against ``cluster`` until the block ends.
+
+    ``kopf_args`` replace ``--standalone`` (e.g. peering flags); ``wait_watching=False``
+    yields before kopf watches anything (a paused peer never does).
+    """
     settings = settings or load_settings({})
     options = options or OperatorOptions(resync_seconds=0.5, manage_tables=False)
     url = str(cluster.url).rstrip("/")
@@ -410,17 +416,17 @@ async def run_operator(
             return kopf.ConnectionInfo(server=url)
 
         plurals = {children.PLURAL} | {ref.plural for ref in children.CHILD_REFS}
-        runner = KopfRunner(
-            ["run", "--standalone", "--all-namespaces", *KOPF_EXTRA], registry=registry, timeout=30
-        )
+        args = ["--standalone"] if kopf_args is None else kopf_args
+        runner = KopfRunner(["run", *args, "--all-namespaces", *KOPF_EXTRA], registry=registry, timeout=30)
         runner.__enter__()
         try:
 
             async def watching() -> bool:
                 return _watching(cluster, plurals)
 
-            await eventually(watching, what="kopf's watches")
-            await asyncio.sleep(0.2)  # kmock subscribes after the initial snapshot
+            if wait_watching:
+                await eventually(watching, what="kopf's watches")
+                await asyncio.sleep(0.2)  # kmock subscribes after the initial snapshot
             yield Harness(cluster, api, reconciler, runner)
             # Stopping kopf in the middle of handling a change leaves a restarted daemon
             # behind that kopf then waits 5 s for; let it finish what it is doing first.
