@@ -151,38 +151,6 @@ class ConnectionStore(TableStore):
             )
         ]
 
-    async def endpoints_by_user(self, user_id: str, *, tenant_id: str) -> list[tuple[str, str]]:
-        """(connection_id, endpoint) of a user's connections within a tenant: all a broadcast needs."""
-        return [
-            (item["connection_id"], item["endpoint"])
-            async for item in self._query_pages(
-                index="user-index",
-                KeyConditionExpression="user_id = :u",
-                FilterExpression="tenant_id = :t",
-                ProjectionExpression="connection_id, endpoint",
-                ExpressionAttributeValues=expression({"u": user_id, "t": tenant_id}),
-            )
-        ]
-
-    async def endpoints_by_tenant(
-        self, tenant_id: str, *, page_size: int | None = None
-    ) -> list[tuple[str, str]]:
-        """(connection_id, endpoint) of a tenant's connections.
-
-        Projected to the two attributes a broadcast needs: reading and parsing whole
-        records was most of a 1000-socket publish (docs/benchmarks.md).
-        """
-        return [
-            (item["connection_id"], item["endpoint"])
-            async for item in self._query_pages(
-                index="tenant-index",
-                page_size=page_size,
-                KeyConditionExpression="tenant_id = :t",
-                ProjectionExpression="connection_id, endpoint",
-                ExpressionAttributeValues=expression({"t": tenant_id}),
-            )
-        ]
-
     async def by_endpoint(self, endpoint: str) -> list[ConnectionRecord]:
         """Connections recorded against one connect pod (a scan: for cleanup, not hot paths)."""
         return [
