@@ -101,7 +101,7 @@ class ClientConnection:
         self._writer: asyncio.Task[None] | None = None
         self._pulse = Pulse()
         self._ping: asyncio.Task[None] | None = None  # a ping waiting for the transport
-        self._expiry: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # a timer, not a task per socket
         self._closer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -120,12 +120,9 @@ class ClientConnection:
             code, reason, flush = self._pending_close
             self._closer = asyncio.create_task(self._close(code, reason, flush))
         if expires_in is not None:
-            self._expiry = asyncio.create_task(
-                self._expire_after(max(0.0, expires_in)), name=f"ws-expiry-{self.connection_id}"
-            )
+            self._expiry = self.loop.call_later(max(0.0, expires_in), self._expire)
 
-    async def _expire_after(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    def _expire(self) -> None:
         log.info("token expired; closing the socket")
         self.close(code=protocol.CLOSE_TOKEN_EXPIRED, reason="token expired", why="token_expired", flush=True)
 
@@ -368,9 +365,10 @@ class ClientConnection:
 
     async def finish(self) -> None:
         """Stop every task of this connection; waits for a close in progress (bounded)."""
-        for task in (self._expiry, *self.inflight):
-            if task is not None:
-                task.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for task in self.inflight:
+            task.cancel()
         if self._closer is None and self._started and not self.ws.closed:
             # Nobody closed the socket (the read loop failed): close it here.
             self._closer = asyncio.create_task(self._close(protocol.CLOSE_INTERNAL, "internal error", False))
@@ -383,7 +381,7 @@ class ClientConnection:
                 self.abort()
                 self._closer.cancel()
         # The transport is closed now, so no task is left waiting for it to drain.
-        owned = [t for t in (self._expiry, self._writer, *self.inflight) if t is not None]
+        owned = [t for t in (self._writer, *self.inflight) if t is not None]
         for task in owned:
             task.cancel()
         pending = owned + list(self.background)
