@@ -68,12 +68,13 @@ async def _connections(store: Store, tenant: str, count: int) -> list[Any]:
 
 async def test_publish_to_a_connection_a_user_and_a_tenant_across_two_pods(stack2: LocalStack) -> None:
     tenant, alice = rid("t"), rid("alice")
-    a0, a1, bob = Recorder(), Recorder(), Recorder()
+    a0, a1, bob, out = Recorder(), Recorder(), Recorder(), Recorder()
     async with (
         client(stack2, pod=0, user=alice, tenant=tenant, on_message=a0),
         client(stack2, pod=1, user=alice, tenant=tenant, on_message=a1),
         client(stack2, pod=1, user=rid("bob"), tenant=tenant, on_message=bob),
-        client(stack2, pod=0, user=alice, tenant=rid("elsewhere")) as outsider,
+        # Another tenant whose id extends ours, on the other pod: never reached.
+        client(stack2, pod=1, user=alice, tenant=f"{tenant}#{alice}", on_message=out) as outsider,
         backend(stack2) as b,
     ):
         async with Store.open(settings=stack2.settings) as store:
@@ -99,6 +100,7 @@ async def test_publish_to_a_connection_a_user_and_a_tenant_across_two_pods(stack
         await eventually(lambda: got(bob, "one"))
         assert not got(a0, "one") and not got(a1, "one")
         assert outsider.connected
+        assert not [m for m in out.messages if m.get("marker")]  # none of it reached the outsider
 
     # The CLI: counts with --json, exit 0; a connection that does not exist is 15.
     code, out, _ = await cli(stack2, "publish", '{"text": "hi"}', "--tenant", tenant, "--json")
