@@ -49,7 +49,10 @@ def build(
     """A registry with every operator handler on it, and the reconciler behind them."""
     registry = registry or kopf.OperatorRegistry()
     gate = tables or TablesGate(
-        settings=settings, manage=options.manage_tables, retry_seconds=options.tables_retry_seconds
+        settings=settings,
+        manage=options.manage_tables,
+        retry_seconds=options.tables_retry_seconds,
+        recheck_seconds=options.resync_seconds,
     )
     reconciler = Reconciler(
         kube=Kube(api_client, field_manager=options.field_manager), tables=gate, options=options

@@ -57,3 +57,33 @@ async def test_unreachable_dynamodb_keeps_the_handler_not_ready(cluster: Cluster
         assert tables_ready["status"] == "False"
         assert tables_ready["reason"] == "EnsureFailed"
         assert condition(blocked, "DeploymentAvailable")["status"] == "True"
+
+
+async def test_a_shared_table_deleted_out_of_band_is_noticed_and_recreated(
+    cluster: Cluster, api: Api, dynamodb: str
+) -> None:
+    settings = load_settings({}, dynamodb_endpoint=dynamodb, table_prefix=f"op{uuid.uuid4().hex[:8]}")
+    options = OperatorOptions(resync_seconds=0.5, manage_tables=True, tables_retry_seconds=0.5)
+    table = settings.table_name("subscriptions")
+    async with run_operator(cluster, api, settings=settings, options=options) as operator:
+        await operator.create(handler_body("shared", actions=["shared.a"]))
+        await operator.make_available("shared")
+        await operator.wait_condition("shared", "Ready", "True")
+        async with open_client("dynamodb", settings=settings) as client:
+            await client.delete_table(TableName=table)
+
+        noticed = await operator.wait_condition("shared", "TablesReady", "False", reason="TableRecreated")
+        assert table in condition(noticed, "TablesReady")["message"]
+        assert condition(noticed, "Ready")["status"] == "False"
+        await operator.wait_condition("shared", "TablesReady", "True", reason="TablesExist")
+        await operator.wait_condition("shared", "Ready", "True")
+        async with open_client("dynamodb", settings=settings) as client:
+            described = await client.describe_table(TableName=table)
+            assert described["Table"]["TableStatus"] == "ACTIVE"
+            # A lost TTL is put back too, and reported the same way.
+            await client.update_time_to_live(
+                TableName=table, TimeToLiveSpecification={"Enabled": False, "AttributeName": "ttl"}
+            )
+        repaired = await operator.wait_condition("shared", "TablesReady", "False", reason="TableRepaired")
+        assert "ttl" in condition(repaired, "TablesReady")["message"]
+        await operator.wait_condition("shared", "TablesReady", "True", reason="TablesExist")
