@@ -224,7 +224,9 @@ class RequestStore(TableStore):
     async def get(self, request_id: str) -> RequestRecord | None:
         out = await self._call("get_item", Key={"request_id": serialize(request_id)}, ConsistentRead=True)
         item = out.get("Item")
-        return RequestRecord.from_item(deserialize_item(item)) if item else None
+        if not item or "status" not in item:  # none, or an id marker (streamer.store.queues)
+            return None
+        return RequestRecord.from_item(deserialize_item(item))
 
     async def require(self, request_id: str) -> RequestRecord:
         record = await self.get(request_id)

@@ -3,7 +3,7 @@
 ``echo_async`` stays on the shared requests table; ``delay`` moves to a dedicated
 handler with its own table, stream and processor. Each request ends exactly once, in its
 own table, run by its own processor; ``$status`` and ``$cancel`` find a request in
-whichever table holds it.
+whichever table holds it; an id used on one queue is taken on the other too.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ async def test_shared_and_dedicated_handlers_side_by_side(stack: LocalStack) -> 
         # $status finds the dedicated request through the router's lookup by id.
         status = await client.status(dedicated_id, timeout=30)
         assert status["status"] == COMPLETED
+        # An id is unique across queues: the shared request's id sent to the dedicated
+        # handler answers with that request, and nothing new is queued (and back again).
+        again = await client.start("delay", {"seconds": 0.2, "steps": 2}, request_id=shared_id)
+        assert (await again.result(timeout=60))["message"] == "hi"
+        back = await client.start("echo_async", {"message": "other"}, request_id=dedicated_id)
+        assert await back.result(timeout=60) == dedicated_result
 
     async with Store.open(settings=stack.settings) as store:
         own = RequestStore(store.client, stack.dedicated_table)

@@ -58,3 +58,67 @@ async def test_requests_go_to_their_queue_and_are_found_by_id(store: Store) -> N
     assert (await own.get(K("heavy-2"))).subscribed is True  # type: ignore[union-attr]
     assert await store.requests.get(K("heavy-2")) is None  # no stray item in the shared table
     assert await queued.mark_subscribed(K("nobody")) is None
+
+
+async def test_an_id_is_unique_across_queues(store: Store) -> None:
+    from streamer.store.errors import AlreadyExists
+
+    heavy = dedicated_requests_table(store.settings.table_prefix, "ns", "heavy")
+    other = dedicated_requests_table(store.settings.table_prefix, "ns", "other")
+    for table in (heavy, other):
+        await repair_table(store.client, requests_table_definition(table))
+    tables = {"heavy.run": heavy, "other.run": other}
+    queued = QueuedRequests(
+        store.client,
+        store.requests.table,
+        table_of=lambda action: tables.get(action, ""),
+        tables=lambda: [heavy, other],
+    )
+    own = RequestStore(store.client, heavy)
+
+    # Shared first, then the same id for a dedicated queue: one request, the first.
+    await queued.create(_new("a", "echo_async"))
+    with pytest.raises(AlreadyExists) as first:
+        await queued.create(_new("a", "heavy.run"))
+    assert first.value.existing is not None and first.value.existing.action == "echo_async"
+    assert await own.get(K("a")) is None
+
+    # Dedicated first, then shared, then another dedicated queue: still one request.
+    await queued.create(_new("b", "heavy.run"))
+    for action in ("echo_async", "other.run"):
+        with pytest.raises(AlreadyExists) as again:
+            await queued.create(_new("b", action))
+        assert again.value.existing is not None and again.value.existing.action == "heavy.run"
+    assert await RequestStore(store.client, other).get(K("b")) is None
+    # The shared table holds only the marker: not a request to anyone reading it directly.
+    assert await store.requests.get(K("b")) is None
+    assert (await queued.get(K("b"))).action == "heavy.run"  # type: ignore[union-attr]
+    # $subscribe's mark goes to the request, never onto the marker.
+    await own.claim(K("b"), owner="w", attempt=1, claim_seconds=30)
+    assert (await queued.mark_subscribed(K("b"))).subscribed  # type: ignore[union-attr]
+    raw = await store.client.get_item(TableName=store.requests.table, Key={"request_id": {"S": K("b")}})
+    assert set(raw["Item"]) == {"request_id", "queue_table", "ttl"}
+
+    # A marker whose request was never written (the router died in between): the next
+    # send of the id for that queue writes it; a send for another queue is refused.
+    await store.client.put_item(
+        TableName=store.requests.table,
+        Item={"request_id": {"S": K("c")}, "queue_table": {"S": heavy}, "ttl": {"N": "4102444800"}},
+    )
+    with pytest.raises(AlreadyExists) as refused:
+        await queued.create(_new("c", "other.run"))
+    assert refused.value.existing is None
+    await queued.create(_new("c", "heavy.run"))
+    assert (await queued.get(K("c"))).action == "heavy.run"  # type: ignore[union-attr]
+
+
+def test_the_shared_processors_skip_an_id_marker() -> None:
+    from services.processor.claims import candidate_from_record, settled_from_record
+
+    record = {
+        "eventName": "INSERT",
+        "dynamodb": {
+            "NewImage": {"request_id": {"S": K("m")}, "queue_table": {"S": "x"}, "ttl": {"N": "1"}},
+        },
+    }
+    assert candidate_from_record(record) is None and settled_from_record(record) is None
