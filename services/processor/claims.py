@@ -16,7 +16,7 @@ while its ``not_before`` is still ahead: the claim would be refused, so the
 The :class:`ClaimKeeper` renews every claim this processor holds (queued or
 running) every ``claim_seconds / 3``, each on its own schedule: per tick at most
 ``RENEW_CONCURRENCY`` calls in flight (the claims nearest their deadline first), and
-no call longer than ``claim_seconds / 3``. How many claims there are to renew is
+no call outlives its claim (or a third of it, if that is longer). How many claims there are to renew is
 bounded by :mod:`.budget`. A renew returns the record, so a
 ``cancel_requested`` set by ``$cancel`` is noticed there and the job is told to
 stop; a refused renew means the claim expired and another processor took over,
@@ -409,9 +409,11 @@ class ClaimKeeper:
 
     async def renew(self, job: Job) -> None:
         try:
-            # One renewal never takes longer than a third of the claim: a call stuck on a
-            # slow or dead connection gives its slot up and is tried again soon.
-            async with asyncio.timeout(self.interval):
+            # A renewal is worth waiting for until the claim runs out (at least a third of
+            # the claim): a call stuck on a dead connection gives its slot up by then, and
+            # the job lapses as it must. (Cutting calls shorter turned slow answers under
+            # load into lapses.)
+            async with asyncio.timeout(max(self.interval, job.deadline - time.monotonic())):
                 record = await self.requests.renew(
                     job.request_id,
                     owner=self.worker_id,

@@ -30,6 +30,9 @@ a ``result`` over ``max_result_bytes``,     ``fail()`` with ``RESULT_TOO_LARGE``
 or one DynamoDB refuses as too large        (another attempt would return the same)
 recovered more than ``max_recoveries``      ``fail()`` with ``PROCESSING_FAILED``
 times (its claims kept lapsing)             before calling the handler again
+the ending write fails for a temporary      tried again for up to 60 s (it may have
+reason (complete, fail, cancel)             landed: the store recognises this claim's
+                                            own ending), then left to the sweepers
 processor draining past ``drain_seconds``   the call is cancelled and the request
                                             handed back (``release``: PENDING, same
                                             attempt) for another processor
@@ -44,11 +47,12 @@ the SDK's retry, so the ``complete`` is still sent.)
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.processor import metrics
@@ -77,6 +81,10 @@ from streamer.store.requests import RequestRecord
 
 log = logging.getLogger(__name__)
 
+#: How long a terminal write that failed for a temporary reason is tried again (see
+#: ``EndingPolicy._end_claim``), with this backoff between tries.
+ENDING_RETRY_SECONDS = 60.0
+ENDING_BACKOFF = Backoff(base=0.25, cap=5.0)
 #: Handler error codes passed through to the client as they are when final.
 PASS_THROUGH_CODES = frozenset({VALIDATION_ERROR, RESULT_TOO_LARGE})
 
@@ -188,26 +196,55 @@ class EndingPolicy:
     def _outcome_metric(self, job: Job, outcome: str) -> None:
         metrics.REQUESTS.labels(job.action, outcome).inc()
 
-    async def _end_claim(self, job: Job, write: Awaitable[Any], *, permanent: bool = False) -> bool:
+    async def _end_claim(
+        self,
+        job: Job,
+        write: Callable[[], Awaitable[Any]],
+        *,
+        permanent: bool = False,
+        terminal: bool = False,
+    ) -> bool:
         """Run the one conditional write that ends this attempt's claim; True if it won.
 
         The keeper stops renewing first, so no renew races the write. A refused write
-        means another processor owns the request now (nothing may be sent); a temporary
-        storage failure leaves the claim to expire and the sweeper to finish the job.
+        means another processor owns the request now (nothing may be sent).
         ``permanent``: a :class:`StoreError` that is not retryable (the same write would
         fail the same way on every attempt) is raised to the caller instead.
+
+        A temporary storage failure of a ``terminal`` write (complete, fail, cancel) is
+        tried again for up to :data:`ENDING_RETRY_SECONDS`: the failed call may have
+        landed (DynamoDB applied it, then its answer was lost and the SDK's own retries
+        ran out — a DynamoDB restart, throttling after a lost answer), and then the
+        request is over in the table while its client hears nothing, for ever (the
+        sweepers never touch a finished request). Trying again is safe: the write is
+        fenced by this claim's token, and the store recognises the ending this claim
+        already wrote. Any other write's failure leaves the claim to expire and a
+        sweeper to hand the request on (the attempt is re-run rather than recorded wrongly).
         """
         self.keeper.remove(job)
-        try:
-            ended = await write
-        except TransitionRefused:
-            self._lost(job)
-            return False
-        except StoreError as exc:
-            if permanent and not exc.retryable:
-                raise
-            self._store_trouble(job, exc)
-            return False
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + ENDING_RETRY_SECONDS
+        failures = 0
+        while True:
+            try:
+                ended = await write()
+                break
+            except TransitionRefused:
+                self._lost(job)
+                return False
+            except StoreError as exc:
+                if permanent and not exc.retryable:
+                    raise
+                failures += 1
+                delay = ENDING_BACKOFF.delay(failures)
+                if not terminal or not exc.retryable or loop.time() + delay > give_up:
+                    self._store_trouble(job, exc)
+                    return False
+                log.warning(
+                    "the ending write failed; trying again",
+                    extra={"attempt": job.attempt, "error": str(exc), "retry_in_seconds": round(delay, 3)},
+                )
+                await asyncio.sleep(delay)
         if isinstance(ended, RequestRecord):
             job.record = ended  # as written: the final frame's recipients follow its `subscribed`
         return True
@@ -216,7 +253,7 @@ class EndingPolicy:
         try:
             won = await self._end_claim(
                 job,
-                self.store.requests.complete(
+                lambda: self.store.requests.complete(
                     job.request_id,
                     owner=self.worker_id,
                     attempt=job.attempt,
@@ -225,6 +262,7 @@ class EndingPolicy:
                     progress=last,
                 ),
                 permanent=True,
+                terminal=True,
             )
         except ItemTooLarge:
             # Under our own limit but not with the payload in one 400 KB item: the
@@ -251,7 +289,7 @@ class EndingPolicy:
             error["details"] = outcome.details
         if not await self._end_claim(
             job,
-            self.store.requests.retry(
+            lambda: self.store.requests.retry(
                 job.request_id,
                 owner=self.worker_id,
                 attempt=job.attempt,
@@ -273,9 +311,10 @@ class EndingPolicy:
         error = final_error(outcome, attempt=job.attempt, max_attempts=job.record.max_attempts)
         if not await self._end_claim(
             job,
-            self.store.requests.fail(
+            lambda: self.store.requests.fail(
                 job.request_id, owner=self.worker_id, attempt=job.attempt, token=job.token, error=error
             ),
+            terminal=True,
         ):
             return
         self._outcome_metric(job, "timed_out" if error["code"] == TIMEOUT else "failed")
@@ -293,9 +332,10 @@ class EndingPolicy:
     async def _cancel(self, job: Job) -> None:
         if not await self._end_claim(
             job,
-            self.store.requests.finish_cancel(
+            lambda: self.store.requests.finish_cancel(
                 job.request_id, owner=self.worker_id, attempt=job.attempt, token=job.token
             ),
+            terminal=True,
         ):
             return
         self._outcome_metric(job, "cancelled")
@@ -324,7 +364,7 @@ class EndingPolicy:
         """Give a claimed request back (PENDING, same attempt) for another processor."""
         if not await self._end_claim(
             job,
-            self.store.requests.release(
+            lambda: self.store.requests.release(
                 job.request_id, owner=self.worker_id, attempt=job.attempt, token=job.token, progress=progress
             ),
         ):

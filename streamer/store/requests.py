@@ -52,6 +52,8 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 _JSON_FIELDS = ("payload", "metadata", "result")
+#: Set by every write with its own clock: not part of what a write *means*.
+_WRITE_STAMPS = frozenset({"updated_at", "finished_at"})
 
 
 #: What ``$resume`` reads of each request (:meth:`RequestStore.resume_page`): what a
@@ -317,22 +319,45 @@ class RequestStore(TableStore):
         ``token`` None fences a claim made before claims had tokens (a rolling upgrade).
         """
         fence = "claim_token = :token" if token is not None else "attribute_not_exists(claim_token)"
-        return await self._update(
-            request_id,
-            condition=f"{self._OWNED} AND {fence}" + (f" AND {also}" if also else ""),
-            expected=f"PROCESSING by {owner} at attempt {attempt} (this claim)"
-            + (f" ({also})" if also else ""),
-            set_values=set_values,
-            remove=remove,
-            add=add,
-            values={
-                "processing": PROCESSING,
-                "owner": owner,
-                "attempt": attempt,
-                **({"token": token} if token is not None else {}),
-                **(values or {}),
-            },
-        )
+        try:
+            return await self._update(
+                request_id,
+                condition=f"{self._OWNED} AND {fence}" + (f" AND {also}" if also else ""),
+                expected=f"PROCESSING by {owner} at attempt {attempt} (this claim)"
+                + (f" ({also})" if also else ""),
+                set_values=set_values,
+                remove=remove,
+                add=add,
+                values={
+                    "processing": PROCESSING,
+                    "owner": owner,
+                    "attempt": attempt,
+                    **({"token": token} if token is not None else {}),
+                    **(values or {}),
+                },
+            )
+        except TransitionRefused as exc:
+            current = exc.current
+            if (
+                current is not None
+                and token is not None
+                and current.claim_token == token
+                and current.owner == owner
+                and current.attempt == attempt
+                and current.terminal
+                and all(
+                    getattr(current, name, None) == value
+                    for name, value in set_values.items()
+                    if name not in _WRITE_STAMPS
+                )
+            ):
+                # This claim already ended the request this very way (same status, same
+                # result or error): an earlier call of the same ending landed though its
+                # caller saw a failure (the answer was lost and the SDK's retries ran out),
+                # and this call is the caller trying again. Only this claim (its token)
+                # can have written that terminal state.
+                return current
+            raise
 
     async def claim(
         self, request_id: str, *, owner: str, attempt: int, claim_seconds: float

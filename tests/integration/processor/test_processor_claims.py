@@ -136,3 +136,41 @@ async def test_recoveries_of_one_request_are_capped(make_env: EnvFactory) -> Non
     assert env.calls.count[record.request_id] == 0
     [ending] = await env.endings(conn, record.request_id)
     assert ending["error"]["code"] == "PROCESSING_FAILED"
+
+
+async def test_a_completion_that_landed_while_the_sdk_saw_only_failures_is_still_delivered(
+    env: Env, proxy: FaultProxy
+) -> None:
+    """The complete write landed but its answer was lost, and the SDK's retries met errors
+    until they ran out: the processor took it for a temporary failure and sent nothing. The
+    request stayed COMPLETED in the table, no sweeper ever touches a finished request, and
+    the client (its connection alive, so no ``$resume``) never heard — the chaos runs' one
+    lost request of 1,000 (DynamoDB restarting, or throttling after a lost answer)."""
+    proc = await env.processor("w-exhaust", store=await store_via(proxy, env))
+    conn = await env.connection()
+    await wait_until(lambda: bool(proc.coordinator.readers), what="the shard read")
+    completes = 0
+    update = frozenset({"UpdateItem"})
+
+    def on_call(op: str, body: bytes) -> None:
+        nonlocal completes
+        if op != "UpdateItem" or b'"COMPLETED"' not in body:
+            proxy.set_faults([])  # renewals and the rest go through
+            return
+        completes += 1
+        if completes == 1:  # the first try lands; its answer is lost
+            proxy.set_faults([Fault(kind="ambiguous", ops=update)])
+        elif completes <= 6:  # every retry the SDK makes (3 tries per call) fails
+            proxy.set_faults([Fault(kind="error", ops=update)])
+        else:
+            proxy.set_faults([])
+
+    proxy.on_call = on_call
+    req = await env.submit("p_quiet", {"seconds": 0.2}, connection_id=conn)
+    done = await env.settled(req.request_id)
+    assert done.status == COMPLETED
+    endings = await env.endings(conn, req.request_id)
+    proxy.on_call = None
+    assert proxy.injected("ambiguous") == 1 and proxy.injected("error") >= 2
+    assert [e["type"] for e in endings] == ["complete"]
+    assert env.calls.count[req.request_id] == 1

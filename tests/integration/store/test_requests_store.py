@@ -223,3 +223,16 @@ async def test_a_transition_whose_answer_was_lost_is_recognised_as_ours(
             with pytest.raises(TransitionRefused) as info:
                 await flaky.requests.fail(K("r-1"), owner="w", attempt=1, token="other", error={"code": "X"})
             assert info.value.current is not None and info.value.current.status == COMPLETED
+
+
+async def test_the_same_ending_written_again_by_its_claim_is_recognised(store: Store) -> None:
+    """A terminal write that landed while its caller saw only failures is tried again by the
+    processor: the store answers with the ending already written, not a refusal (which
+    would mean "someone else decided" and the client would never hear)."""
+    await store.requests.create(_new())
+    tok = (await store.requests.claim(K("r-1"), owner="w", attempt=1, claim_seconds=10)).claim_token
+    first = await store.requests.complete(K("r-1"), owner="w", attempt=1, token=tok, result={"ok": 1})
+    again = await store.requests.complete(K("r-1"), owner="w", attempt=1, token=tok, result={"ok": 1})
+    assert again.status == COMPLETED and again.result == {"ok": 1} and again.updated_at == first.updated_at
+    with pytest.raises(TransitionRefused):  # another claim's token: not ours
+        await store.requests.complete(K("r-1"), owner="w", attempt=1, token="other", result={"ok": 1})
