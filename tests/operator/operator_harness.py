@@ -84,12 +84,18 @@ class Cluster(kmock.KubernetesEmulator):
         # (resource, namespace, name, field manager) -> the object that manager last applied.
         self.applied: dict[tuple[Any, str | None, str, str], dict[str, Any]] = {}
         # Set: every open watch stream ends and every new watch is answered 500
-        # (an API server that lost its watch cache or its etcd), until cleared.
+        # (an API server that lost its watch cache or its etcd), until cleared; with
+        # ``watch_hangs`` also set, new watches get no answer at all until cleared.
         self.watch_outage = asyncio.Event()
+        self.watch_hangs = False
 
     async def _handle(self, request: kmock.Request) -> Any:  # type: ignore[override]
         if request.action == kmock.action.WATCH and self.watch_outage.is_set():
-            raise kmock.KubernetesError(status=500, reason="InternalError", message="watch outage")
+            if self.watch_hangs:
+                while self.watch_outage.is_set():
+                    await asyncio.sleep(0.05)
+            else:
+                raise kmock.KubernetesError(status=500, reason="InternalError", message="watch outage")
         if request.resource is not None:
             self._stamp(request)
         return await super()._handle(request)

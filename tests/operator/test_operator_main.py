@@ -125,8 +125,9 @@ async def test_two_replicas_with_peering_one_object_both_peers_and_the_work_done
     assert results == [0, 0]
 
 
+@pytest.mark.parametrize("hangs", [False, True], ids=["refused", "hung"])
 async def test_healthz_fails_while_the_watches_get_no_answer_and_recovers(
-    cluster: Cluster, api: Api, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, api: Api, monkeypatch: pytest.MonkeyPatch, hangs: bool
 ) -> None:
     port = free_port()
     monkeypatch.setenv("STREAMER_HOST", "127.0.0.1")
@@ -161,12 +162,15 @@ async def test_healthz_fails_while_the_watches_get_no_answer_and_recovers(
 
             await eventually(lambda: asyncio.to_thread(ready.is_set), what="kopf ready")
             await eventually(alive, what="/healthz 200")
-            # Every watch stream ends and the API server answers 500 to each new one:
-            # kopf retries with its back-offs; /healthz names the watch that is dead.
+            # Every watch stream ends and the API server answers 500 to each new one
+            # (kopf retries with its back-offs), or never answers at all (kopf waits for
+            # its client timeout): /healthz names the watch that is dead.
+            cluster.watch_hangs = hangs
             cluster.watch_outage.set()
             body = await eventually(dead, timeout=30, what="/healthz 503 during the outage")
             assert "watch of" in body["reason"], body
-            # Still within kopf's retries (about a minute): its next attempt is answered.
+            # Still within kopf's retries (about a minute): its next attempt is answered
+            # (or the hung one is, at last).
             cluster.watch_outage.clear()
             await eventually(alive, timeout=30, what="/healthz 200 after the outage")
         # And the watches do work again: a new handler is reconciled.
