@@ -88,12 +88,22 @@ class Cluster(kmock.KubernetesEmulator):
         # ``watch_hangs`` also set, new watches get no answer at all until cleared.
         self.watch_outage = asyncio.Event()
         self.watch_hangs = False
+        self.watch_back = asyncio.Event()  # set while there is no outage (hung watches wait on it)
+        self.watch_back.set()
+
+    def start_watch_outage(self, *, hangs: bool = False) -> None:
+        self.watch_hangs = hangs
+        self.watch_back.clear()
+        self.watch_outage.set()
+
+    def end_watch_outage(self) -> None:
+        self.watch_outage.clear()
+        self.watch_back.set()
 
     async def _handle(self, request: kmock.Request) -> Any:  # type: ignore[override]
         if request.action == kmock.action.WATCH and self.watch_outage.is_set():
             if self.watch_hangs:
-                while self.watch_outage.is_set():
-                    await asyncio.sleep(0.05)
+                await self.watch_back.wait()
             else:
                 raise kmock.KubernetesError(status=500, reason="InternalError", message="watch outage")
         if request.resource is not None:

@@ -165,13 +165,12 @@ async def test_healthz_fails_while_the_watches_get_no_answer_and_recovers(
             # Every watch stream ends and the API server answers 500 to each new one
             # (kopf retries with its back-offs), or never answers at all (kopf waits for
             # its client timeout): /healthz names the watch that is dead.
-            cluster.watch_hangs = hangs
-            cluster.watch_outage.set()
+            cluster.start_watch_outage(hangs=hangs)
             body = await eventually(dead, timeout=30, what="/healthz 503 during the outage")
             assert "watch of" in body["reason"], body
             # Still within kopf's retries (about a minute): its next attempt is answered
             # (or the hung one is, at last).
-            cluster.watch_outage.clear()
+            cluster.end_watch_outage()
             await eventually(alive, timeout=30, what="/healthz 200 after the outage")
         # And the watches do work again: a new handler is reconciled.
         await api.create(children.HANDLERS, handler_body("afterwards", actions=["afterwards.a"]))
