@@ -330,9 +330,10 @@ def _cpu_seconds() -> float:
 async def dynamo(spec: Spec) -> None:
     """Raw conditional puts (attribute_not_exists): completed/s and this process's CPU per call.
 
-    ``client``: ``aiobotocore`` (the services' own setup, ``streamer.store.dynamo``) or
-    ``aiodynamo`` (the candidate lean client, over one aiohttp session). Both send the
-    same item with the same condition, ``concurrency`` at a time.
+    ``client``: ``aiobotocore`` (``streamer.store.dynamo.open_client``), ``lean`` (our
+    own, ``streamer.store.lean``) or ``aiodynamo`` (the library candidate, over one
+    aiohttp session). All send the same item with the same condition, ``concurrency``
+    at a time.
     """
     commands = await stdin_lines()
     table = spec["table"]
@@ -399,6 +400,28 @@ async def _put_function(
             )
 
         return put_boto
+    if client == "lean":
+        import dataclasses
+
+        from streamer.store.lean import open_data_client
+
+        lean_client = await stack.enter_async_context(
+            open_data_client(settings=dataclasses.replace(settings, dynamodb_client="lean"))
+        )
+
+        async def put_ours(rid: str) -> Any:
+            return await lean_client.put_item(
+                TableName=table,
+                Item={
+                    "request_id": {"S": rid},
+                    "status": {"S": "PENDING"},
+                    "created_at": {"N": repr(time.time())},
+                    "payload": {"S": '{"message":"hello"}'},
+                },
+                ConditionExpression="attribute_not_exists(request_id)",
+            )
+
+        return put_ours
     if client != "aiodynamo":
         raise ValueError(f"unknown DynamoDB client {client!r}")
     import yarl

@@ -71,6 +71,16 @@ def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
@@ -206,6 +216,12 @@ class Settings:
     )
     table_prefix: str = _field("STREAMER_TABLE_PREFIX", _prefix, "streamer", "Prefix of every table name.")
     aws_region: str = _field("AWS_REGION", _text, "us-east-1", "AWS region of the tables.")
+    dynamodb_client: str = _field(
+        "STREAMER_DYNAMODB_CLIENT",
+        _one_of("lean", "botocore"),
+        "lean",
+        "Client of the item calls: `lean` (streamer.store.lean) or `botocore` (aiobotocore).",
+    )
 
     # --- JWT ------------------------------------------------------------------
     jwt_secret: str | None = _field("STREAMER_JWT_SECRET", _text, None, "HS256 secret (development).")

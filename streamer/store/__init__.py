@@ -14,9 +14,9 @@ from typing import Any
 
 from streamer.config import Settings
 from streamer.store.connections import ConnectionRecord, ConnectionStore
-from streamer.store.dynamo import open_client
 from streamer.store.errors import AlreadyExists, ConditionFailed, NotFound, StoreError, TransitionRefused
 from streamer.store.keys import request_key, user_key
+from streamer.store.lean import open_data_client
 from streamer.store.leases import Lease, LeaseStore
 from streamer.store.pods import ConnectPodStore
 from streamer.store.requests import (
@@ -62,7 +62,11 @@ __all__ = [
 
 
 class Store:
-    """The four table stores over one shared async DynamoDB client."""
+    """The four table stores over one shared async DynamoDB client.
+
+    The client is the lean one (:mod:`streamer.store.lean`) or aiobotocore's, as
+    ``STREAMER_DYNAMODB_CLIENT`` says; table management stays on aiobotocore either way.
+    """
 
     def __init__(self, client: Any, *, settings: Settings) -> None:
         self.client = client
@@ -76,7 +80,7 @@ class Store:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, *, settings: Settings) -> AsyncIterator[Store]:
-        async with open_client("dynamodb", settings=settings) as client:
+        async with open_data_client(settings=settings) as client:
             yield cls(client, settings=settings)
 
     async def ping(self) -> bool:

@@ -1,0 +1,286 @@
+"""The lean DynamoDB client's error mapping and retry decisions, over a scripted transport.
+
+The transport (``_send``) is replaced by a script of answers or exceptions; the real
+botocore DynamoDB service model supplies the modeled error fields and classes, so what is
+checked is exactly what :func:`streamer.store.dynamo.wrap_error` and the stores see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import botocore.session
+import pytest
+from botocore.credentials import Credentials
+from botocore.errorfactory import ClientExceptionsFactory
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from streamer.retry import Backoff
+from streamer.store.dynamo import wrap_error
+from streamer.store.errors import ItemTooLarge
+from streamer.store.lean import STANDARD_BACKOFF, LeanDynamoDB, is_retryable
+
+_MODEL = botocore.session.get_session().get_service_model("dynamodb")
+
+
+class _Meta:
+    service_model = _MODEL
+    region_name = "us-east-1"
+
+
+class _Fallback:
+    """What the lean client needs of the aiobotocore client (and what it delegates)."""
+
+    meta = _Meta()
+    exceptions = ClientExceptionsFactory().create_client_exceptions(_MODEL)
+
+    async def describe_table(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Table": {"TableName": kwargs["TableName"]}}
+
+
+Answer = tuple[int, dict[str, Any] | bytes] | BaseException
+
+
+class Scripted(LeanDynamoDB):
+    def __init__(self, answers: Sequence[Answer], *, max_attempts: int = 3) -> None:
+        self.slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            self.slept.append(seconds)
+
+        super().__init__(
+            _Fallback(),
+            http=None,  # type: ignore[arg-type]
+            endpoint="http://127.0.0.1:1",
+            region="us-east-1",
+            credentials=Credentials("k", "s"),
+            max_attempts=max_attempts,
+            sleep=sleep,
+        )
+        self.answers = list(answers)
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def _send(self, operation: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        self.sent.append((operation, body))
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        status, payload = answer
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return status, {"x-amzn-requestid": "rid", "content-type": "application/x-amz-json-1.0"}, raw
+
+
+def _err(code: str, message: str = "m", **extra: Any) -> dict[str, Any]:
+    return {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message, **extra}
+
+
+THROTTLED = (400, _err("ProvisionedThroughputExceededException"))
+OK = (200, {"Attributes": {"a": {"S": "x"}}})
+
+
+async def test_a_success_is_botocores_response_dict() -> None:
+    c = Scripted([OK])
+    out = await c.update_item(TableName="t", Key={"k": {"S": "1"}})
+    assert out == {
+        "Attributes": {"a": {"S": "x"}},
+        "ResponseMetadata": {
+            "RequestId": "rid",
+            "HTTPStatusCode": 200,
+            "HTTPHeaders": {"x-amzn-requestid": "rid", "content-type": "application/x-amz-json-1.0"},
+            "RetryAttempts": 0,
+        },
+    }
+    assert c.sent == [("UpdateItem", b'{"TableName":"t","Key":{"k":{"S":"1"}}}')]
+
+
+async def test_binary_values_go_out_as_base64_and_come_back_as_bytes() -> None:
+    c = Scripted(
+        [(200, {"Item": {"b": {"B": "AP8="}, "bs": {"BS": ["YQ=="]}, "m": {"M": {"B": {"S": "s"}}}}})]
+    )
+    out = await c.get_item(TableName="t", Key={"k": {"B": b"\x00\xff"}})
+    assert json.loads(c.sent[0][1])["Key"] == {"k": {"B": "AP8="}}
+    assert out["Item"] == {"b": {"B": b"\x00\xff"}, "bs": {"BS": [b"a"]}, "m": {"M": {"B": {"S": "s"}}}}
+
+
+async def test_a_refused_condition_carries_the_old_item_as_botocore_does() -> None:
+    c = Scripted(
+        [
+            (
+                400,
+                _err(
+                    "ConditionalCheckFailedException",
+                    "The conditional request failed",
+                    Item={"a": {"N": "1"}},
+                ),
+            )
+        ]
+    )
+    with pytest.raises(ClientError) as info:
+        await c.put_item(TableName="t", Item={}, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+    exc = info.value
+    assert isinstance(exc, _Fallback.exceptions.ConditionalCheckFailedException)
+    assert exc.response["Error"] == {
+        "Message": "The conditional request failed",
+        "Code": "ConditionalCheckFailedException",
+    }
+    assert (
+        exc.response["Item"] == {"a": {"N": "1"}}
+        and exc.response["message"] == "The conditional request failed"
+    )
+    assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert str(exc) == (
+        "An error occurred (ConditionalCheckFailedException) when calling the PutItem operation: "
+        "The conditional request failed"
+    )
+    assert c.slept == []  # never retried
+
+
+async def test_validation_errors_are_not_retried_and_map_to_store_errors() -> None:
+    c = Scripted(
+        [
+            (
+                400,
+                {
+                    "__type": "com.amazon.coral.validate#ValidationException",
+                    "Message": "Item size has exceeded",
+                },
+            )
+        ]
+    )
+    with pytest.raises(ClientError) as info:
+        await c.put_item(TableName="t", Item={})
+    assert info.value.response["Error"] == {
+        "Message": "Item size has exceeded",
+        "Code": "ValidationException",
+    }
+    assert isinstance(wrap_error(info.value, "PutItem"), ItemTooLarge)
+    assert len(c.sent) == 1
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        THROTTLED,
+        (400, _err("ThrottlingException")),
+        (400, _err("RequestLimitExceeded")),
+        (500, {"__type": "com.amazon.coral.service#InternalServerError", "message": "boom"}),
+        (503, b"<html>Service Unavailable</html>"),
+        (502, b""),
+    ],
+)
+async def test_throttling_and_5xx_are_retried(failure: Answer) -> None:
+    c = Scripted([failure, failure, OK])
+    out = await c.update_item(TableName="t")
+    assert out["ResponseMetadata"]["RetryAttempts"] == 2
+    assert len(c.sent) == 3 and c.sent[0] == c.sent[2]
+    assert 0 < c.slept[0] <= 1.0 and 0 < c.slept[1] <= 2.0  # rand · min(20, 2^(n-1)), as botocore
+
+
+async def test_exhausted_retries_raise_the_last_error_marked_as_botocore_does() -> None:
+    c = Scripted([THROTTLED] * 3)
+    with pytest.raises(ClientError) as info:
+        await c.put_item(TableName="t")
+    meta = info.value.response["ResponseMetadata"]
+    assert meta["RetryAttempts"] == 2 and meta["MaxAttemptsReached"] is True
+    assert "(reached max retries: 2)" in str(info.value)
+    assert info.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+    assert wrap_error(info.value, "PutItem").retryable
+    assert len(c.slept) == 2
+
+
+async def test_a_generic_5xx_answer_is_parsed_as_botocore_does() -> None:
+    c = Scripted([(503, b"<html>x</html>")], max_attempts=1)
+    with pytest.raises(ClientError) as info:
+        await c.query(TableName="t")
+    assert info.value.response["Error"] == {"Code": "503", "Message": "Service Unavailable"}
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (aiohttp.ServerDisconnectedError(), ConnectionClosedError),
+        (aiohttp.ClientPayloadError("cut"), ConnectionClosedError),
+        (aiohttp.ClientOSError(104, "reset"), ConnectionClosedError),
+        (aiohttp.SocketTimeoutError(), ReadTimeoutError),
+        (TimeoutError(), ReadTimeoutError),
+        (aiohttp.ConnectionTimeoutError(), ConnectTimeoutError),
+        (
+            aiohttp.ClientConnectorError(
+                aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None),
+                OSError(111, "refused"),
+            ),
+            EndpointConnectionError,
+        ),
+    ],
+)
+async def test_transport_failures_are_retried_then_raised_as_botocores(
+    exc: BaseException, expected: type[Exception]
+) -> None:
+    c = Scripted([exc, OK])
+    assert (await c.get_item(TableName="t"))["ResponseMetadata"]["RetryAttempts"] == 1
+    c = Scripted([exc, exc, exc])
+    with pytest.raises(expected) as info:
+        await c.get_item(TableName="t")
+    assert info.value.__cause__ is exc
+    assert wrap_error(info.value, "GetItem").retryable
+    assert len(c.sent) == 3
+
+
+async def test_cancellation_is_not_retried() -> None:
+    c = Scripted([asyncio.CancelledError()])
+    with pytest.raises(asyncio.CancelledError):
+        await c.get_item(TableName="t")
+    assert c.slept == []
+
+
+async def test_other_attributes_are_the_aiobotocore_clients() -> None:
+    c = Scripted([])
+    assert await c.describe_table(TableName="x") == {"Table": {"TableName": "x"}}
+    assert c.meta.region_name == "us-east-1"
+
+
+def test_retry_decisions_follow_botocore_standard_mode() -> None:
+    assert is_retryable("ProvisionedThroughputExceededException", 400)
+    assert is_retryable("ThrottlingException", 400)
+    assert is_retryable("InternalServerError", 500)
+    assert is_retryable("Whatever", 503)
+    assert not is_retryable("ConditionalCheckFailedException", 400)
+    assert not is_retryable("ValidationException", 400)
+    assert not is_retryable("TransactionCanceledException", 400)
+    assert Backoff(base=1.0, cap=20.0, jitter=1.0) == STANDARD_BACKOFF
+    assert STANDARD_BACKOFF.delay(1, rand=0.0) == 1.0 and STANDARD_BACKOFF.delay(6, rand=0.0) == 20.0
+
+
+async def test_calls_are_signed_with_sigv4() -> None:
+    seen: dict[str, str] = {}
+
+    class Session:
+        def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Any:
+            seen.update(headers)
+            raise aiohttp.ClientPayloadError("stop")
+
+    c = LeanDynamoDB(
+        _Fallback(),
+        http=Session(),
+        endpoint="http://127.0.0.1:8000",
+        region="eu-west-1",  # type: ignore[arg-type]
+        credentials=Credentials("AKID", "secret", "token"),
+        max_attempts=1,
+    )
+    with pytest.raises(ConnectionClosedError):
+        await c.put_item(TableName="t")
+    assert seen["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKID/")
+    assert "/eu-west-1/dynamodb/aws4_request" in seen["Authorization"]
+    assert "x-amz-target" in seen["Authorization"] and seen["X-Amz-Security-Token"] == "token"
+    assert seen["X-Amz-Target"] == "DynamoDB_20120810.PutItem"
+    assert seen["Content-Type"] == "application/x-amz-json-1.0"
