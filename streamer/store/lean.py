@@ -54,7 +54,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-from botocore.auth import SigV4Auth
+from botocore.auth import SigV4Auth, _host_from_url
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import (
     ClientError,
@@ -122,6 +122,15 @@ _JSON = "application/x-amz-json-1.0"
 _BINARY = re.compile(rb'"BS?"\s*:\s*[\["]')
 
 
+class _Request(AWSRequest):
+    """An AWSRequest whose body is its bytes as they are (what botocore's own prepare gives
+    for a bytes body), so the signer's payload hash does not build a prepared request."""
+
+    @property
+    def body(self) -> Any:
+        return self.data
+
+
 def is_retryable(code: str, status: int) -> bool:
     """Whether botocore's standard mode retries an error answer (code, HTTP status)."""
     return code in THROTTLING_CODES or code in TRANSIENT_CODES or status in TRANSIENT_STATUS
@@ -183,6 +192,8 @@ class LeanDynamoDB:
         self._fallback = fallback
         self._http = http
         self._url = endpoint.rstrip("/") + "/"
+        # Signed as botocore signs it (lowercase, no default port), and sent as signed.
+        self._host = _host_from_url(self._url)
         self._region = region
         self._credentials = credentials
         self._max_attempts = max(1, max_attempts)
@@ -259,12 +270,17 @@ class LeanDynamoDB:
             raise self.client_error(parsed, operation)
 
     async def _send(self, operation: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        headers = {"Content-Type": _JSON, "X-Amz-Target": _TARGET + operation, "Accept-Encoding": "identity"}
+        headers = {
+            "Host": self._host,
+            "Content-Type": _JSON,
+            "X-Amz-Target": _TARGET + operation,
+            "Accept-Encoding": "identity",
+        }
         if self._credentials is not None:
             frozen = self._credentials.get_frozen_credentials()
             if inspect.isawaitable(frozen):
                 frozen = await frozen
-            request = AWSRequest(method="POST", url=self._url, data=body, headers=headers)
+            request = _Request(method="POST", url=self._url, data=body, headers=headers)
             SigV4Auth(frozen, "dynamodb", self._region).add_auth(request)
             headers = dict(request.headers.items())
         async with self._http.post(self._url, data=body, headers=headers) as resp:

@@ -284,3 +284,55 @@ async def test_calls_are_signed_with_sigv4() -> None:
     assert "x-amz-target" in seen["Authorization"] and seen["X-Amz-Security-Token"] == "token"
     assert seen["X-Amz-Target"] == "DynamoDB_20120810.PutItem"
     assert seen["Content-Type"] == "application/x-amz-json-1.0"
+
+
+async def test_the_signature_is_the_one_botocore_computes_for_the_same_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import datetime
+
+    import botocore.auth
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    fixed = datetime.datetime(2026, 12, 1, 8, 0, 0)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: fixed)
+    seen: dict[str, str] = {}
+    sent: list[bytes] = []
+
+    class Session:
+        def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Any:
+            seen.update(headers)
+            sent.append(data)
+            raise aiohttp.ClientPayloadError("stop")
+
+    creds = Credentials("AKID", "secret")
+    for endpoint, host in (
+        ("https://dynamodb.eu-west-1.amazonaws.com", "dynamodb.eu-west-1.amazonaws.com"),
+        ("http://LOCALHOST:8000/", "localhost:8000"),
+    ):
+        c = LeanDynamoDB(
+            _Fallback(),
+            http=Session(),  # type: ignore[arg-type]
+            endpoint=endpoint,
+            region="eu-west-1",
+            credentials=creds,
+            max_attempts=1,
+        )
+        with pytest.raises(ConnectionClosedError):
+            await c.query(TableName="t", KeyConditionExpression="k = :k")
+        # botocore's own path: a plain AWSRequest without a Host header.
+        reference = AWSRequest(
+            method="POST",
+            url=endpoint.rstrip("/") + "/",
+            data=sent[-1],
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": "DynamoDB_20120810.Query",
+                "Accept-Encoding": "identity",
+            },
+        )
+        SigV4Auth(creds.get_frozen_credentials(), "dynamodb", "eu-west-1").add_auth(reference)
+        assert seen["Host"] == host
+        assert seen["Authorization"] == reference.headers["Authorization"]
+        assert seen["X-Amz-Date"] == "20261201T080000Z"
