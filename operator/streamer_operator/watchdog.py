@@ -90,9 +90,14 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from kopf._cogs.clients import api  # kopf's internal client: no public hook exists
+        try:
+            from kopf._cogs.clients import api  # kopf's internal client: no public hook exists
 
-        original = api.request
+            original = api.request
+        except (ImportError, AttributeError):  # another kopf: run on, without this check
+            log.warning("kopf's request function was not found: /healthz does not watch the watches")
+            _installed = True
+            return
 
         @functools.wraps(original)
         async def request(method: str, url: str, **kwargs: Any) -> Any:
