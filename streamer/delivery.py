@@ -100,6 +100,10 @@ class _NotHere(Exception):
     """The pod answered NOT_FOUND: it does not hold the connection."""
 
 
+#: How long a final frame's connection lookup is tried again when the store fails.
+FINAL_LOOKUP_SECONDS = 30.0
+
+
 class _BreakerOpen(Exception):
     """The endpoint's breaker is open; no call was made."""
 
@@ -190,7 +194,7 @@ class Delivery:
         A connection that is gone has its stale record (and subscriptions) removed.
         ``final`` marks a frame the breaker must not drop (see the module doc).
         """
-        endpoint = await self._lookup(connection_id)
+        endpoint = await self._lookup(connection_id, final=final)
         if endpoint is None:
             return False
         sent = await self._send_one(connection_id, endpoint, protocol.encode_bytes(message), final=final)
@@ -223,7 +227,7 @@ class Delivery:
             if known.get(cid):
                 return known[cid]
             async with sem:
-                return await self._lookup(cid)
+                return await self._lookup(cid, final=final)
 
         found = await asyncio.gather(*(find(cid) for cid in ids))
         groups: dict[str, list[str]] = {}
@@ -273,18 +277,31 @@ class Delivery:
 
     # ------------------------------------------------------------------ lookups
 
-    async def _lookup(self, connection_id: str) -> str | None:
-        """The endpoint holding ``connection_id`` (cached for ``cache_ttl``), None when gone."""
+    async def _lookup(self, connection_id: str, *, final: bool = False) -> str | None:
+        """The endpoint holding ``connection_id`` (cached for ``cache_ttl``), None when gone.
+
+        For a ``final`` frame a failed read is tried again for up to
+        :data:`FINAL_LOOKUP_SECONDS`: the store not answering says nothing about the
+        connection, and the frame gets no other chance.
+        """
         now = time.monotonic()
         cached = self._cache.get(connection_id)
         if cached is not None and cached[1] > now:
             return cached[0]
-        try:
-            record = await self.store.connections.get(connection_id)
-        except StoreError:
-            log.warning("connection lookup failed", exc_info=True, extra={"connection_id": connection_id})
-            sends_total.labels("lookup_failed").inc()
-            return None
+        give_up = now + FINAL_LOOKUP_SECONDS
+        failures = 0
+        while True:
+            try:
+                record = await self.store.connections.get(connection_id)
+                break
+            except StoreError:
+                log.warning("connection lookup failed", exc_info=True, extra={"connection_id": connection_id})
+                sends_total.labels("lookup_failed").inc()
+                failures += 1
+                delay = self._backoff.delay(failures)
+                if not final or time.monotonic() + delay > give_up:
+                    return None
+                await asyncio.sleep(delay)
         if record is None:
             self._cache.pop(connection_id, None)
             sends_total.labels("gone").inc()

@@ -17,17 +17,24 @@ claim renewal); the terminal frame always re-reads the list when marked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from streamer.protocol import CompleteMessage, ErrorMessage, ProgressMessage
+from streamer.retry import Backoff
 from streamer.store.errors import StoreError
 from streamer.store.requests import RequestRecord
 from streamer.store.subscriptions import SubscriptionStore
 
 log = logging.getLogger(__name__)
+
+#: How long the subscribers of a request are read again for its final frame when the
+#: store fails (with this backoff between tries).
+FINAL_LOOKUP_SECONDS = 30.0
+FINAL_LOOKUP_BACKOFF = Backoff(base=0.25, cap=4.0)
 
 
 class Sender(Protocol):
@@ -64,16 +71,35 @@ class Fanout:
         if cached is not None and cached[0] > now:
             subscribers = cached[1]
         else:
-            try:
-                subs = await self.subscriptions.for_request(record.request_id)
-                subscribers = [s.connection_id for s in subs if s.tenant_id == record.tenant_id]
-            except StoreError as exc:
-                log.warning(
-                    "subscriber lookup failed", extra={"request_id": record.request_id, "error": str(exc)}
-                )
-                subscribers = cached[1] if cached else []
+            found = await self._subscribers(record, final=fresh)
+            subscribers = found if found is not None else (cached[1] if cached else [])
             self._cache[record.request_id] = (now + self.cache_seconds, subscribers)
         return list(dict.fromkeys([*ids, *subscribers]))
+
+    async def _subscribers(self, record: RequestRecord, *, final: bool) -> list[str] | None:
+        """The subscribed connections of the request's tenant; None when the store did not answer.
+
+        For the ``final`` frame the read is tried again for up to
+        :data:`FINAL_LOOKUP_SECONDS`: a subscriber is typically the client's *new*
+        connection after a reconnect and ``$resume``, and it gets no other chance to hear
+        the outcome (its socket is alive, so it will not resume again).
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + FINAL_LOOKUP_SECONDS
+        failures = 0
+        while True:
+            try:
+                subs = await self.subscriptions.for_request(record.request_id)
+                return [s.connection_id for s in subs if s.tenant_id == record.tenant_id]
+            except StoreError as exc:
+                failures += 1
+                delay = FINAL_LOOKUP_BACKOFF.delay(failures)
+                if not final or loop.time() + delay > give_up:
+                    log.warning(
+                        "subscriber lookup failed", extra={"request_id": record.request_id, "error": str(exc)}
+                    )
+                    return None
+                await asyncio.sleep(delay)
 
     async def publish(
         self,

@@ -174,3 +174,33 @@ async def test_a_completion_that_landed_while_the_sdk_saw_only_failures_is_still
     assert proxy.injected("ambiguous") == 1 and proxy.injected("error") >= 2
     assert [e["type"] for e in endings] == ["complete"]
     assert env.calls.count[req.request_id] == 1
+
+
+async def test_a_final_frame_reaches_the_subscribers_though_their_first_read_fails(
+    env: Env, proxy: FaultProxy
+) -> None:
+    """The final frame's read of the subscribers failed (the SDK's tries all met errors):
+    the processor sent the ``complete`` to the owner's connection only. A subscriber — the
+    client's new connection after a reconnect and ``$resume`` — never heard, and its socket
+    being alive, it never asked again."""
+    proc = await env.processor("w-subs", store=await store_via(proxy, env))
+    await wait_until(lambda: bool(proc.coordinator.readers), what="the shard read")
+    owner, watcher = await env.connection(), await env.connection()
+    record = dataclasses.replace(
+        env.new_request("p_quiet", {"seconds": 0.3}, connection_id=owner), subscribed=True
+    )
+    await env.store.subscriptions.subscribe(
+        request_id=record.request_id, connection_id=watcher, user_id="u1", tenant_id="t1"
+    )
+    # Every read of the subscribers fails until more than one SDK call's tries have failed,
+    # or the owner got its frame (sent once the subscribers' read gave up).
+    proxy.set_faults([Fault(kind="error", ops=frozenset({"Query"}), tables=frozenset({"subscriptions"}))])
+    await env.store.requests.create(record)
+    await wait_until(
+        lambda: proxy.injected("error") >= 6 or bool(env.capture.endings(owner, record.request_id)),
+        timeout=60,
+        what="the subscribers' read to fail",
+    )
+    proxy.set_faults([])
+    assert [e["type"] for e in await env.endings(owner, record.request_id)] == ["complete"]
+    assert [e["type"] for e in await env.endings(watcher, record.request_id)] == ["complete"]

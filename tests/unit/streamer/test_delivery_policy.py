@@ -42,3 +42,25 @@ def test_a_success_resets_the_count() -> None:
 def test_attempts_must_be_positive() -> None:
     with pytest.raises(ValueError):
         delivery(attempts=0)
+
+
+async def test_a_final_frames_connection_lookup_is_tried_again_when_the_store_fails() -> None:
+    """A store failure says nothing about the connection: a final frame's lookup tries again
+    (a progress frame's does not: the next one comes soon)."""
+    from types import SimpleNamespace
+
+    from streamer.store.errors import StoreError
+
+    calls = 0
+
+    async def get(connection_id: str) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise StoreError("throttled")
+        return SimpleNamespace(connection_id=connection_id, endpoint="pod:1")
+
+    d = delivery(base_delay=0.01, max_delay=0.02)
+    d.store = SimpleNamespace(connections=SimpleNamespace(get=get))  # type: ignore[assignment]
+    assert await d._lookup("c1") is None and calls == 1
+    assert await d._lookup("c2", final=True) == "pod:1" and calls == 3
