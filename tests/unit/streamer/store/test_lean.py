@@ -286,8 +286,22 @@ async def test_calls_are_signed_with_sigv4() -> None:
     assert seen["Content-Type"] == "application/x-amz-json-1.0"
 
 
-async def test_the_signature_is_the_one_botocore_computes_for_the_same_call(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("endpoint", "region", "token", "host"),
+    [
+        ("https://dynamodb.eu-west-1.amazonaws.com", "eu-west-1", None, "dynamodb.eu-west-1.amazonaws.com"),
+        (
+            "https://dynamodb.us-east-1.amazonaws.com:443/",
+            "us-east-1",
+            "tok  en/+=",
+            "dynamodb.us-east-1.amazonaws.com",
+        ),
+        ("http://LOCALHOST:8000/", "us-east-1", None, "localhost:8000"),
+        ("http://127.0.0.1:8000", "ap-south-1", "session-token", "127.0.0.1:8000"),
+    ],
+)
+def test_the_signature_is_botocores_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str, region: str, token: str | None, host: str
 ) -> None:
     import datetime
 
@@ -295,44 +309,63 @@ async def test_the_signature_is_the_one_botocore_computes_for_the_same_call(
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
-    fixed = datetime.datetime(2026, 12, 1, 8, 0, 0)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: fixed)
-    seen: dict[str, str] = {}
-    sent: list[bytes] = []
+    from streamer.store.lean import SigV4
 
-    class Session:
-        def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Any:
-            seen.update(headers)
-            sent.append(data)
-            raise aiohttp.ClientPayloadError("stop")
-
-    creds = Credentials("AKID", "secret")
-    for endpoint, host in (
-        ("https://dynamodb.eu-west-1.amazonaws.com", "dynamodb.eu-west-1.amazonaws.com"),
-        ("http://LOCALHOST:8000/", "localhost:8000"),
+    url = endpoint.rstrip("/") + "/"
+    signer = SigV4(url=url, region=region)
+    creds = Credentials(
+        "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token
+    ).get_frozen_credentials()
+    for when, op, body in (
+        (
+            datetime.datetime(2026, 12, 1, 8, 0, 0),
+            "PutItem",
+            '{"TableName":"t","Item":{"k":{"S":"é"}}}'.encode(),
+        ),
+        (datetime.datetime(2026, 12, 1, 23, 59, 59), "Query", b"{}"),
+        (datetime.datetime(2026, 12, 2, 0, 0, 1), "UpdateItem", b'{"TableName":"t"}'),  # a new day: a new key
     ):
-        c = LeanDynamoDB(
-            _Fallback(),
-            http=Session(),  # type: ignore[arg-type]
-            endpoint=endpoint,
-            region="eu-west-1",
-            credentials=creds,
-            max_attempts=1,
-        )
-        with pytest.raises(ConnectionClosedError):
-            await c.query(TableName="t", KeyConditionExpression="k = :k")
-        # botocore's own path: a plain AWSRequest without a Host header.
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda when=when: when)
         reference = AWSRequest(
             method="POST",
-            url=endpoint.rstrip("/") + "/",
-            data=sent[-1],
+            url=url,
+            data=body,
             headers={
                 "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": "DynamoDB_20120810.Query",
+                "X-Amz-Target": f"DynamoDB_20120810.{op}",
                 "Accept-Encoding": "identity",
             },
         )
-        SigV4Auth(creds.get_frozen_credentials(), "dynamodb", "eu-west-1").add_auth(reference)
-        assert seen["Host"] == host
-        assert seen["Authorization"] == reference.headers["Authorization"]
-        assert seen["X-Amz-Date"] == "20261201T080000Z"
+        SigV4Auth(creds, "dynamodb", region).add_auth(reference)
+        ours = signer.headers(creds, f"DynamoDB_20120810.{op}", body, when.strftime("%Y%m%dT%H%M%SZ"))
+        assert ours["Authorization"] == reference.headers["Authorization"]
+        assert ours["X-Amz-Date"] == reference.headers["X-Amz-Date"]
+        assert ours.get("X-Amz-Security-Token") == reference.headers.get("X-Amz-Security-Token")
+        assert ours["Host"] == host
+
+
+async def test_each_call_is_signed_when_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamer.store.lean as lean
+
+    seen: list[dict[str, str]] = []
+    dates = iter(["20261201T080000Z", "20261201T080001Z"])
+    monkeypatch.setattr(lean, "_amz_date", lambda: next(dates))
+
+    class Session:
+        def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Any:
+            seen.append(headers)
+            raise aiohttp.ClientPayloadError("stop")
+
+    c = LeanDynamoDB(
+        _Fallback(),
+        http=Session(),  # type: ignore[arg-type]
+        endpoint="http://127.0.0.1:8000",
+        region="us-east-1",
+        credentials=Credentials("k", "s"),
+        max_attempts=2,
+    )
+    with pytest.raises(ConnectionClosedError):
+        await c.put_item(TableName="t")
+    # A retry is signed again, at its own time.
+    assert [h["X-Amz-Date"] for h in seen] == ["20261201T080000Z", "20261201T080001Z"]
+    assert seen[0]["Authorization"] != seen[1]["Authorization"]
