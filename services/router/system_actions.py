@@ -8,6 +8,7 @@ client gets its own requests back, not its colleagues').
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -55,6 +56,10 @@ RESUME_PAGE_FRAMES = 100
 RESUME_PAGE_BYTES = 1024 * 1024
 #: ... and takes at most about this long (or a third of the caller's deadline) when it has a frame.
 RESUME_PAGE_SECONDS = 5.0
+#: ``$resume`` pages built at once per router (see ``SystemActions.resume``) ...
+RESUME_CONCURRENCY = 16
+#: ... and the time a caller must have left once its turn comes (else: try again).
+RESUME_MIN_SECONDS_LEFT = 1.0
 #: Requests read from the store per query (small projections, never payloads or results).
 RESUME_QUERY_LIMIT = 200
 #: A cursor is honoured this long after the first page (then: start again).
@@ -95,8 +100,11 @@ async def attach(store: Store, record: RequestRecord, call: Call) -> RequestReco
 class SystemActions:
     """Answers the ``$`` actions from the store."""
 
-    def __init__(self, *, store: Store) -> None:
+    def __init__(self, *, store: Store, resume_concurrency: int | None = None) -> None:
         self.store = store
+        #: Pages of ``$resume`` built at once: with each page at most RESUME_PAGE_BYTES (plus
+        #: one result), a reconnect storm costs the router a bounded amount of memory.
+        self._resume_slots = asyncio.Semaphore(resume_concurrency or RESUME_CONCURRENCY)
 
     async def handle(self, call: Call) -> Frames:
         if call.action == PING:
@@ -196,7 +204,25 @@ class SystemActions:
         ``$resume`` again with ``{"cursor": ...}``. The store is read a page of
         :data:`RESUME_QUERY_LIMIT` small projections at a time (never the payloads or
         results); a finished request's result is read alone, when its frame is built.
+        At most :data:`RESUME_CONCURRENCY` pages are built at once; a caller whose
+        deadline ran out waiting gets ``SERVICE_UNAVAILABLE`` (retryable: the clients send
+        ``$resume`` again with backoff).
         """
+        entered = time.monotonic()
+        async with self._resume_slots:
+            waited = time.monotonic() - entered
+            if call.deadline is not None and call.deadline - waited < RESUME_MIN_SECONDS_LEFT:
+                return [
+                    error_message(
+                        SERVICE_UNAVAILABLE,
+                        "Too many reconnections at once; send $resume again",
+                        request_id=call.request_id,
+                    )
+                ]
+            left = None if call.deadline is None else call.deadline - waited
+            return await self._resume_page(call, left)
+
+    async def _resume_page(self, call: Call, deadline: float | None) -> Frames:
         t = now()
         try:
             cursor = ResumeCursor.decode(call.payload.get("cursor"), now=t)
@@ -212,7 +238,7 @@ class SystemActions:
         size = 0
         # A page also ends early when it has taken a while (many re-attachments under a slow
         # store): the caller's deadline must never pass with the work of a page lost.
-        budget = RESUME_PAGE_SECONDS if call.deadline is None else min(RESUME_PAGE_SECONDS, call.deadline / 3)
+        budget = RESUME_PAGE_SECONDS if deadline is None else min(RESUME_PAGE_SECONDS, deadline / 3)
         give_up = time.monotonic() + budget
         while table < len(tables):
             store = tables[table]
