@@ -6,9 +6,11 @@ queue (the requests table it consumes, the ``queue`` label):
 - ``streamer_processor_backlog{queue,handler}``: PENDING requests of each handler, and
   ``streamer_processor_oldest_pending_seconds{queue,handler}``: the oldest one's age —
   one query of the status index, projected to two attributes and paged (its cost grows
-  with the backlog: about 0.5 read unit per 4 KB of projected items, per processor per
-  interval; nothing is read per request). Every processor of a queue measures the same
-  table: take ``max`` over processors;
+  with the backlog, like the sweeper's PENDING query; nothing is read per request). One
+  processor of the queue measures: the one holding the stream's first live shard lease
+  (by key, as its coordinator last read them; any processor while none is held), so the
+  cost is once per queue per interval, not once per processor. The others export no
+  backlog series; during a hand-over two may for a round: take ``max`` over processors;
 - ``streamer_processor_in_flight{queue,handler}``: the requests this process holds a claim
   on (its own jobs, no read at all): take ``sum`` over processors.
 
@@ -60,11 +62,13 @@ class BacklogMeter:
         requests: RequestStore,
         jobs: Callable[[], Iterable[Job]],
         interval: float,
+        leader: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.requests = requests
         self.queue = requests.table
         self.jobs = jobs
+        self.leader = leader
         self.interval = interval
         self.clock = clock
         self.measured = 0
@@ -73,8 +77,13 @@ class BacklogMeter:
         self._loop = Background(f"backlog-{self.queue}")
 
     async def measure_once(self) -> dict[str, tuple[int, float]]:
-        """One measurement, published; returns {handler: (pending, oldest age)}."""
+        """One measurement, published; returns {handler: (pending, oldest age)}.
+
+        Not this processor's turn (:attr:`leader`): in-flight only, and no backlog series."""
         self._publish_in_flight()
+        if not self.leader():
+            self._forget_backlog()
+            return {}
         try:
             counts = await self.requests.count_by_handler(PENDING)
         except StoreError:

@@ -159,6 +159,7 @@ class Processor:
             requests=store.requests,
             jobs=lambda: self.keeper.jobs.values(),
             interval=self.settings.backlog_interval_seconds,
+            leader=self._measures_backlog,
         )
         self.path.start()
         await self.coordinator.start()
@@ -168,6 +169,14 @@ class Processor:
             await self._serve_offers(self.grpc_port)
         self.health.set_ready()
         log.info("processor started", extra={"worker_id": self.worker_id, "stream": self.stream_arn})
+
+    def _measures_backlog(self) -> bool:
+        """Whether this processor measures the queue's backlog: it holds the stream's first
+        live lease (by key), or nobody holds one (services.processor.backlog)."""
+        live = [lease for lease in self.coordinator.seen if not lease.expired() and not lease.finished]
+        if not live:
+            return True
+        return min(live, key=lambda lease: lease.lease_key).owner == self.worker_id
 
     async def _serve_offers(self, port: int) -> None:
         server = rpc.create_server(max_message_bytes=self.settings.grpc_max_message_bytes)

@@ -372,6 +372,8 @@ class LeaseCoordinator:
         self.held: dict[str, HeldLease] = {}
         self.readers: dict[str, tuple[ShardReader, asyncio.Task[None]]] = {}
         self.shards: list[Shard] = []
+        #: Every lease of the stream as the last round read them (whoever holds them).
+        self.seen: list[Lease] = []
         self._lags: dict[str, float] = {}
         self._described_at: float | None = None
         self._loop = Background(f"leases-{worker_id}")
@@ -431,6 +433,7 @@ class LeaseCoordinator:
                 if self._described_at is None:
                     return
         leases = await self.leases.all(stream_arn=self.stream_arn)
+        self.seen = list(leases)
         plan = plan_leases(
             stream_arn=self.stream_arn,
             shards=self.shards,

@@ -55,3 +55,21 @@ async def test_measure_publishes_counts_ages_in_flight_and_zeros() -> None:
     with pytest.raises(StoreError):
         await meter.measure_once()
     assert _value(BACKLOG, "c") is None  # no stale reading: readers fall back to the table
+
+
+async def test_not_the_measuring_processor_exports_in_flight_only() -> None:
+    requests = FakeRequests()
+    requests.answer = {"d": (3, 990.0)}
+    turn = [True]
+    jobs = [_job("d")]
+    meter = BacklogMeter(
+        requests=requests,  # type: ignore[arg-type]
+        jobs=lambda: jobs,
+        interval=1,
+        leader=lambda: turn[0],
+        clock=lambda: 1000.0,
+    )
+    assert await meter.measure_once() == {"d": (3, 10.0)}
+    turn[0] = False
+    assert await meter.measure_once() == {}
+    assert _value(BACKLOG, "d") is None and _value(IN_FLIGHT, "d") == 1

@@ -56,3 +56,26 @@ async def test_in_flight_and_backlog_of_a_handler(env: Env) -> None:
         return _value(IN_FLIGHT, queue, handler) == 0 and _value(BACKLOG, queue, handler) == 0
 
     await wait_until(drained, what="nothing in flight or waiting")
+
+
+async def test_one_processor_of_a_queue_measures_its_backlog(env: Env) -> None:
+    first = await env.processor("w-measure-a")
+    second = await env.processor("w-measure-b")
+    conn = await env.connection()
+    later = time.time() + 3600
+    waiting = dataclasses.replace(env.new_request("p_slow", connection_id=conn), not_before=later)
+    await env.store.requests.create(waiting)
+
+    def measurers() -> list[bool]:
+        return [first._measures_backlog(), second._measures_backlog()]
+
+    # Once both have read the stream's leases: the holder of the first one, and only it.
+    await wait_until(lambda: measurers().count(True) == 1, timeout=30, what="exactly one measurer")
+    leader, other = (first, second) if first._measures_backlog() else (second, first)
+    assert other.coordinator.seen and await other.backlog.measure_once() == {}
+
+    async def counted() -> bool:
+        return (await leader.backlog.measure_once()).get(waiting.handler, (0, 0.0))[0] == 1
+
+    await wait_until(counted, what="the leader counts the waiting request")
+    await env.store.requests.cancel(waiting.request_id, tenant_id="t1")
