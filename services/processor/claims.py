@@ -413,7 +413,8 @@ class ClaimKeeper:
             # the claim): a call stuck on a dead connection gives its slot up by then, and
             # the job lapses as it must. (Cutting calls shorter turned slow answers under
             # load into lapses.)
-            async with asyncio.timeout(max(self.interval, job.deadline - time.monotonic())):
+            left = min(self.claim_seconds, job.deadline - time.monotonic())
+            async with asyncio.timeout(max(self.interval, left)):
                 record = await self.requests.renew(
                     job.request_id,
                     owner=self.worker_id,
