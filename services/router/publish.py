@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import grpc
 from grpc import aio
 
-from streamer import rpc
+from streamer import protocol, rpc
 from streamer.api.v1 import router_pb2
 from streamer.callers import CallerPolicy
 from streamer.delivery import PublishResult
@@ -64,6 +64,10 @@ def parse_message(raw: bytes) -> dict[str, Any]:
         raise InvalidPublish("message must be a JSON object")
     if not isinstance(message.get("type"), str) or not message["type"]:
         message = {"type": "message", **{k: v for k, v in message.items() if k != "type"}}
+    try:
+        protocol.encode_bytes(message)  # what every pod will be sent; refused here, not there
+    except UnicodeEncodeError:
+        raise InvalidPublish("message must be UTF-8 text (it holds a lone surrogate escape)") from None
     return message
 
 

@@ -172,11 +172,11 @@ async def test_the_owner_is_reached_through_the_pod_stored_on_the_request(stack:
     that record first (a lookup would find nothing and deliver nothing)."""
     user = f"owner-{uuid.uuid4().hex[:8]}"
     async with connect(stack, user=user) as client, Store.open(settings=stack.settings) as store:
-        pairs = await eventually(lambda: store.connections.endpoints_by_user(user, tenant_id="acme"))
-        assert len(pairs) == 1
-        connection_id, endpoint = pairs[0]
+        records = await eventually(lambda: store.connections.by_user(user, tenant_id="acme"))
+        assert len(records) == 1
+        connection_id, endpoint = records[0].connection_id, records[0].endpoint
         assert await store.connections.delete(connection_id)
         handle = await client.start("echo_async", {"message": "hint"})
+        assert (await handle.result(timeout=30))["message"] == "hint"
         record = await record_of(stack, handle.request_id)
         assert record is not None and record.connection_endpoint == endpoint
-        assert (await handle.result(timeout=30))["message"] == "hint"

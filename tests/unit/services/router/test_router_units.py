@@ -112,7 +112,7 @@ def test_parse_publish_message() -> None:
     assert parse_message(b'{"n":1}') == {"type": "message", "n": 1}
     assert parse_message(b'{"type":"notice"}') == {"type": "notice"}
     assert parse_message(b'{"type":"","n":1}') == {"type": "message", "n": 1}
-    for bad in (b"", b"[1]", b"{x", b'"s"'):
+    for bad in (b"", b"[1]", b"{x", b'"s"', b'{"message":"\\ud800"}'):
         with pytest.raises(InvalidPublish):
             parse_message(bad)
 
