@@ -9,11 +9,20 @@ moment later. A real processor against DynamoDB Local's stream and a real handle
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import sys
+from typing import Any
 
+import yaml
+from metricslib import scrape
 from processor_helpers import Env, uid, wait_until
 
 from services.processor.budget import LANE_CLAIM_FACTOR
-from streamer.store import COMPLETED, RequestRecord
+from streamer.store import COMPLETED, PROCESSING, RequestRecord
 
 
 async def test_a_burst_is_claimed_a_lane_share_at_a_time_and_another_tenant_is_not_starved(env: Env) -> None:
@@ -79,3 +88,111 @@ async def test_a_burst_is_claimed_a_lane_share_at_a_time_and_another_tenant_is_n
     assert late_at < tenant_cap + len(late) + 1, (
         f"tenant tb's requests ran as number {late_at + 1} of {len(order)}: behind tenant ta's burst"
     )
+
+
+async def test_a_processor_process_leaves_what_it_may_not_claim_and_takes_tenants_in_turn(
+    env: Env, tmp_path: pathlib.Path
+) -> None:
+    """The same as a process of its own (``python -m services.processor``, file registry):
+    it never holds more than a tenant's share of a lane, says so on ``/metrics``
+    (``claims_total{result="full"}``), and runs the late tenant's requests early."""
+    spec = env.registry.lookup("p_ordered")
+    assert spec is not None and spec.concurrency == 1
+    tenant_cap = LANE_CLAIM_FACTOR * spec.concurrency // 2
+    registry_file = tmp_path / "registry.yaml"
+    doc = {
+        "apiVersion": "streamer.dev/v1alpha1",
+        "kind": "StreamerHandler",
+        "metadata": {"name": "proc-single"},
+        "spec": {"actions": [{"name": "p_ordered", "mode": "async", "timeout": "10s"}], "concurrency": 1},
+        "status": {"endpoint": spec.endpoint},
+    }
+    registry_file.write_text(yaml.safe_dump(doc))
+    s = env.settings
+    child_env = {
+        **os.environ,
+        "STREAMER_DYNAMODB_ENDPOINT": s.dynamodb_endpoint or "",
+        "STREAMER_TABLE_PREFIX": s.table_prefix,
+        "STREAMER_HOST": "127.0.0.1",
+        "STREAMER_LEASE_SECONDS": "2",
+        "STREAMER_CLAIM_SECONDS": "4",
+        "STREAMER_SWEEP_INTERVAL_SECONDS": "0.5",
+        "STREAMER_PENDING_GRACE_SECONDS": "1",
+        "STREAMER_DRAIN_SECONDS": "2",
+        "STREAMER_WORKER_ID": "w-budget-process",
+        "STREAMER_LOG_JSON": "true",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.processor",
+        "--registry",
+        str(registry_file),
+        "--http-port",
+        "0",
+        env=child_env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[dict[str, Any]] = []
+
+    async def read_logs() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(raw))
+
+    reader = asyncio.create_task(read_logs())
+    try:
+        await wait_until(
+            lambda: any(line.get("message") == "processor started" for line in lines),
+            timeout=30,
+            what="the processor to start",
+        )
+        port = next(line["http_port"] for line in lines if "http_port" in line)
+        conn = await env.connection()
+
+        def new(tenant: str, i: int) -> RequestRecord:
+            return RequestRecord.new(
+                request_id=uid(f"{tenant}-{i}"),
+                action="p_ordered",
+                user_id="u1",
+                tenant_id=tenant,
+                connection_id=conn,
+                payload={"seconds": 0.2},
+                handler=spec.handler,
+                max_attempts=spec.max_attempts,
+                timeout=spec.timeout,
+            )
+
+        burst = [new("pa", i) for i in range(tenant_cap * 3)]
+        late = [new("pb", i) for i in range(2)]
+        for r in [*burst, *late]:
+            await env.store.requests.create(r)
+        everything = {r.request_id for r in [*burst, *late]}
+        most_held_by_burst = 0
+
+        async def all_done() -> bool:
+            nonlocal most_held_by_burst
+            # One query: the claims held at one moment (as good as DynamoDB Local's index).
+            held = [r for r in await env.store.requests.by_status(PROCESSING) if r.request_id in everything]
+            most_held_by_burst = max(most_held_by_burst, sum(r.tenant_id == "pa" for r in held))
+            records = [await env.store.requests.get(rid) for rid in everything]
+            return all(r is not None and r.status == COMPLETED for r in records)
+
+        await wait_until(all_done, timeout=120, what="every request to complete")
+        assert most_held_by_burst <= tenant_cap, f"tenant pa held {most_held_by_burst} claims"
+        metrics = await scrape(port)
+        assert metrics.total("streamer_processor_claims_total", result="full") > 0
+        order = [rid for rid in env.calls.order if rid in everything]
+        assert len(order) == len(everything), "each request ran once"
+        late_at = max(order.index(r.request_id) for r in late)
+        assert late_at < tenant_cap + len(late) + 1, f"tenant pb's requests ran as number {late_at + 1}"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await reader
