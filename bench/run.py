@@ -84,6 +84,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "call count runs at the lowest",
     )
     p.add_argument(
+        "--conn-levels",
+        default=None,
+        metavar="N,N",
+        help="socket counts of the connections scenario (default 1000,5000,10000; --quick: 60,120)",
+    )
+    p.add_argument(
         "--count-requests",
         type=int,
         default=None,
@@ -257,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, runs=args.runs)
     if args.async_levels:
         sizes = dataclasses.replace(sizes, async_levels=tuple(int(n) for n in args.async_levels.split(",")))
+    if args.conn_levels:
+        sizes = dataclasses.replace(sizes, conn_levels=tuple(int(n) for n in args.conn_levels.split(",")))
     if args.count_requests:
         sizes = dataclasses.replace(sizes, count_requests=args.count_requests)
     started = time.monotonic()

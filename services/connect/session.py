@@ -1,16 +1,17 @@
 """One open WebSocket: its send queue, writer, heartbeat beat and the way it closes.
 
-Everything that writes to a socket goes through :meth:`ClientConnection.send_text`.
-When nothing is queued or being written and the transport is not back-pressured, the
-frame is written to the transport at once (no task wake-up per frame: what a fan-out
-to thousands of sockets spends its time on otherwise). Else it is appended to a bounded
-queue that a single writer task drains. That keeps a client that reads slowly from
-blocking whoever produced the frame (a Route answer, a gRPC ``Send`` from the
-processor), and turns "too slow to read" into a decision: when the queue is full — by
-count (``STREAMER_WS_SEND_QUEUE``) or by bytes (``STREAMER_WS_SEND_QUEUE_BYTES``) — the
-connection is closed with 1013 instead of growing memory. A frame is always queued when
-nothing else is (one large result must still get through), so a socket's queue holds at
-most the byte bound plus one frame.
+Everything that writes to a socket goes through :meth:`ClientConnection.send_text`. When
+nothing is queued or being written and the transport is not back-pressured, the frame is
+written to the transport at once (no task wake-up per frame: what a fan-out to thousands
+of sockets spends its time on otherwise). Else it is appended to a bounded queue that a
+writer task drains; the queue and the task exist only while frames wait (an idle socket
+holds neither: an ``asyncio.Queue`` and a task cost ~4 KiB a socket). That keeps a
+client that reads slowly from blocking whoever produced the frame (a Route answer, a
+gRPC ``Send`` from the processor), and turns "too slow to read" into a decision: when
+the queue is full — by count (``STREAMER_WS_SEND_QUEUE``) or by bytes
+(``STREAMER_WS_SEND_QUEUE_BYTES``) — the connection is closed with 1013 instead of
+growing memory. A frame is always queued when nothing else is (one large result must
+still get through), so a socket's queue holds at most the byte bound plus one frame.
 
 Closing is one idempotent call that records *why* (for the disconnect metric); the
 first reason wins. A flushing close (Disconnect, drain) lets queued frames out first,
@@ -27,11 +28,12 @@ when the socket is due, and the ping is written straight to the transport like a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 from collections.abc import Coroutine
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -51,11 +53,44 @@ from streamer.store import ConnectionRecord
 
 log = logging.getLogger(__name__)
 
-_FLUSH: Final = object()  # queue marker: everything before it has been written
-
 
 class ClientConnection:
     """State of one accepted WebSocket (see the module docstring)."""
+
+    # Slots, not a __dict__: a pod holds thousands of these (about 1 KiB a socket less).
+    __slots__ = (
+        "_closer",
+        "_expiry",
+        "_pending_close",
+        "_ping",
+        "_pulse",
+        "_queue",
+        "_started",
+        "_write_failed",
+        "_writer",
+        "_writing",
+        "background",
+        "bucket",
+        "close_code",
+        "closing",
+        "connection_id",
+        "disconnect_reason",
+        "identity",
+        "inflight",
+        "last_activity",
+        "last_touch",
+        "loop",
+        "opened_at",
+        "queue_bytes_limit",
+        "queue_limit",
+        "queued_bytes",
+        "record",
+        "routing",
+        "strikes",
+        "touching",
+        "transport",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -77,9 +112,7 @@ class ClientConnection:
         self.queued_bytes = 0  # UTF-8 bytes of the frames in the queue
         self.bucket = bucket
         self.strikes = strikes
-        self.queue: asyncio.Queue[object] = (
-            asyncio.Queue()
-        )  # bounded by hand: the flush marker skips the bound
+        self._queue: collections.deque[str] | None = None  # frames waiting; made when one must wait
         self.inflight: set[asyncio.Task[None]] = set()
         #: Request ids whose Route answer is still on its way → frames pushed for them
         #: meanwhile (see :meth:`push_text`).
@@ -96,9 +129,9 @@ class ClientConnection:
         self.transport: asyncio.BaseTransport | None = None
         self._started = False
         self._writing = False  # the writer task is inside a write (direct writes must wait)
+        self._write_failed = False  # a write failed: the peer is gone, nothing more is written
         self._pending_close: tuple[int, str, bool] | None = None
-        self._flushed = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None  # runs only while frames wait
         self._pulse = Pulse()
         self._ping: asyncio.Task[None] | None = None  # a ping waiting for the transport
         self._expiry: asyncio.TimerHandle | None = None  # a timer, not a task per socket
@@ -115,7 +148,7 @@ class ClientConnection:
         """
         self.transport = transport
         self._started = True
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.connection_id}")
+        self._start_writer()
         if self._pending_close is not None:
             code, reason, flush = self._pending_close
             self._closer = asyncio.create_task(self._close(code, reason, flush))
@@ -156,7 +189,7 @@ class ClientConnection:
         if self._write_now(text):
             return True
         size = utf8_size(text)
-        queued = self.queue.qsize()
+        queued = self.queued_frames
         if queued >= self.queue_limit or (
             queued
             and self.queue_bytes_limit is not None
@@ -174,9 +207,24 @@ class ClientConnection:
                 flush=False,
             )
             return False
+        if self._queue is None:
+            self._queue = collections.deque()
+        self._queue.append(text)
         self.queued_bytes += size
-        self.queue.put_nowait(text)
+        self._start_writer()
         return True
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames waiting for the writer task."""
+        return len(self._queue) if self._queue is not None else 0
+
+    def _start_writer(self) -> None:
+        """Start the writer task if frames wait and none runs (it ends when the queue is empty)."""
+        if not self._started or self._write_failed or not self._queue:
+            return
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name=f"ws-writer-{self.connection_id}")
 
     def _write_now(self, text: str) -> bool:
         """Write one frame straight to the transport; False when it must be queued instead.
@@ -187,7 +235,7 @@ class ClientConnection:
         (the sockets never negotiate compression, so a frame is one synchronous write);
         anything unexpected falls back to the queue.
         """
-        if self._writing or not self.queue.empty():
+        if self._writing or self._queue or self._write_failed:
             return False
         write = self._direct_writer()
         if write is None:
@@ -242,13 +290,13 @@ class ClientConnection:
     def send_message(self, message: protocol.KnownServerMessage) -> bool:
         return self.send_text(protocol.encode(message))
 
-    async def _write_loop(self) -> None:
-        while True:
-            item = await self.queue.get()
-            if item is _FLUSH:
-                self._flushed.set()
-                return
-            assert isinstance(item, str)
+    async def _write_queued(self) -> None:
+        """Write the queued frames in order, then end (a later frame that must wait starts
+        another). Direct writes stay off while this runs: the queue is not empty, or
+        ``_writing`` is set during the write itself."""
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
             self.queued_bytes -= utf8_size(item)
             self._writing = True
             try:
@@ -257,6 +305,7 @@ class ClientConnection:
                 # The peer is gone or the socket is closing; the reader sees it next.
                 metrics.send_failures_total.labels("error").inc()
                 log.debug("write failed: %s", type(exc).__name__)
+                self._write_failed = True
                 return
             finally:
                 self._writing = False
@@ -326,21 +375,17 @@ class ClientConnection:
     async def _close(self, code: int, reason: str, flush: bool) -> None:
         # Never cancel a task that may be waiting for the socket to drain: aiohttp
         # shares one drain future between all writers, so cancelling one cancels the
-        # wait of every other (this close's own included). The writer is stopped with
-        # a queue marker instead, and only cancelled once the transport is closed.
+        # wait of every other (this close's own included). The writer is stopped by
+        # emptying the queue instead (it ends after its current write), and only
+        # cancelled once the transport is closed.
         writer = self._writer
         if not flush:
             self._discard_queued()
-        if writer is not None and not writer.done():
-            self.queue.put_nowait(_FLUSH)
-            if flush:
-                try:
-                    await asyncio.wait_for(
-                        asyncio.shield(self._flushed.wait()), timeout=FLUSH_TIMEOUT_SECONDS
-                    )
-                except TimeoutError:
-                    log.info("queued frames not flushed before close")
-                    self._discard_queued()
+        if writer is not None and not writer.done() and flush:
+            done, _ = await asyncio.wait({writer}, timeout=FLUSH_TIMEOUT_SECONDS)  # never cancels it
+            if not done:
+                log.info("queued frames not flushed before close")
+                self._discard_queued()
         try:
             await asyncio.wait_for(
                 self.ws.close(code=code, message=close_reason(reason).encode("utf-8")),
@@ -350,8 +395,8 @@ class ClientConnection:
             self.abort()
 
     def _discard_queued(self) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        if self._queue is not None:
+            self._queue.clear()
         self.queued_bytes = 0
 
     def abort(self) -> None:

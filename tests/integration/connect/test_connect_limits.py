@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import aiohttp
+import pytest
 from connect_helpers import (
     StartConnect,
     eventually,
@@ -18,6 +19,7 @@ from connect_helpers import (
 )
 from grpc import aio
 
+from services.connect.session import ClientConnection
 from streamer import protocol, rpc
 from streamer.api.v1 import connections_pb2, connections_pb2_grpc
 from streamer.store import Store
@@ -168,7 +170,11 @@ async def test_heartbeat_closes_a_client_that_does_not_answer_pings(
 
 
 async def test_heartbeat_keeps_an_answering_client_and_touch_is_throttled(
-    start_connect: StartConnect, tenant: str, store: Store, http: aiohttp.ClientSession
+    start_connect: StartConnect,
+    tenant: str,
+    store: Store,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Generous missed-pong allowance: client and server share one (possibly busy) loop.
     service = await start_connect(ws_heartbeat_seconds=0.05, ws_missed_pongs=10, ws_touch_seconds=0.3)
@@ -188,14 +194,15 @@ async def test_heartbeat_keeps_an_answering_client_and_touch_is_throttled(
         assert first is not None
         conn = service.connections[cid]
         pongs = 0
-        original_alive = conn.alive
+        original_alive = ClientConnection.alive
 
-        def counting_alive() -> None:
+        def counting_alive(self: ClientConnection) -> None:
             nonlocal pongs
-            pongs += 1
-            original_alive()
+            if self is conn:
+                pongs += 1
+            original_alive(self)
 
-        conn.alive = counting_alive  # type: ignore[method-assign]
+        monkeypatch.setattr(ClientConnection, "alive", counting_alive)  # slots: patch the class
 
         async def refreshed() -> bool:
             record = await store.connections.get(cid)

@@ -303,11 +303,15 @@ async def test_a_frame_goes_straight_to_the_socket_unless_one_is_being_written(
     ws = await open_ws(http, connect, tenant=tenant)
     [conn] = list(connect.connections.values())
     assert conn.send_text('{"type":"x","n":1}')
-    assert conn.queue.empty(), "written to the transport at once, not handed to the writer task"
+    assert conn.queued_frames == 0, "written to the transport at once, not handed to the writer task"
     conn._writing = True  # the writer task is in the middle of an earlier frame: queue, keep order
     assert conn.send_text('{"type":"x","n":2}')
-    assert conn.queue.qsize() == 1
+    assert conn.queued_frames == 1
     conn._writing = False
     assert await receive_json(ws) == {"type": "x", "n": 1}
     assert await receive_json(ws) == {"type": "x", "n": 2}
+    # The writer task existed only while a frame waited.
+    await eventually(lambda: conn._writer is None or conn._writer.done(), what="the writer task ended")
+    assert conn.send_text('{"type":"x","n":3}') and conn.queued_frames == 0  # direct again
+    assert await receive_json(ws) == {"type": "x", "n": 3}
     await ws.close()

@@ -61,7 +61,7 @@ async def test_the_frame_count_still_bounds_the_queue_and_closing_empties_the_co
     assert conn.send_text("z") is False
     assert conn.closing and conn.close_code == protocol.CLOSE_TRY_AGAIN
     conn._discard_queued()
-    assert conn.queued_bytes == 0 and conn.queue.empty()
+    assert conn.queued_bytes == 0 and conn.queued_frames == 0
 
 
 @pytest.mark.parametrize("max_bytes", [1, 1024])
@@ -69,3 +69,11 @@ async def test_a_closing_socket_queues_nothing(max_bytes: int) -> None:
     conn = socket(frames=10, max_bytes=max_bytes)
     conn.close(code=1000, reason="bye", why="client", flush=False)
     assert conn.send_text("a") is False and conn.queued_bytes == 0
+
+
+async def test_an_idle_socket_holds_no_queue_and_no_writer_task() -> None:
+    conn = socket(frames=10, max_bytes=None)
+    assert conn._queue is None and conn._writer is None
+    assert not hasattr(conn, "__dict__")  # slots: thousands of these per pod
+    assert conn.send_text("a") is True  # not started: it waits, but no writer before start()
+    assert conn.queued_frames == 1 and conn._writer is None
