@@ -385,10 +385,18 @@ async def _put_function(
             AttributeDefinitions=[{"AttributeName": "request_id", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-    if client == "aiobotocore":
+    if client in ("aiobotocore", "lean"):
+        target = boto
+        if client == "lean":
+            import dataclasses
 
-        async def put_boto(rid: str) -> Any:
-            return await boto.put_item(
+            from streamer.store.lean import open_data_client
+
+            lean_settings = dataclasses.replace(settings, dynamodb_client="lean")
+            target = await stack.enter_async_context(open_data_client(settings=lean_settings))
+
+        async def put(rid: str) -> Any:
+            return await target.put_item(
                 TableName=table,
                 Item={
                     "request_id": {"S": rid},
@@ -399,29 +407,7 @@ async def _put_function(
                 ConditionExpression="attribute_not_exists(request_id)",
             )
 
-        return put_boto
-    if client == "lean":
-        import dataclasses
-
-        from streamer.store.lean import open_data_client
-
-        lean_client = await stack.enter_async_context(
-            open_data_client(settings=dataclasses.replace(settings, dynamodb_client="lean"))
-        )
-
-        async def put_ours(rid: str) -> Any:
-            return await lean_client.put_item(
-                TableName=table,
-                Item={
-                    "request_id": {"S": rid},
-                    "status": {"S": "PENDING"},
-                    "created_at": {"N": repr(time.time())},
-                    "payload": {"S": '{"message":"hello"}'},
-                },
-                ConditionExpression="attribute_not_exists(request_id)",
-            )
-
-        return put_ours
+        return put
     if client != "aiodynamo":
         raise ValueError(f"unknown DynamoDB client {client!r}")
     import yarl

@@ -241,6 +241,16 @@ def _body(raw: bytes) -> dict[str, Any]:
     return out
 
 
+def _operation(operation: str) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The client method for ``operation``: botocore's keyword arguments, botocore's answer."""
+
+    async def method(self: LeanDynamoDB, **params: Any) -> dict[str, Any]:
+        return await self.call(operation, params)
+
+    method.__doc__ = f"DynamoDB ``{operation}`` (the keyword arguments and answer of botocore's)."
+    return method
+
+
 class LeanDynamoDB:
     """DynamoDB item calls over aiohttp; everything else goes to the aiobotocore client.
 
@@ -278,35 +288,16 @@ class LeanDynamoDB:
         # Table management, waiters, paginators, meta, exceptions: aiobotocore's.
         return getattr(self._fallback, name)
 
-    async def get_item(self, **params: Any) -> dict[str, Any]:
-        return await self.call("GetItem", params)
-
-    async def put_item(self, **params: Any) -> dict[str, Any]:
-        return await self.call("PutItem", params)
-
-    async def update_item(self, **params: Any) -> dict[str, Any]:
-        return await self.call("UpdateItem", params)
-
-    async def delete_item(self, **params: Any) -> dict[str, Any]:
-        return await self.call("DeleteItem", params)
-
-    async def query(self, **params: Any) -> dict[str, Any]:
-        return await self.call("Query", params)
-
-    async def scan(self, **params: Any) -> dict[str, Any]:
-        return await self.call("Scan", params)
-
-    async def batch_get_item(self, **params: Any) -> dict[str, Any]:
-        return await self.call("BatchGetItem", params)
-
-    async def batch_write_item(self, **params: Any) -> dict[str, Any]:
-        return await self.call("BatchWriteItem", params)
-
-    async def transact_get_items(self, **params: Any) -> dict[str, Any]:
-        return await self.call("TransactGetItems", params)
-
-    async def transact_write_items(self, **params: Any) -> dict[str, Any]:
-        return await self.call("TransactWriteItems", params)
+    get_item = _operation("GetItem")
+    put_item = _operation("PutItem")
+    update_item = _operation("UpdateItem")
+    delete_item = _operation("DeleteItem")
+    query = _operation("Query")
+    scan = _operation("Scan")
+    batch_get_item = _operation("BatchGetItem")
+    batch_write_item = _operation("BatchWriteItem")
+    transact_get_items = _operation("TransactGetItems")
+    transact_write_items = _operation("TransactWriteItems")
 
     async def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """One DynamoDB ``operation`` with botocore-shaped ``params``, retried as botocore does."""

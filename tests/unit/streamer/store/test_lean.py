@@ -51,6 +51,17 @@ class _Fallback:
 Answer = tuple[int, dict[str, Any] | bytes] | BaseException
 
 
+class Recording:
+    """An aiohttp session that keeps the headers of each POST and cuts the connection."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+
+    def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Any:
+        self.headers.append(headers)
+        raise aiohttp.ClientPayloadError("stop")
+
+
 class Scripted(LeanDynamoDB):
     def __init__(self, answers: Sequence[Answer], *, max_attempts: int = 3) -> None:
         self.slept: list[float] = []
@@ -262,23 +273,18 @@ def test_retry_decisions_follow_botocore_standard_mode() -> None:
 
 
 async def test_calls_are_signed_with_sigv4() -> None:
-    seen: dict[str, str] = {}
-
-    class Session:
-        def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Any:
-            seen.update(headers)
-            raise aiohttp.ClientPayloadError("stop")
-
+    session = Recording()
     c = LeanDynamoDB(
         _Fallback(),
-        http=Session(),
+        http=session,  # type: ignore[arg-type]
         endpoint="http://127.0.0.1:8000",
-        region="eu-west-1",  # type: ignore[arg-type]
+        region="eu-west-1",
         credentials=Credentials("AKID", "secret", "token"),
         max_attempts=1,
     )
     with pytest.raises(ConnectionClosedError):
         await c.put_item(TableName="t")
+    (seen,) = session.headers
     assert seen["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKID/")
     assert "/eu-west-1/dynamodb/aws4_request" in seen["Authorization"]
     assert "x-amz-target" in seen["Authorization"] and seen["X-Amz-Security-Token"] == "token"
@@ -347,18 +353,12 @@ def test_the_signature_is_botocores_byte_for_byte(
 async def test_each_call_is_signed_when_sent(monkeypatch: pytest.MonkeyPatch) -> None:
     import streamer.store.lean as lean
 
-    seen: list[dict[str, str]] = []
     dates = iter(["20261201T080000Z", "20261201T080001Z"])
     monkeypatch.setattr(lean, "_amz_date", lambda: next(dates))
-
-    class Session:
-        def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Any:
-            seen.append(headers)
-            raise aiohttp.ClientPayloadError("stop")
-
+    session = Recording()
     c = LeanDynamoDB(
         _Fallback(),
-        http=Session(),  # type: ignore[arg-type]
+        http=session,  # type: ignore[arg-type]
         endpoint="http://127.0.0.1:8000",
         region="us-east-1",
         credentials=Credentials("k", "s"),
@@ -367,5 +367,14 @@ async def test_each_call_is_signed_when_sent(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ConnectionClosedError):
         await c.put_item(TableName="t")
     # A retry is signed again, at its own time.
+    seen = session.headers
     assert [h["X-Amz-Date"] for h in seen] == ["20261201T080000Z", "20261201T080001Z"]
     assert seen[0]["Authorization"] != seen[1]["Authorization"]
+
+
+def test_every_item_operation_is_sent_by_the_lean_client() -> None:
+    from streamer.store.lean import OPERATIONS
+
+    for method, operation in OPERATIONS.items():
+        assert method in vars(LeanDynamoDB), method  # not delegated to aiobotocore
+        assert operation in (getattr(LeanDynamoDB, method).__doc__ or "")
