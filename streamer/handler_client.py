@@ -15,6 +15,8 @@ the handler's ``error``                          its code (``PROCESSING_FAILED``
                                                  retryable when the handler says so or the
                                                  code is ``TIMEOUT``
 ``DEADLINE_EXCEEDED``                            ``TIMEOUT``, retryable
+``RESOURCE_EXHAUSTED`` for a message over       ``RESULT_TOO_LARGE``, not retryable (the same
+the caller's or the handler's gRPC limit         answer would be as large again)
 ``UNAVAILABLE``, ``RESOURCE_EXHAUSTED``,         ``SERVICE_UNAVAILABLE``, retryable
 ``CANCELLED``
 other codes in :data:`streamer.rpc.RETRYABLE`    ``INTERNAL_ERROR``, retryable (died mid-call)
@@ -42,6 +44,7 @@ from streamer.protocol import (
     ERROR_CODES,
     INTERNAL_ERROR,
     PROCESSING_FAILED,
+    RESULT_TOO_LARGE,
     SERVICE_UNAVAILABLE,
     TIMEOUT,
 )
@@ -169,6 +172,14 @@ def handler_failure(error: common_pb2.Error) -> Failure:
 def rpc_failure(exc: aio.AioRpcError, *, action: str, timeout: float) -> Failure:
     """A failed gRPC call to a handler, classified once for every caller."""
     status = exc.code()
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (exc.details() or ""):
+        # gRPC's own words for a message over max_(send|receive)_message_length.
+        return Failure(
+            code=RESULT_TOO_LARGE,
+            message=f"The answer of {action!r} is over the gRPC message limit ({exc.details()})",
+            details={"grpc_status": status.name},
+            grpc_status=status.name,
+        )
     if status == grpc.StatusCode.DEADLINE_EXCEEDED:
         code, message = TIMEOUT, f"Action {action!r} did not answer within {timeout:g}s"
     elif status in _UNREACHABLE:

@@ -354,7 +354,7 @@ class LocalStack:
 
     def _plan(self) -> None:
         """Pick ports, write the registry file, and build each service's command line."""
-        from streamer.sdk import load_actions, registry_document
+        from streamer.sdk import HandlerLoadError, load_actions, registry_document
 
         assert self.run_dir is not None
         self._cli = [self.python, "-m", "streamer.cli.main"]
@@ -363,7 +363,10 @@ class LocalStack:
 
             self.dns = DnsStub(NAMED.values()).start()
         self._shared_ports = {kind: self._port_for(kind) for kind in NAMED}
-        name, actions = load_actions(self.handler_target)
+        try:
+            name, actions = load_actions(self.handler_target)
+        except HandlerLoadError as exc:
+            raise StackError(str(exc)) from None
         doc = registry_document(actions, name=name, endpoint=self.target("handler"))
         unknown = set(self.action_overrides) - {a["name"] for a in doc["spec"]["actions"]}
         if unknown:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -46,12 +48,26 @@ def _call(factory: Callable[[], Any], *, where: str) -> list[Action]:
     return _as_actions(factory(), where=where)
 
 
+def _import_from_cwd() -> None:
+    """Let a module of the current directory be named, as ``python -m`` would.
+
+    A console script (``streamer dev``, ``streamer handler``) starts with its own ``bin/``
+    directory first on ``sys.path``, not the working directory, so a handler written next to
+    where the command runs (``streamer dev --handler shop.handlers``) was not importable.
+    Appended, not prepended: a local file never shadows an installed package.
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
+
+
 def load_actions(target: str) -> tuple[str, list[Action]]:
     """(handler name, actions) for an entry point name, ``module:function`` or module path."""
     for ep in entry_points(group="streamer.handlers"):
         if ep.name == target:
             return ep.name, _call(ep.load(), where=f"entry point streamer.handlers:{ep.name}")
     module_name, _, attr = target.partition(":")
+    _import_from_cwd()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -26,7 +26,14 @@ from streamer import rpc, tracing
 from streamer.api.v1 import common_pb2, handler_pb2, handler_pb2_grpc
 from streamer.logs import log_context, setup_logging
 from streamer.metrics import Health, counter, gauge, histogram, start_http
-from streamer.protocol import INVALID_ACTION, MAX_DEPTH, PROCESSING_FAILED, TIMEOUT, VALIDATION_ERROR
+from streamer.protocol import (
+    INVALID_ACTION,
+    MAX_DEPTH,
+    PROCESSING_FAILED,
+    RESULT_TOO_LARGE,
+    TIMEOUT,
+    VALIDATION_ERROR,
+)
 from streamer.registry.model import API_VERSION, KIND
 from streamer.schema import payload_errors
 from streamer.sdk.action import Action, PermanentError, Request, RetryableError, ValidationError
@@ -134,8 +141,14 @@ def action_info(action: Action) -> handler_pb2.ActionInfo:
 class HandlerServicer(handler_pb2_grpc.HandlerServicer):
     """The ``Handler`` contract over a set of actions (usable on any grpc.aio server)."""
 
-    def __init__(self, *, actions: Sequence[Action], name: str = "handler") -> None:
+    def __init__(
+        self, *, actions: Sequence[Action], name: str = "handler", max_result_bytes: int | None = None
+    ) -> None:
         self.name = name
+        #: The largest result (JSON bytes) one ``Invoke`` answer may carry; a larger one is
+        #: answered ``RESULT_TOO_LARGE`` (not retryable) instead of failing the gRPC write with
+        #: RESOURCE_EXHAUSTED, which callers would take for an unreachable handler and retry.
+        self.max_result_bytes = max_result_bytes
         self.actions: dict[str, Action] = {}
         for action in actions:
             action.check()
@@ -245,6 +258,15 @@ class HandlerServicer(handler_pb2_grpc.HandlerServicer):
                     log.error("action %s returned a result that is not JSON: %s", action.name, exc)
                     message = f"Action {action.name!r} returned an invalid result"
                     return _event_error(PROCESSING_FAILED, message), "failed"
+                max_bytes = self.max_result_bytes
+                if max_bytes is not None and len(data) > max_bytes:
+                    message = (
+                        f"The result ({len(data)} bytes) is over the handler's {max_bytes}-byte message limit"
+                    )
+                    details = {"size": len(data), "limit": max_bytes}
+                    return handler_pb2.InvokeEvent(
+                        error=rpc.error_pb(RESULT_TOO_LARGE, message, details=details)
+                    ), "failed"
                 return handler_pb2.InvokeEvent(result=handler_pb2.Result(data=data)), "ok"
             except TimeoutError as exc:
                 if limit.expired():
@@ -325,7 +347,8 @@ class HandlerServer:
         self, *, actions: Sequence[Action], name: str = "handler", max_message_bytes: int = 4 * 1024 * 1024
     ) -> None:
         self.name = name
-        self.servicer = HandlerServicer(actions=actions, name=name)
+        # The answer's protobuf envelope (event, field tags) needs a few bytes besides the JSON.
+        self.servicer = HandlerServicer(actions=actions, name=name, max_result_bytes=max_message_bytes - 1024)
         self.max_message_bytes = max_message_bytes
         self.health = Health()
         self.port: int | None = None

@@ -284,3 +284,28 @@ async def test_draining_refuses_new_invokes_and_finishes_running_ones(sdk: Any) 
         await asyncio.wait_for(stopping, 10)
     finally:
         await channel.close(None)
+
+
+class Sized(Action):
+    name = "t_sized"
+
+    async def process(self, request: Request, progress: ProgressFn) -> Any:
+        return {"data": "x" * int(request.payload["size"])}
+
+
+async def test_a_result_over_the_message_limit_is_result_too_large_not_unavailable() -> None:
+    # Found by hand: a 5 MB result failed the gRPC write (RESOURCE_EXHAUSTED), which callers
+    # took for an unreachable handler: "unavailable; try again", and the processor ran it again.
+    server = HandlerServer(actions=[Sized()], name="sized", max_message_bytes=64 * 1024)
+    port = await server.start(host="127.0.0.1", port=0)
+    channel = rpc.channel(f"127.0.0.1:{port}")
+    try:
+        stub = handler_pb2_grpc.HandlerStub(channel)
+        fits = await events(stub, invoke_request("t_sized", {"size": 60 * 1024}))
+        assert [e.WhichOneof("event") for e in fits] == ["result"]
+        error = final_error(await events(stub, invoke_request("t_sized", {"size": 64 * 1024})))
+        assert (error.code, error.retryable) == ("RESULT_TOO_LARGE", False)
+        assert json.loads(error.details) == {"size": 64 * 1024 + 11, "limit": 63 * 1024}
+    finally:
+        await channel.close(None)
+        await server.stop(grace=0)

@@ -58,3 +58,20 @@ def test_invocation_builds_the_one_invoke_request() -> None:
     assert (pb.request_id, pb.action, pb.attempt, pb.connection_id) == ("r1", "work", 2, "c")
     assert rpc.loads(pb.payload) == {} and rpc.loads(pb.metadata) == {"priority": 3}
     assert (pb.principal.user_id, pb.principal.tenant_id, list(pb.principal.permissions)) == ("u", "t", ["a"])
+
+
+def test_a_message_over_the_grpc_limit_is_result_too_large_and_final() -> None:
+    # A handler answering more than the caller accepts: retrying gets the same answer again.
+    exc = aio.AioRpcError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        aio.Metadata(),
+        aio.Metadata(),
+        details="Received message larger than max (5000023 vs. 4194304)",
+        debug_error_string="",
+    )
+    failure = rpc_failure(exc, action="work", timeout=2.0)
+    assert (failure.code, failure.retryable, failure.grpc_status) == (
+        "RESULT_TOO_LARGE",
+        False,
+        "RESOURCE_EXHAUSTED",
+    )

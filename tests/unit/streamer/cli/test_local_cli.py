@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import subprocess
+import sys
 
 import jwt
 import pytest
@@ -50,6 +52,40 @@ def test_unknown_handler_target_is_a_clear_error() -> None:
 def _parse(*argv: str) -> argparse.Namespace:
     parser, _ = cli_main.build_parser()
     return parser.parse_args(list(argv))
+
+
+def test_a_handler_module_in_the_working_directory_is_found_by_the_console_script(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Found by hand: docs/handlers.md's `shop/handlers.py` next to where one types
+    # `streamer dev --handler shop.handlers` was "neither an entry point nor an importable
+    # module": a console script puts its bin/ directory on sys.path, not the working directory.
+    (tmp_path / "shop_here.py").write_text(
+        "from streamer.sdk import Action\n\n\n"
+        "class Hi(Action):\n"
+        "    name = 'hi_here'\n\n"
+        "    async def process(self, request, progress):\n"
+        "        return {}\n"
+    )
+    script = pathlib.Path(sys.executable).parent / "streamer"
+    done = subprocess.run(
+        [str(script), "handler", "shop_here", "--print-registry", "127.0.0.1:1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [a["name"] for a in yaml.safe_load(done.stdout)["spec"]["actions"]] == ["hi_here"]
+
+
+def test_stack_refuses_an_unknown_handler_with_a_stack_error(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `streamer dev` reports a StackError in one line; anything else was a traceback.
+    with pytest.raises(StackError, match=r"neither a streamer\.handlers entry point"):
+        _planned(tmp_path, monkeypatch, handler="no_such_module_anywhere")
 
 
 def test_every_local_subcommand_is_registered() -> None:
