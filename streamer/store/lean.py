@@ -74,6 +74,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     HTTPClientError,
+    NoCredentialsError,
     ReadTimeoutError,
 )
 from botocore.utils import normalize_url_path
@@ -256,8 +257,9 @@ class LeanDynamoDB:
 
     ``fallback`` is the aiobotocore ``dynamodb`` client (its ``meta.service_model``
     names the modeled error fields, its ``exceptions`` the error classes).
-    ``credentials`` has ``get_frozen_credentials()`` (sync or async), or is None to
-    send unsigned calls. ``sleep`` is injectable for tests.
+    ``credentials`` has ``get_frozen_credentials()`` (sync or async); None (the chain
+    found none) fails each call with botocore's ``NoCredentialsError``, as aiobotocore
+    does. ``sleep`` is injectable for tests.
     """
 
     def __init__(
@@ -335,12 +337,11 @@ class LeanDynamoDB:
     async def _send(self, operation: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         target = _TARGET + operation
         if self._credentials is None:
-            headers = {"Host": self._signer.host, "Content-Type": _JSON, "X-Amz-Target": target}
-        else:
-            frozen = self._credentials.get_frozen_credentials()
-            if inspect.isawaitable(frozen):
-                frozen = await frozen
-            headers = self._signer.headers(frozen, target, body, _amz_date())
+            raise NoCredentialsError()
+        frozen = self._credentials.get_frozen_credentials()
+        if inspect.isawaitable(frozen):
+            frozen = await frozen
+        headers = self._signer.headers(frozen, target, body, _amz_date())
         async with self._http.post(self._url, data=body, headers=headers) as resp:
             raw = await resp.read()
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, raw

@@ -378,3 +378,20 @@ def test_every_item_operation_is_sent_by_the_lean_client() -> None:
     for method, operation in OPERATIONS.items():
         assert method in vars(LeanDynamoDB), method  # not delegated to aiobotocore
         assert operation in (getattr(LeanDynamoDB, method).__doc__ or "")
+
+
+async def test_no_credentials_fail_as_botocore_does_without_sending() -> None:
+    from botocore.exceptions import NoCredentialsError
+
+    session = Recording()
+    c = LeanDynamoDB(
+        _Fallback(),
+        http=session,  # type: ignore[arg-type]
+        endpoint="https://dynamodb.us-east-1.amazonaws.com",
+        region="us-east-1",
+        credentials=None,
+    )
+    with pytest.raises(NoCredentialsError) as info:
+        await c.get_item(TableName="t")
+    assert session.headers == []
+    assert wrap_error(info.value, "GetItem").retryable  # a StoreError, as with aiobotocore
