@@ -193,3 +193,19 @@ async def test_a_dead_endpoint_is_botocores_connection_error(settings: Settings)
         with pytest.raises(EndpointConnectionError) as info:
             await lean.get_item(TableName="t", Key={"request_id": {"S": "x"}})
         assert wrap_error(info.value, "GetItem").retryable
+
+
+async def test_botocore_puts_aiobotocore_back_under_the_stores(settings: Settings) -> None:
+    from streamer.config import ConfigError
+
+    chosen = load_settings(
+        {"STREAMER_DYNAMODB_CLIENT": "botocore"},
+        dynamodb_endpoint=settings.dynamodb_endpoint,
+        table_prefix=settings.table_prefix,
+    )
+    async with Store.open(settings=chosen) as store:
+        assert not isinstance(store.client, LeanDynamoDB)
+        assert type(store.client).__name__ == "DynamoDB"  # aiobotocore's generated client class
+        assert await store.requests.get("nothing") is None
+    with pytest.raises(ConfigError, match="STREAMER_DYNAMODB_CLIENT"):
+        load_settings({"STREAMER_DYNAMODB_CLIENT": "boto3"})
