@@ -122,6 +122,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def try_it_hint(action_names: list[str]) -> str:
+    """The command to try first: the examples' echo, else one of the actions actually served.
+
+    (With ``--handler`` of one's own, suggesting ``echo`` only earned an ``INVALID_ACTION``.)
+    """
+    if "echo" in action_names:
+        return 'streamer request echo --payload \'{"message": "hello"}\''
+    first = action_names[0] if action_names else "ACTION"
+    return f"streamer request {first} --payload '{{...}}'   (actions: {', '.join(action_names)})"
+
+
 def _info(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -182,7 +193,8 @@ async def _run(args: argparse.Namespace) -> int:
             _info(
                 "Auth: the public development JWT secret is in use (set STREAMER_JWT_SECRET to change it).\n"
                 f"  Get a token:  streamer token --user {DEV_USER} --tenant {DEV_TENANT}\n"
-                '  Try it:       streamer request echo --payload \'{"message": "hello"}\''
+                "  Try it:       "
+                + try_it_hint(stack.action_names)
                 + (f" --url {stack.ws_url}" if port != DEFAULT_WS_PORT else "")
             )
         router = stack.services.get("router")

@@ -227,6 +227,8 @@ class LocalStack:
         self.services: dict[str, ServiceProcess] = {}
         self.env: dict[str, str] = {}
         self.registry_file: pathlib.Path | None = None
+        #: The names of the actions the handler serves (known once the stack is planned).
+        self.action_names: list[str] = []
         self.jwt_secret: str | None = None
         self.dev_secret_used = False
         self._log_files: list[IO[bytes]] = []
@@ -367,6 +369,7 @@ class LocalStack:
             name, actions = load_actions(self.handler_target)
         except HandlerLoadError as exc:
             raise StackError(str(exc)) from None
+        self.action_names = [action.name for action in actions]
         doc = registry_document(actions, name=name, endpoint=self.target("handler"))
         unknown = set(self.action_overrides) - {a["name"] for a in doc["spec"]["actions"]}
         if unknown:

@@ -88,6 +88,19 @@ def test_stack_refuses_an_unknown_handler_with_a_stack_error(
         _planned(tmp_path, monkeypatch, handler="no_such_module_anywhere")
 
 
+def test_the_try_it_hint_names_an_action_the_handler_serves(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With --handler of one's own, the hint said `streamer request echo`: INVALID_ACTION.
+    from streamer.cli.dev import try_it_hint
+
+    stack = _planned(tmp_path, monkeypatch, handler="examples.handlers.actions")
+    assert "echo" in stack.action_names
+    assert try_it_hint(stack.action_names).startswith("streamer request echo ")
+    assert try_it_hint(["quote", "export_orders"]).startswith("streamer request quote ")
+    assert "export_orders" in try_it_hint(["quote", "export_orders"])
+
+
 def test_every_local_subcommand_is_registered() -> None:
     _, modules = cli_main.build_parser()
     assert {"handler", "dev", "token", "request", "tables"} <= set(modules)
