@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import json
 import os
+import pathlib
+import re
 import sys
 import uuid
 
@@ -147,3 +149,22 @@ async def test_token_command_makes_a_token_the_stack_accepts(stack: LocalStack) 
     )
     assert explicit.code == 0, explicit.err
     assert from_env.code == 0, from_env.err
+
+
+async def test_the_python_client_example_of_client_md_runs_as_written(stack: LocalStack) -> None:
+    # A newcomer copies docs/client.md's first example: it used a `token` it never defined.
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "client.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    assert "ws://127.0.0.1:8080/ws" in example
+    code = example.replace("ws://127.0.0.1:8080/ws", stack.ws_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    env["STREAMER_JWT_SECRET"] = stack.jwt_secret or ""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert "'message': 'hi'" in lines[0]
+    assert any(line.strip().startswith("100%") for line in lines)
+    assert lines[-1].startswith("VALIDATION_ERROR ")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pathlib
+import re
+import types
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -306,6 +309,34 @@ async def test_a_result_over_the_message_limit_is_result_too_large_not_unavailab
         error = final_error(await events(stub, invoke_request("t_sized", {"size": 64 * 1024})))
         assert (error.code, error.retryable) == ("RESULT_TOO_LARGE", False)
         assert json.loads(error.details) == {"size": 64 * 1024 + 11, "limit": 63 * 1024}
+    finally:
+        await channel.close(None)
+        await server.stop(grace=0)
+
+
+async def test_the_complete_example_of_handlers_md_serves_as_written(tmp_path: pathlib.Path) -> None:
+    # docs/handlers.md's shop/handlers.py, exactly as printed, served by the SDK and invoked.
+    text = (pathlib.Path(__file__).parents[3] / "docs" / "handlers.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    assert example.startswith("# shop/handlers.py")
+    module = types.ModuleType("shop_handlers_doc")
+    exec(compile(example, "docs/handlers.md", "exec"), module.__dict__)
+    server = HandlerServer(actions=module.handlers(), name="shop")
+    port = await server.start(host="127.0.0.1", port=0)
+    channel = rpc.channel(f"127.0.0.1:{port}")
+    try:
+        stub = handler_pb2_grpc.HandlerStub(channel)
+        quote = await events(stub, invoke_request("quote", {"items": [{"sku": "a", "quantity": 2}]}))
+        assert json.loads(quote[-1].result.data) == {"currency": "EUR", "total_cents": 500}
+        export = await events(
+            stub, invoke_request("export_orders", {"from": "2026-01-01", "to": "2026-01-31"})
+        )
+        assert [e.progress.percentage for e in export[:-1]] == [0, 40, 80, 100]
+        assert json.loads(export[-1].result.data)["orders"] == 250
+        backwards = final_error(
+            await events(stub, invoke_request("export_orders", {"from": "2026-02-01", "to": "2026-01-31"}))
+        )
+        assert backwards.code == "VALIDATION_ERROR" and json.loads(backwards.details)[0]["path"] == "to"
     finally:
         await channel.close(None)
         await server.stop(grace=0)
