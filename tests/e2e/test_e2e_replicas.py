@@ -21,12 +21,13 @@ import json
 import os
 import signal
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from e2e_helpers import E2E_ENV, Dev, echo, running_stack
-from metricslib import scrape
+from metricslib import Metrics, scrape
 
 from streamer.client import StreamerClient
 from streamer.client.errors import StreamerError
@@ -246,10 +247,37 @@ def _processes_of(launcher: int, kind: str) -> list[int]:
     return sorted(found)
 
 
-async def _router_calls(stack: LocalStack, name: str, session: Any) -> int:
-    service = stack.service(name)
-    metrics = await scrape(service.http_port, host=service.host, session=session)
-    return int(metrics.total("streamer_router_requests_total", action="echo"))
+async def _share_once_joined(
+    stack: LocalStack,
+    session: Any,
+    *,
+    kind: str,
+    count: Callable[[Metrics], float],
+    round_of: Callable[[int], Awaitable[None]],
+    enough: float,
+) -> tuple[str, float, float]:
+    """Add a ``kind`` replica, then run rounds of requests until it takes ``enough`` of a
+    round (by ``count`` of each replica's /metrics) or 60 s pass: (name, share, seconds)."""
+
+    async def counts() -> dict[str, float]:
+        names = [n for n, s in stack.services.items() if s.kind == kind]
+        found = {}
+        for name in names:
+            service = stack.service(name)
+            found[name] = count(await scrape(service.http_port, host=service.host, session=session))
+        return found
+
+    newcomer = await stack.add_replica(kind)
+    loop = asyncio.get_running_loop()
+    joined = loop.time()
+    share = 0.0
+    while loop.time() - joined < 60 and share < enough:
+        before = await counts()
+        await round_of(30)
+        after = await counts()
+        total = sum(after.values()) - sum(before.values())
+        share = (after[newcomer] - before[newcomer]) / max(1, total)
+    return newcomer, share, loop.time() - joined
 
 
 async def test_a_router_started_later_gets_its_share(dynamodb: str, tmp_path: Any) -> None:
@@ -266,25 +294,16 @@ async def test_a_router_started_later_gets_its_share(dynamodb: str, tmp_path: An
                 await client.request("echo", {"message": f"m{i}"}, timeout=30)
 
         await round_of(20)
-        newcomer = await stack.add_replica("router")
-        joined = asyncio.get_running_loop().time()
-        share = 0.0
-        while asyncio.get_running_loop().time() - joined < 60 and share < 0.2:
-            names = [n for n in stack.services if stack.services[n].kind == "router"]
-            before = {n: await _router_calls(stack, n, session) for n in names}
-            await round_of(30)
-            after = {n: await _router_calls(stack, n, session) for n in names}
-            total = sum(after.values()) - sum(before.values())
-            share = (after[newcomer] - before[newcomer]) / max(1, total)
-        took = asyncio.get_running_loop().time() - joined
+        newcomer, share, took = await _share_once_joined(
+            stack,
+            session,
+            kind="router",
+            count=lambda m: m.total("streamer_router_requests_total", action="echo"),
+            round_of=round_of,
+            enough=0.2,
+        )
         print(f"\n{newcomer}: {share:.0%} of a round's calls {took:.1f} s after it joined")
         assert share >= 0.2
-
-
-async def _offers_accepted(stack: LocalStack, name: str, session: Any) -> int:
-    service = stack.service(name)
-    metrics = await scrape(service.http_port, host=service.host, session=session)
-    return int(metrics.total("streamer_processor_offers_total", outcome="accepted"))
 
 
 async def test_a_processor_started_later_gets_its_share_of_offers(dynamodb: str, tmp_path: Any) -> None:
@@ -307,17 +326,14 @@ async def test_a_processor_started_later_gets_its_share_of_offers(dynamodb: str,
             )
 
         await round_of(10)
-        newcomer = await stack.add_replica("processor")
+        newcomer, share, took = await _share_once_joined(
+            stack,
+            session,
+            kind="processor",
+            count=lambda m: m.total("streamer_processor_offers_total", outcome="accepted"),
+            round_of=round_of,
+            enough=0.15,
+        )
         assert len(stack.dns.addresses("processor.streamer.local")) == 3
-        joined = asyncio.get_running_loop().time()
-        share = 0.0
-        while asyncio.get_running_loop().time() - joined < 60 and share < 0.15:
-            names = [n for n in stack.services if stack.services[n].kind == "processor"]
-            before = {n: await _offers_accepted(stack, n, session) for n in names}
-            await round_of(30)
-            after = {n: await _offers_accepted(stack, n, session) for n in names}
-            total = sum(after.values()) - sum(before.values())
-            share = (after[newcomer] - before[newcomer]) / max(1, total)
-        took = asyncio.get_running_loop().time() - joined
         print(f"\n{newcomer}: {share:.0%} of a round's accepted offers {took:.1f} s after it joined")
         assert share >= 0.15

@@ -9,9 +9,11 @@ import collections
 import contextlib
 import dataclasses
 import json
+import os
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from grpc import aio
@@ -295,6 +297,73 @@ async def wait_until(
 
 
 FAST_BACKOFF = Backoff(base=0.2, cap=1.0)
+
+
+@dataclasses.dataclass
+class ProcessorProcess:
+    """``python -m services.processor`` running as its own process (see :func:`processor_process`)."""
+
+    proc: asyncio.subprocess.Process
+    #: Its JSON log lines, as they arrive.
+    lines: list[dict[str, Any]]
+    #: Its /metrics, /healthz, /readyz port.
+    http_port: int
+
+
+@contextlib.asynccontextmanager
+async def processor_process(
+    settings: Settings, registry_file: Any, *, worker_id: str, env: dict[str, str] | None = None
+) -> AsyncIterator[ProcessorProcess]:
+    """Start the processor on the test's DynamoDB and tables with a file registry, wait for
+    its "processor started" line, and kill it on the way out if the test did not stop it."""
+    child_env = {
+        **os.environ,
+        "STREAMER_DYNAMODB_ENDPOINT": settings.dynamodb_endpoint or "",
+        "STREAMER_TABLE_PREFIX": settings.table_prefix,
+        "STREAMER_HOST": "127.0.0.1",
+        "STREAMER_LEASE_SECONDS": "2",
+        "STREAMER_CLAIM_SECONDS": "2",
+        "STREAMER_SWEEP_INTERVAL_SECONDS": "0.5",
+        "STREAMER_DRAIN_SECONDS": "2",
+        "STREAMER_WORKER_ID": worker_id,
+        "STREAMER_LOG_JSON": "true",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        **(env or {}),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.processor",
+        "--registry",
+        str(registry_file),
+        "--http-port",
+        "0",
+        env=child_env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: list[dict[str, Any]] = []
+
+    async def read_logs() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(raw))
+
+    reader = asyncio.create_task(read_logs())
+    try:
+        await wait_until(
+            lambda: any(line.get("message") == "processor started" for line in lines),
+            timeout=30,
+            what="the processor to start",
+        )
+        port = next(line["http_port"] for line in lines if "http_port" in line)
+        yield ProcessorProcess(proc=proc, lines=lines, http_port=port)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await reader
 
 
 @dataclasses.dataclass

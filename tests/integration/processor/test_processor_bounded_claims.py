@@ -9,17 +9,12 @@ moment later. A real processor against DynamoDB Local's stream and a real handle
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import pathlib
 import signal
-import sys
-from typing import Any
 
 import yaml
 from metricslib import scrape
-from processor_helpers import Env, uid, wait_until
+from processor_helpers import Env, processor_process, uid, wait_until
 
 from services.processor.budget import LANE_CLAIM_FACTOR
 from streamer.store import COMPLETED, PROCESSING, RequestRecord
@@ -108,49 +103,13 @@ async def test_a_processor_process_leaves_what_it_may_not_claim_and_takes_tenant
         "status": {"endpoint": spec.endpoint},
     }
     registry_file.write_text(yaml.safe_dump(doc))
-    s = env.settings
-    child_env = {
-        **os.environ,
-        "STREAMER_DYNAMODB_ENDPOINT": s.dynamodb_endpoint or "",
-        "STREAMER_TABLE_PREFIX": s.table_prefix,
-        "STREAMER_HOST": "127.0.0.1",
-        "STREAMER_LEASE_SECONDS": "2",
-        "STREAMER_CLAIM_SECONDS": "4",
-        "STREAMER_SWEEP_INTERVAL_SECONDS": "0.5",
-        "STREAMER_PENDING_GRACE_SECONDS": "1",
-        "STREAMER_DRAIN_SECONDS": "2",
-        "STREAMER_WORKER_ID": "w-budget-process",
-        "STREAMER_LOG_JSON": "true",
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.processor",
-        "--registry",
-        str(registry_file),
-        "--http-port",
-        "0",
-        env=child_env,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    lines: list[dict[str, Any]] = []
-
-    async def read_logs() -> None:
-        assert proc.stderr is not None
-        async for raw in proc.stderr:
-            with contextlib.suppress(ValueError):
-                lines.append(json.loads(raw))
-
-    reader = asyncio.create_task(read_logs())
-    try:
-        await wait_until(
-            lambda: any(line.get("message") == "processor started" for line in lines),
-            timeout=30,
-            what="the processor to start",
-        )
-        port = next(line["http_port"] for line in lines if "http_port" in line)
+    async with processor_process(
+        env.settings,
+        registry_file,
+        worker_id="w-budget-process",
+        env={"STREAMER_CLAIM_SECONDS": "4", "STREAMER_PENDING_GRACE_SECONDS": "1"},
+    ) as child:
+        port, proc = child.http_port, child.proc
         conn = await env.connection()
 
         def new(tenant: str, i: int) -> RequestRecord:
@@ -191,8 +150,3 @@ async def test_a_processor_process_leaves_what_it_may_not_claim_and_takes_tenant
         assert late_at < tenant_cap + len(late) + 1, f"tenant pb's requests ran as number {late_at + 1}"
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await reader

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import sys
 from typing import Any
 
 import aiohttp
 import yaml
 from metricslib import scrape
-from processor_helpers import Env, wait_until
+from processor_helpers import Env, processor_process
 
 from streamer.registry.static import StaticRegistry
 from streamer.store import COMPLETED
@@ -32,50 +29,8 @@ async def test_streamer_processor_serves_then_drains_on_sigterm(env: Env, tmp_pa
         }
     ]
     registry_file.write_text(yaml.safe_dump_all(docs))
-    s = env.settings
-    child_env = {
-        **os.environ,
-        "STREAMER_DYNAMODB_ENDPOINT": s.dynamodb_endpoint or "",
-        "STREAMER_TABLE_PREFIX": s.table_prefix,
-        "STREAMER_HOST": "127.0.0.1",
-        "STREAMER_LEASE_SECONDS": "2",
-        "STREAMER_CLAIM_SECONDS": "2",
-        "STREAMER_SWEEP_INTERVAL_SECONDS": "0.5",
-        "STREAMER_DRAIN_SECONDS": "2",
-        "STREAMER_WORKER_ID": "w-subprocess",
-        "STREAMER_LOG_JSON": "true",
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.processor",
-        "--registry",
-        str(registry_file),
-        "--http-port",
-        "0",
-        env=child_env,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    lines: list[dict[str, Any]] = []
-
-    async def read_logs() -> None:
-        assert proc.stderr is not None
-        async for raw in proc.stderr:
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                pass
-
-    reader = asyncio.create_task(read_logs())
-    try:
-        await wait_until(
-            lambda: any(line.get("message") == "processor started" for line in lines),
-            timeout=20,
-            what="the processor to start",
-        )
-        port = next(line["http_port"] for line in lines if "http_port" in line)
+    async with processor_process(env.settings, registry_file, worker_id="w-subprocess") as child:
+        port, proc = child.http_port, child.proc
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
                 assert resp.status == 200
@@ -91,8 +46,3 @@ async def test_streamer_processor_serves_then_drains_on_sigterm(env: Env, tmp_pa
         assert await asyncio.wait_for(proc.wait(), 15) == 0
         leases = await env.store.leases.all()
         assert [lease.owner for lease in leases] == [None], "leases released on the way out"
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await reader
