@@ -28,7 +28,8 @@ exceptions (``EndpointConnectionError``, ``ReadTimeoutError``, ...), so
 :func:`streamer.store.dynamo.wrap_error` and every caller work unchanged. It retries
 like botocore's standard mode: 3 attempts, throttling codes, transient codes, 5xx,
 connection errors and timeouts, waiting ``rand · min(20 s, 2^(n-1) s)``
-(:class:`streamer.retry.Backoff` with full jitter).
+(:class:`streamer.retry.Backoff` with full jitter), within botocore's retry quota (so
+an outage does not triple the calls).
 
 What it deliberately does not do:
 
@@ -40,8 +41,7 @@ What it deliberately does not do:
 - no other operation: table management (create/describe/update table, TTL, PITR) and
   DynamoDB Streams stay on aiobotocore — any other attribute is the aiobotocore
   client's (:meth:`LeanDynamoDB.__getattr__`);
-- no standard mode retry quota (the token bucket that stops retrying when most calls
-  fail), no client-side rate limiting, no endpoint discovery, no CRC32 check of the
+- no client-side rate limiting (botocore's ``adaptive`` mode), no endpoint discovery, no CRC32 check of the
   answer (botocore's legacy mode only), no event hooks, no botocore/OpenTelemetry
   botocore spans (an aiohttp client span instead, when tracing is on);
 - no compression of answers (``Accept-Encoding: identity``, as botocore asks).
@@ -68,6 +68,7 @@ from typing import Any
 
 import aiohttp
 from botocore.auth import _host_from_url
+from botocore.configprovider import NEW_RETRIES_ENABLED
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -77,6 +78,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.retries.quota import RetryQuota
 from botocore.utils import normalize_url_path
 
 from streamer.config import Settings
@@ -128,6 +130,12 @@ TRANSIENT_CODES = frozenset(
     {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "InternalServerError"}
 )
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+# botocore.retries.standard.RetryQuotaChecker's costs.
+_RETRY_COST = 5
+_RETRY_COST_V2 = 14
+_THROTTLING_RETRY_COST = 5
+_TIMEOUT_RETRY_COST = 10
+_NO_RETRY_INCREMENT = 1
 #: botocore's standard mode waits ``rand(0, 1) · min(20, 2^(attempt - 1))`` seconds.
 STANDARD_BACKOFF = Backoff(base=1.0, cap=20.0, jitter=1.0)
 
@@ -283,6 +291,9 @@ class LeanDynamoDB:
         self._max_attempts = max(1, max_attempts)
         self._backoff = backoff
         self._sleep = sleep
+        # botocore's standard mode: one retry quota per client (500; a retry takes 5, a
+        # timeout's 10; a success gives back 1, or what its own retry took).
+        self._quota = RetryQuota()
         service_model = getattr(getattr(fallback, "meta", None), "service_model", None)
         self._service_model = service_model
 
@@ -305,6 +316,7 @@ class LeanDynamoDB:
         """One DynamoDB ``operation`` with botocore-shaped ``params``, retried as botocore does."""
         body = json.dumps(params, separators=(",", ":"), default=_encode).encode()
         attempt = 0
+        acquired = 0  # retry quota taken by this call's last retry
         while True:
             attempt += 1
             try:
@@ -312,6 +324,9 @@ class LeanDynamoDB:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 error = self.transport_error(exc)
                 if attempt >= self._max_attempts:
+                    raise error from exc
+                acquired = self._retry_cost(error=error)
+                if not self._quota.acquire(acquired):
                     raise error from exc
                 await self._sleep(self._backoff.delay(attempt))
                 continue
@@ -323,16 +338,31 @@ class LeanDynamoDB:
             if "x-amzn-requestid" in headers:
                 meta = {"RequestId": headers["x-amzn-requestid"], **meta}
             if status < 300:
+                self._quota.release(acquired or _NO_RETRY_INCREMENT)
                 out = _body(raw)
                 out["ResponseMetadata"] = meta
                 return out
             parsed = self.error_response(raw, status, meta)
-            if is_retryable(parsed["Error"]["Code"], status):
-                if attempt < self._max_attempts:
-                    await self._sleep(self._backoff.delay(attempt))
-                    continue
-                meta["MaxAttemptsReached"] = True
+            code = parsed["Error"]["Code"]
+            if is_retryable(code, status):
+                if attempt >= self._max_attempts:
+                    meta["MaxAttemptsReached"] = True
+                else:
+                    acquired = self._retry_cost(code=code)
+                    if self._quota.acquire(acquired):
+                        await self._sleep(self._backoff.delay(attempt))
+                        continue
+                    meta["RetryQuotaReached"] = True
             raise self.client_error(parsed, operation)
+
+    @staticmethod
+    def _retry_cost(*, code: str = "", error: BaseException | None = None) -> int:
+        """What a retry takes from the quota (botocore's ``RetryQuotaChecker``)."""
+        if NEW_RETRIES_ENABLED:
+            return _THROTTLING_RETRY_COST if code in THROTTLING_CODES else _RETRY_COST_V2
+        return (
+            _TIMEOUT_RETRY_COST if isinstance(error, ConnectTimeoutError | ReadTimeoutError) else _RETRY_COST
+        )
 
     async def _send(self, operation: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         target = _TARGET + operation

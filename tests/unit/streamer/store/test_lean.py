@@ -395,3 +395,27 @@ async def test_no_credentials_fail_as_botocore_does_without_sending() -> None:
         await c.get_item(TableName="t")
     assert session.headers == []
     assert wrap_error(info.value, "GetItem").retryable  # a StoreError, as with aiobotocore
+
+
+async def test_retries_stop_when_the_retry_quota_is_spent_as_botocores_do() -> None:
+    from botocore.retries.quota import RetryQuota
+
+    c = Scripted([THROTTLED, OK, THROTTLED, THROTTLED, THROTTLED, aiohttp.SocketTimeoutError(), OK, OK])
+    c._quota = RetryQuota(initial_capacity=5)
+    # A retry takes 5; the call's success gives them back.
+    assert (await c.put_item(TableName="t"))["ResponseMetadata"]["RetryAttempts"] == 1
+    # The quota pays for one retry only: the second failure is raised, marked.
+    with pytest.raises(ClientError) as info:
+        await c.put_item(TableName="t")
+    assert info.value.response["ResponseMetadata"]["RetryQuotaReached"] is True
+    assert "MaxAttemptsReached" not in info.value.response["ResponseMetadata"]
+    # Nothing left: no retry at all, for an error answer or a timeout (which would take 10).
+    with pytest.raises(ClientError):
+        await c.put_item(TableName="t")
+    with pytest.raises(ReadTimeoutError):
+        await c.put_item(TableName="t")
+    assert len(c.sent) == 6
+    # Each call that succeeds without a retry gives 1 back.
+    await c.put_item(TableName="t")
+    await c.put_item(TableName="t")
+    assert c._quota.available_capacity == 2
