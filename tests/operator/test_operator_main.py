@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -16,14 +18,19 @@ from streamer_operator.options import load_options
 from streamer.local.ports import free_port
 
 
-async def test_run_serves_health_and_reconciles(
-    cluster: Cluster, api: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.asynccontextmanager
+async def running_operator(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, **env: str
+) -> AsyncIterator[tuple[int, threading.Event]]:
+    """`streamer operator` in a thread against the kmock cluster, health on a free port:
+    yields (port, kopf's ready flag); stops it on the way out and checks it exited 0."""
     port = free_port()
     monkeypatch.setenv("STREAMER_HOST", "127.0.0.1")
     monkeypatch.setenv("STREAMER_HTTP_PORT", str(port))
     monkeypatch.setenv("STREAMER_OPERATOR_MANAGE_TABLES", "false")
     monkeypatch.setenv("STREAMER_LOG_JSON", "false")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     stop, ready = threading.Event(), threading.Event()
     result: list[int] = []
     thread = threading.Thread(
@@ -33,6 +40,17 @@ async def test_run_serves_health_and_reconciles(
     )
     thread.start()
     try:
+        yield port, ready
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+    assert result == [0]
+
+
+async def test_run_serves_health_and_reconciles(
+    cluster: Cluster, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_operator(cluster, monkeypatch) as (port, ready):
         async with aiohttp.ClientSession() as session:
 
             async def healthy() -> bool:
@@ -52,10 +70,6 @@ async def test_run_serves_health_and_reconciles(
             return await api.get(children.DEPLOYMENTS, "default", "viamain") is not None
 
         await eventually(deployed, what="the Deployment made by `streamer operator`")
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)
-    assert result == [0]
 
 
 def test_a_bad_setting_stops_the_operator_with_its_name(
@@ -129,21 +143,10 @@ async def test_two_replicas_with_peering_one_object_both_peers_and_the_work_done
 async def test_healthz_fails_while_the_watches_get_no_answer_and_recovers(
     cluster: Cluster, api: Api, monkeypatch: pytest.MonkeyPatch, hangs: bool
 ) -> None:
-    port = free_port()
-    monkeypatch.setenv("STREAMER_HOST", "127.0.0.1")
-    monkeypatch.setenv("STREAMER_HTTP_PORT", str(port))
-    monkeypatch.setenv("STREAMER_OPERATOR_MANAGE_TABLES", "false")
-    monkeypatch.setenv("STREAMER_OPERATOR_WATCH_STALE_SECONDS", "1")
-    monkeypatch.setenv("STREAMER_LOG_JSON", "false")
-    stop, ready = threading.Event(), threading.Event()
-    result: list[int] = []
-    thread = threading.Thread(
-        target=lambda: result.append(
-            run(["--server", str(cluster.url).rstrip("/")], stop_flag=stop, ready_flag=ready)
-        )
-    )
-    thread.start()
-    try:
+    async with running_operator(cluster, monkeypatch, STREAMER_OPERATOR_WATCH_STALE_SECONDS="1") as (
+        port,
+        ready,
+    ):
         async with aiohttp.ClientSession() as session:
 
             async def healthz() -> tuple[int, dict[str, str]]:
@@ -179,7 +182,3 @@ async def test_healthz_fails_while_the_watches_get_no_answer_and_recovers(
             return await api.get(children.DEPLOYMENTS, "default", "afterwards") is not None
 
         await eventually(deployed, timeout=30, what="a Deployment after the outage")
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)
-    assert result == [0]
