@@ -38,7 +38,13 @@ from streamer.client.errors import (
     StreamerError,
     error_from_message,
 )
-from streamer.client.transport import NO_RECONNECT_CODES, TokenProvider, Transport, maybe_await
+from streamer.client.transport import (
+    DEFAULT_MAX_FRAME_BYTES,
+    NO_RECONNECT_CODES,
+    TokenProvider,
+    Transport,
+    maybe_await,
+)
 
 log = logging.getLogger("streamer.client")
 
@@ -314,6 +320,9 @@ class StreamerClient:
         giving up fails every pending request with :class:`ConnectionClosedError`.
     :param resume_grace: after a reconnect, seconds ``$resume``'s answers may take before
         each pending request it did not mention is asked for with ``$subscribe``.
+    :param max_frame_bytes: the largest frame sent (512 KiB, the gateway's default hard limit);
+        a larger one raises :class:`PayloadTooLargeError` unsent instead of having the gateway
+        close the socket (1009) under every other request. None: no check.
     :param on_message: called with every server message (sync or async), e.g. for logging.
     """
 
@@ -332,6 +341,7 @@ class StreamerClient:
         max_reconnect_attempts: int | None = 30,
         resume_grace: float = 3.0,
         max_message_bytes: int = 16 * 1024 * 1024,
+        max_frame_bytes: int | None = DEFAULT_MAX_FRAME_BYTES,
         on_message: MessageCallback | None = None,
         session: aiohttp.ClientSession | None = None,
         headers: Mapping[str, str] | None = None,
@@ -350,6 +360,7 @@ class StreamerClient:
             reconnect_max_delay=reconnect_max_delay,
             max_reconnect_attempts=max_reconnect_attempts,
             max_message_bytes=max_message_bytes,
+            max_frame_bytes=max_frame_bytes,
             session=session,
             headers=headers,
         )
@@ -377,6 +388,7 @@ class StreamerClient:
     reconnect_max_delay = _OnTransport[float]()
     max_reconnect_attempts = _OnTransport["int | None"]()
     max_message_bytes = _OnTransport[int]()
+    max_frame_bytes = _OnTransport["int | None"]()
     #: How many times the connection was re-established (for tests and metrics).
     reconnects = _OnTransport[int]()
     last_close_code = _OnTransport["int | None"]()

@@ -33,6 +33,7 @@ from streamer.client.errors import (
     ConnectionClosedError,
     ForbiddenError,
     InternalError,
+    PayloadTooLargeError,
     ServiceUnavailableError,
     StreamerError,
     UnauthorizedError,
@@ -43,6 +44,10 @@ log = logging.getLogger("streamer.client")
 __all__ = ["NO_RECONNECT_CODES", "TokenProvider", "Transport"]
 
 TokenProvider = Callable[[], "str | Awaitable[str]"]
+
+#: The gateway closes the whole socket (1009) for a frame over 4 x STREAMER_WS_MAX_FRAME_BYTES
+#: (128 KiB by default): a frame that large is refused here instead, so it fails alone.
+DEFAULT_MAX_FRAME_BYTES = 4 * 128 * 1024
 
 #: Close codes after which reconnecting would not help (the server meant it).
 NO_RECONNECT_CODES = frozenset({protocol.CLOSE_POLICY, protocol.CLOSE_TOO_BIG, protocol.CLOSE_DISCONNECTED})
@@ -73,6 +78,7 @@ class Transport:
         reconnect_max_delay: float = 10.0,
         max_reconnect_attempts: int | None = 30,
         max_message_bytes: int = 16 * 1024 * 1024,
+        max_frame_bytes: int | None = DEFAULT_MAX_FRAME_BYTES,
         session: aiohttp.ClientSession | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -92,6 +98,7 @@ class Transport:
         self.reconnect_max_delay = reconnect_max_delay
         self.max_reconnect_attempts = max_reconnect_attempts
         self.max_message_bytes = max_message_bytes
+        self.max_frame_bytes = max_frame_bytes
         self._on_message = on_message
         self._on_reconnected = on_reconnected
         self._on_failed = on_failed
@@ -317,6 +324,16 @@ class Transport:
     async def send(self, frame: Mapping[str, Any]) -> None:
         """Send one frame, waiting through a reconnect; raises once the transport gave up."""
         text = json.dumps(frame, separators=(",", ":"))
+        limit = self.max_frame_bytes
+        if (
+            limit is not None and (size := len(text)) > limit
+        ):  # ASCII (json escapes the rest): chars are bytes
+            # Sent, it would close the socket with 1009 and fail every other request on it.
+            raise PayloadTooLargeError(
+                f"Frame is {size} bytes; this client sends at most {limit} (max_frame_bytes)",
+                details={"size": size, "limit": limit},
+                request_id=frame.get("id"),
+            )
         while True:
             if self.closed_error is not None:
                 raise self.closed_error

@@ -6,12 +6,14 @@ import asyncio
 import dataclasses
 import uuid
 
+import pytest
 from e2e_helpers import Recorder, connect, eventually
 
 from streamer.client import (
     DuplicateRequestError,
     InvalidActionError,
     NotFoundError,
+    PayloadTooLargeError,
     RequestCancelledError,
     StreamerClient,
     StreamerError,
@@ -272,3 +274,18 @@ async def test_one_hundred_concurrent_clients(stack: LocalStack) -> None:
 
     results = await asyncio.gather(*(one(i) for i in range(100)))
     assert sorted(r["message"] for r in results) == sorted(f"m{i}" for i in range(100))  # type: ignore[index]
+
+
+async def test_a_request_over_the_gateways_hard_frame_limit_fails_alone(stack: LocalStack) -> None:
+    # Found by hand: a 600 KB request made the gateway close the socket (1009, no reconnect),
+    # and every other request of the client failed with ConnectionClosedError.
+    async with connect(stack) as client:
+        running = await client.start("delay", {"seconds": 2, "steps": 2}, request_id=rid("beside-big"))
+        with pytest.raises(PayloadTooLargeError) as info:
+            await client.request("echo", {"message": "x" * 600_000}, request_id=rid("big"), timeout=30)
+        assert info.value.details["limit"] == 512 * 1024
+        soft = "x" * 140_000  # over the soft limit: the gateway answers, the socket stays
+        with pytest.raises(PayloadTooLargeError):
+            await client.request("echo", {"message": soft}, request_id=rid("soft"), timeout=30)
+        assert (await running.result(timeout=60))["steps"] == 2
+        assert client.last_close_code is None
