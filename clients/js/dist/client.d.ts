@@ -49,6 +49,13 @@ export interface ClientOptions {
     connectTimeoutMs?: number;
     /** After a reconnect, how long `$resume`'s answers may take before silent requests are asked for one by one (default 3000 ms). */
     resumeGraceMs?: number;
+    /**
+     * The largest request frame sent, in UTF-8 bytes (default 524288, the gateway's default hard limit:
+     * 4 x `STREAMER_WS_MAX_FRAME_BYTES`). A larger request is refused unsent with `PayloadTooLargeError`;
+     * sent, the gateway would close the whole socket with 1009 and every other request would fail.
+     * `null` turns the check off.
+     */
+    maxFrameBytes?: number | null;
     /** The WebSocket implementation (default `globalThis.WebSocket`; Node 20 needs `--experimental-websocket` or this). */
     WebSocket?: WebSocketConstructor;
     /** Called with every server message (including published ones), e.g. for logging. */
@@ -78,6 +85,8 @@ export interface Progress {
     raw: ProgressMessage;
 }
 /** Close codes after which reconnecting would not help: rate-limit abuse, oversized frame, disconnected on purpose. */
+/** The gateway's default hard frame limit (4 x STREAMER_WS_MAX_FRAME_BYTES): larger frames close the socket. */
+export declare const DEFAULT_MAX_FRAME_BYTES: number;
 export declare const NO_RECONNECT_CODES: ReadonlySet<number>;
 /**
  * Milliseconds a close reason asks the client to wait before reconnecting, if it says:

@@ -7,9 +7,11 @@
 // sends `$resume` so the server re-attaches unfinished requests to the new socket and
 // answers their current state, re-subscribes, and re-sends unanswered system calls. The same
 // design as the Python client (streamer/client/client.py); docs/client-js.md.
-import { ConnectionClosedError, ForbiddenError, InternalError, ProcessingFailedError, RequestCancelledError, RequestTimeoutError, ServiceUnavailableError, UnauthorizedError, errorFromMessage, } from "./errors.js";
+import { ConnectionClosedError, ForbiddenError, InternalError, PayloadTooLargeError, ProcessingFailedError, RequestCancelledError, RequestTimeoutError, ServiceUnavailableError, UnauthorizedError, errorFromMessage, } from "./errors.js";
 import { SERVER_MESSAGE_TYPES, TERMINAL_STATUSES } from "./protocol.js";
 /** Close codes after which reconnecting would not help: rate-limit abuse, oversized frame, disconnected on purpose. */
+/** The gateway's default hard frame limit (4 x STREAMER_WS_MAX_FRAME_BYTES): larger frames close the socket. */
+export const DEFAULT_MAX_FRAME_BYTES = 4 * 128 * 1024;
 export const NO_RECONNECT_CODES = new Set([1008, 1009, 4001]);
 /** The close code of a gateway that shuts down (drains). */
 const GOING_AWAY = 1001;
@@ -266,6 +268,7 @@ export class StreamerClient {
             systemTimeoutMs: 10000,
             connectTimeoutMs: 10000,
             resumeGraceMs: 3000,
+            maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
             ...options,
         };
         if (this.options.tokenIn !== "subprotocol" && this.options.tokenIn !== "query") {
@@ -346,6 +349,16 @@ export class StreamerClient {
         const frame = { action, id, payload };
         if (options.metadata)
             frame.metadata = options.metadata;
+        const limit = this.options.maxFrameBytes;
+        if (limit !== null) {
+            const size = new TextEncoder().encode(JSON.stringify(frame)).length;
+            if (size > limit) {
+                throw new PayloadTooLargeError(`Frame is ${size} bytes; this client sends at most ${limit} (maxFrameBytes)`, {
+                    details: { size, limit },
+                    requestId: id,
+                });
+            }
+        }
         const handle = new RequestHandle(this, id, action, frame);
         handle.onProgress = options.onProgress;
         this.finishedIds.delete(id);

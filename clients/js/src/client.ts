@@ -11,6 +11,7 @@ import {
   ConnectionClosedError,
   ForbiddenError,
   InternalError,
+  PayloadTooLargeError,
   ProcessingFailedError,
   RequestCancelledError,
   RequestTimeoutError,
@@ -77,6 +78,13 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** After a reconnect, how long `$resume`'s answers may take before silent requests are asked for one by one (default 3000 ms). */
   resumeGraceMs?: number;
+  /**
+   * The largest request frame sent, in UTF-8 bytes (default 524288, the gateway's default hard limit:
+   * 4 x `STREAMER_WS_MAX_FRAME_BYTES`). A larger request is refused unsent with `PayloadTooLargeError`;
+   * sent, the gateway would close the whole socket with 1009 and every other request would fail.
+   * `null` turns the check off.
+   */
+  maxFrameBytes?: number | null;
   /** The WebSocket implementation (default `globalThis.WebSocket`; Node 20 needs `--experimental-websocket` or this). */
   WebSocket?: WebSocketConstructor;
   /** Called with every server message (including published ones), e.g. for logging. */
@@ -109,6 +117,9 @@ export interface Progress {
 }
 
 /** Close codes after which reconnecting would not help: rate-limit abuse, oversized frame, disconnected on purpose. */
+/** The gateway's default hard frame limit (4 x STREAMER_WS_MAX_FRAME_BYTES): larger frames close the socket. */
+export const DEFAULT_MAX_FRAME_BYTES = 4 * 128 * 1024;
+
 export const NO_RECONNECT_CODES: ReadonlySet<number> = new Set([1008, 1009, 4001]);
 /** The close code of a gateway that shuts down (drains). */
 const GOING_AWAY = 1001;
@@ -354,6 +365,7 @@ export class StreamerClient {
       | "systemTimeoutMs"
       | "connectTimeoutMs"
       | "resumeGraceMs"
+      | "maxFrameBytes"
     >
   > &
     ClientOptions;
@@ -384,6 +396,7 @@ export class StreamerClient {
       systemTimeoutMs: 10000,
       connectTimeoutMs: 10000,
       resumeGraceMs: 3000,
+      maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
       ...options,
     };
     if (this.options.tokenIn !== "subprotocol" && this.options.tokenIn !== "query") {
@@ -461,6 +474,16 @@ export class StreamerClient {
     if (this.requests.has(id)) throw new TypeError(`request ${id} is already in flight on this client`);
     const frame: ClientFrame = { action, id, payload };
     if (options.metadata) frame.metadata = options.metadata;
+    const limit = this.options.maxFrameBytes;
+    if (limit !== null) {
+      const size = new TextEncoder().encode(JSON.stringify(frame)).length;
+      if (size > limit) {
+        throw new PayloadTooLargeError(`Frame is ${size} bytes; this client sends at most ${limit} (maxFrameBytes)`, {
+          details: { size, limit },
+          requestId: id,
+        });
+      }
+    }
     const handle = new RequestHandle(this, id, action, frame);
     handle.onProgress = options.onProgress;
     this.finishedIds.delete(id);

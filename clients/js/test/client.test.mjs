@@ -7,6 +7,7 @@ import {
   ConnectionClosedError,
   InvalidActionError,
   NotFoundError,
+  PayloadTooLargeError,
   RequestCancelledError,
   RequestTimeoutError,
   StreamerClient,
@@ -28,6 +29,18 @@ describe("requests", () => {
     const result = await client.request("echo", { message: "hello from node" });
     assert.equal(result.message, "hello from node");
     assert.deepEqual(result.echo, { message: "hello from node" });
+    assert.equal(client.state, "open");
+  });
+
+  test("a request over the gateway's hard frame limit fails alone, unsent", async () => {
+    // Sent, the gateway would close the socket (1009, no reconnect) under every other request.
+    const running = client.request("delay", { seconds: 1, steps: 2 });
+    await assert.rejects(client.request("echo", { message: "x".repeat(600_000) }), (err) => {
+      assert.ok(err instanceof PayloadTooLargeError);
+      assert.equal(err.details.limit, 512 * 1024);
+      return true;
+    });
+    assert.equal((await running).steps, 2);
     assert.equal(client.state, "open");
   });
 
