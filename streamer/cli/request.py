@@ -214,11 +214,19 @@ async def _request(args: argparse.Namespace) -> int:
                 )
                 try:
                     result = await handle.result(timeout=args.timeout)
-                except (RequestTimeoutError, asyncio.CancelledError):
+                except (RequestTimeoutError, asyncio.CancelledError) as exc:
                     # --timeout ran out, or Ctrl-C: the user gave up, so stop the work too.
+                    cancelled = False
                     if not handle.done:
                         with contextlib.suppress(StreamerError, asyncio.CancelledError):
                             await client.cancel(handle.request_id, timeout=2.0)
+                            cancelled = True
+                    if cancelled and isinstance(exc, RequestTimeoutError):
+                        # The client's own words ("may still be running") are no longer true.
+                        raise RequestTimeoutError(
+                            f"No result within {args.timeout:g}s; the request was cancelled on the server",
+                            request_id=handle.request_id,
+                        ) from None
                     raise
                 finally:
                     with contextlib.suppress(TimeoutError):
