@@ -102,6 +102,9 @@ def final_error(outcome: Outcome, *, attempt: int, max_attempts: int) -> dict[st
         details["cause"] = outcome.code
     if outcome.details is not None and outcome.kind is Kind.REFUSED:
         details.update(outcome.details)  # our own facts (sizes, counts), not the handler's
+    elif code == RESULT_TOO_LARGE and isinstance(outcome.details, dict) and "size" in outcome.details:
+        # The handler SDK refused its own oversized answer: the same documented fields as ours.
+        details.update({k: outcome.details[k] for k in ("size", "limit") if k in outcome.details})
     elif outcome.details is not None:
         details["handler_details"] = outcome.details
     return {"code": code, "message": outcome.message, "details": details, "retryable": False}

@@ -22,6 +22,16 @@ def test_final_error_codes() -> None:
     err = final_error(unavailable, attempt=2, max_attempts=2)
     assert err["code"] == "PROCESSING_FAILED" and err["details"]["cause"] == "SERVICE_UNAVAILABLE"
 
+    # The handler SDK's RESULT_TOO_LARGE (a result over its gRPC message limit) carries the
+    # documented details.size / details.limit, as the processor's own refusal does.
+    sdk = Outcome(kind=Kind.ERROR, code="RESULT_TOO_LARGE", message="big", details={"size": 9, "limit": 5})
+    assert final_error(sdk, attempt=1, max_attempts=3)["details"] == {
+        "attempts": 1,
+        "max_attempts": 3,
+        "size": 9,
+        "limit": 5,
+    }
+
 
 def ending(
     outcome: Outcome, *, stop: StopReason | None = None, attempt: int = 1, max_attempts: int = 3
