@@ -34,8 +34,10 @@ _DEFAULT_MESSAGES = {
 def _progress(record: RequestRecord) -> tuple[float, str]:
     progress = record.progress if isinstance(record.progress, dict) else {}
     pct = progress.get("percentage")
-    if not isinstance(pct, int | float) or isinstance(pct, bool):
-        pct = 100 if record.status == COMPLETED else 0
+    if record.status == COMPLETED:
+        pct = 100  # done is 100 %, whatever the last progress report said (a bar must not stop at 66)
+    elif not isinstance(pct, int | float) or isinstance(pct, bool):
+        pct = 0
     message = progress.get("message")
     if record.status in (FAILED, CANCELLED) and isinstance(record.error, dict):
         message = record.error.get("message") or message

@@ -56,6 +56,12 @@ def test_status_frame_of_each_state() -> None:
         {"a": 1},
         "1970-01-01T00:00:01.000Z",
     )
+    # Found by hand: a handler whose last report was 66 % read "COMPLETED, 66" on $status/$resume.
+    stopped_early = record(status=COMPLETED, result={}, progress={"percentage": 66.7, "message": "step 2"})
+    assert (status_frame(stopped_early)["percentage"], status_frame(stopped_early)["message"]) == (
+        100,
+        "step 2",
+    )
     failed = status_frame(record(status=FAILED, error={"code": "PROCESSING_FAILED", "message": "boom"}))
     assert failed["message"] == "boom" and failed["error"]["code"] == "PROCESSING_FAILED"
     cancelling = status_frame(record(status=PROCESSING, cancel_requested=True))
