@@ -122,15 +122,16 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def try_it_hint(action_names: list[str]) -> str:
+def try_it_hint(action_names: list[str], url: str | None = None) -> str:
     """The command to try first: the examples' echo, else one of the actions actually served.
 
     (With ``--handler`` of one's own, suggesting ``echo`` only earned an ``INVALID_ACTION``.)
     """
+    where = f" --url {url}" if url else ""
     if "echo" in action_names:
-        return 'streamer request echo --payload \'{"message": "hello"}\''
+        return f'streamer request echo --payload \'{{"message": "hello"}}\'{where}'
     first = action_names[0] if action_names else "ACTION"
-    return f"streamer request {first} --payload '{{...}}'   (actions: {', '.join(action_names)})"
+    return f"streamer request {first} --payload '{{...}}'{where}\n                (actions: {', '.join(action_names)})"
 
 
 def _info(text: str) -> None:
@@ -194,8 +195,7 @@ async def _run(args: argparse.Namespace) -> int:
                 "Auth: the public development JWT secret is in use (set STREAMER_JWT_SECRET to change it).\n"
                 f"  Get a token:  streamer token --user {DEV_USER} --tenant {DEV_TENANT}\n"
                 "  Try it:       "
-                + try_it_hint(stack.action_names)
-                + (f" --url {stack.ws_url}" if port != DEFAULT_WS_PORT else "")
+                + try_it_hint(stack.action_names, stack.ws_url if port != DEFAULT_WS_PORT else None)
             )
         router = stack.services.get("router")
         if router is not None and router.grpc_address:

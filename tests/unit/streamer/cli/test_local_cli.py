@@ -97,8 +97,9 @@ def test_the_try_it_hint_names_an_action_the_handler_serves(
     stack = _planned(tmp_path, monkeypatch, handler="examples.handlers.actions")
     assert "echo" in stack.action_names
     assert try_it_hint(stack.action_names).startswith("streamer request echo ")
-    assert try_it_hint(["quote", "export_orders"]).startswith("streamer request quote ")
-    assert "export_orders" in try_it_hint(["quote", "export_orders"])
+    command, actions = try_it_hint(["quote", "export_orders"], "ws://h:1/ws").splitlines()
+    assert command == "streamer request quote --payload '{...}' --url ws://h:1/ws"  # copy-pastable
+    assert "export_orders" in actions
 
 
 def test_every_local_subcommand_is_registered() -> None:
