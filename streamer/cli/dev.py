@@ -131,7 +131,8 @@ def try_it_hint(action_names: list[str], url: str | None = None) -> str:
     if "echo" in action_names:
         return f'streamer request echo --payload \'{{"message": "hello"}}\'{where}'
     first = action_names[0] if action_names else "ACTION"
-    return f"streamer request {first} --payload '{{...}}'{where}\n                (actions: {', '.join(action_names)})"
+    listed = ", ".join(action_names)
+    return f"streamer request {first} --payload '{{...}}'{where}\n                (actions: {listed})"
 
 
 def _info(text: str) -> None:
