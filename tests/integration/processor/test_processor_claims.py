@@ -66,7 +66,9 @@ async def test_a_completion_whose_answer_was_lost_is_still_delivered(env: Env, p
     proc = await env.processor("w-amb", store=await store_via(proxy, env))
     conn = await env.connection()
     await wait_until(lambda: bool(proc.coordinator.readers), what="the shard read")
-    req = await env.submit("p_quiet", {"seconds": 0.5}, connection_id=conn)
+    # 2 s of work: the fault must be in place before the completion is written, even when a
+    # loaded machine resumes this test late after the handler started (0.5 s was too short once).
+    req = await env.submit("p_quiet", {"seconds": 2}, connection_id=conn)
     await asyncio.wait_for(env.calls.started[req.request_id].wait(), 10)
     proxy.set_faults([Fault(kind="ambiguous", ops=frozenset({"UpdateItem"}), tables=frozenset({"requests"}))])
     done = await env.settled(req.request_id)
