@@ -61,8 +61,13 @@ async def test_backlog_up_scales_up_and_idle_scales_to_zero(
                 return await _replicas(operator, "busy") == 3  # ceil(5 / 2)
 
             await eventually(scaled_up, what="3 replicas for a backlog of 5")
-            handler = await operator.handler("busy")
-            assert handler is not None and handler["status"]["desiredReplicas"] == 3
+
+            async def status_says_3() -> bool:
+                # The Deployment is scaled before the status is written: wait for the status.
+                handler = await operator.handler("busy")
+                return handler is not None and handler["status"].get("desiredReplicas") == 3
+
+            await eventually(status_says_3, what="status.desiredReplicas 3")
 
             for i in range(5):
                 await store.requests.cancel(request_key("t", f"r{i}"), tenant_id="t")
